@@ -1,0 +1,56 @@
+"""One exception hierarchy for porter; the CLI turns each into a one-line message."""
+
+from __future__ import annotations
+
+__all__ = [
+    "PorterError",
+    "FormatError",
+    "UnsafeSourceError",
+    "UnsupportedOpError",
+    "MappingError",
+    "ParityError",
+    "AuditError",
+    "IntegrityError",
+    "ZooError",
+]
+
+
+class PorterError(Exception):
+    """Base class: every error porter raises on purpose derives from it."""
+
+
+class FormatError(PorterError):
+    """A file is missing, of an unknown format, truncated or corrupt."""
+
+
+class UnsafeSourceError(FormatError):
+    """A source tries something porter refuses: code in a pickle, a path leaving its folder."""
+
+
+class UnsupportedOpError(PorterError):
+    """An operator (with its domain and opset) has no converter."""
+
+    def __init__(self, op_type: str, opset: int, domain: str = "") -> None:
+        self.op_type, self.opset, self.domain = op_type, opset, domain
+        where = f"{domain}::" if domain else ""
+        super().__init__(f"no converter for {where}{op_type} at opset {opset}")
+
+
+class MappingError(PorterError):
+    """Source tensors and target parameters do not line up (leftovers, ties, shape clashes)."""
+
+
+class ParityError(PorterError):
+    """The ported module disagrees with the source runtime beyond tolerance."""
+
+
+class AuditError(PorterError):
+    """The NPU audit found operators with no NPU kernel."""
+
+
+class IntegrityError(PorterError):
+    """A file's digest does not match the one recorded for it."""
+
+
+class ZooError(PorterError):
+    """A zoo or catalog entry is unknown, malformed or cannot be fetched."""

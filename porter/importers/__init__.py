@@ -1,0 +1,93 @@
+"""Importers: path -> :class:`~porter.source.Source`, chosen by sniffing the file.
+
+Each importer module registers itself with :func:`importer`; ``open_source`` asks every sniffer
+in registration order and uses the first that claims the path. Sniffers look at names and magic
+bytes only: they never parse a whole file, and they never import a heavy framework.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from porter.errors import FormatError
+from porter.source import Source
+
+__all__ = ["importer", "open_source", "IMPORTERS", "sniff"]
+
+
+@dataclass(frozen=True)
+class Importer:
+    name: str
+    sniff: Callable[[Path], bool]
+    load: Callable[[Path], Source]
+
+
+IMPORTERS: dict[str, Importer] = {}
+
+# Modules that register importers; imported on first use so `import porter` stays light.
+_IMPORTER_MODULES = (
+    "porter.importers.onnx",
+    "porter.importers.tf1",
+    "porter.importers.paddle",
+    "porter.importers.safetensors_",
+)
+
+
+def importer(name: str, sniff: Callable[[Path], bool]) -> Callable:
+    """Register ``load(path) -> Source`` under ``name``; a duplicate name fails at import."""
+
+    def register(load: Callable[[Path], Source]) -> Callable[[Path], Source]:
+        if name in IMPORTERS:
+            raise RuntimeError(f"importer {name!r} registered twice")
+        IMPORTERS[name] = Importer(name, sniff, load)
+        return load
+
+    return register
+
+
+def _load_registry() -> None:
+    for mod in _IMPORTER_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:  # a real missing dependency inside the importer
+                raise
+
+
+def sniff(path: Path) -> str | None:
+    """Name of the importer that claims ``path``, or None."""
+    _load_registry()
+    for imp in IMPORTERS.values():
+        if imp.sniff(path):
+            return imp.name
+    return None
+
+
+def open_source(path: str | Path, format: str | None = None) -> Source:
+    """Open ``path`` read-only as a Source; ``format`` forces an importer by name."""
+    path = Path(path)
+    if not path.exists():
+        raise FormatError(f"{path}: no such file or directory")
+    _load_registry()
+    if format is None:
+        format = sniff(path)
+        if format is None:
+            known = ", ".join(sorted(IMPORTERS))
+            raise FormatError(f"{path}: unknown format (porter reads: {known})")
+    elif format not in IMPORTERS:
+        raise FormatError(f"unknown format {format!r} (known: {', '.join(sorted(IMPORTERS))})")
+    return IMPORTERS[format].load(path)
+
+
+def read_magic(path: Path, n: int = 16) -> bytes:
+    """First ``n`` bytes of a regular file, b'' for a folder or an unreadable file."""
+    if not path.is_file():
+        return b""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except OSError:
+        return b""

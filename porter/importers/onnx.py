@@ -1,0 +1,180 @@
+"""ONNX importer: initializers and Constant-node weights as lazy tensors, the op graph as networkx.
+
+The protobuf is parsed without external data; tensors stored outside the file are read by porter
+itself, and only from inside the model's own folder (absolute locations, ``..`` and symlinks that
+lead out are refused), so a crafted model cannot make porter read arbitrary files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from porter.errors import FormatError, UnsafeSourceError
+from porter.importers import importer, read_magic
+from porter.source import Source, TensorRef
+
+__all__ = ["load_onnx", "source_from_model", "onnx_graph"]
+
+
+def _sniff(path: Path) -> bool:
+    if path.suffix.lower() == ".onnx" and path.is_file():
+        return True
+    # An ONNX ModelProto starts with field 1 (ir_version, varint): byte 0x08.
+    return path.is_file() and path.suffix == "" and read_magic(path, 1) == b"\x08"
+
+
+def _external_path(base: Path, location: str) -> Path:
+    """Resolve an external-data location, refusing anything outside ``base``."""
+    if not location or os.path.isabs(location) or Path(location).drive:
+        raise UnsafeSourceError(f"external data location {location!r} is absolute")
+    if ".." in Path(location).parts:
+        raise UnsafeSourceError(f"external data location {location!r} leaves the model's folder")
+    target = (base / location).resolve()
+    root = base.resolve()
+    if root not in target.parents:
+        raise UnsafeSourceError(f"external data location {location!r} leads out of {base}")
+    if not target.is_file():
+        raise FormatError(f"external data file {location!r} not found beside the model")
+    return target
+
+
+def _tensor_loader(tensor: Any, base: Path):
+    """A zero-argument function that decodes ``tensor`` (a TensorProto) to numpy."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    if tensor.data_location == TensorProto.EXTERNAL:
+        info = {e.key: e.value for e in tensor.external_data}
+        path = _external_path(base, info.get("location", ""))
+        offset = int(info.get("offset", 0))
+        length = int(info["length"]) if "length" in info else None
+        np_dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        shape = tuple(tensor.dims)
+        expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(np_dtype).itemsize
+
+        def load_external() -> np.ndarray:
+            size = path.stat().st_size
+            n = expected if length is None else length
+            if n != expected or offset < 0 or offset + n > size:
+                raise FormatError(
+                    f"external data for {tensor.name!r} is truncated or mis-sized "
+                    f"(needs {expected} bytes at offset {offset}, file has {size})"
+                )
+            arr = np.memmap(path, dtype=np_dtype, mode="r", offset=offset, shape=shape or (1,))
+            return arr.reshape(shape)
+
+        return load_external
+    return lambda: numpy_helper.to_array(tensor)
+
+
+def _ref(tensor: Any, base: Path, kind: str, name: str | None = None) -> TensorRef:
+    from onnx import helper
+
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    except Exception as exc:
+        raise FormatError(f"tensor {tensor.name!r} has unknown data type {tensor.data_type}") from exc
+    return TensorRef(name or tensor.name, tuple(int(d) for d in tensor.dims), dtype,
+                     _tensor_loader(tensor, base), kind)
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    from onnx import helper
+
+    out = {}
+    for a in node.attribute:
+        if a.type in (a.GRAPH, a.GRAPHS):
+            out[a.name] = f"<subgraph {a.name}>"
+            continue
+        v = helper.get_attribute_value(a)
+        out[a.name] = v.decode() if isinstance(v, bytes) else v
+    return out
+
+
+def _value_info(vi: Any) -> dict[str, Any]:
+    tt = vi.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
+    return {"name": vi.name, "shape": dims, "elem_type": int(tt.elem_type)}
+
+
+def onnx_graph(model: Any) -> nx.DiGraph:
+    """The main graph as a DiGraph of nodes (keyed by unique node names) in file order.
+
+    Node attributes: ``op_type``, ``domain``, ``inputs``, ``outputs``, ``attrs``, ``index``;
+    each edge carries the connecting tensor's name as ``tensor``.
+    """
+    g = nx.DiGraph()
+    producer: dict[str, str] = {}
+    used: set[str] = set()
+    for i, node in enumerate(model.graph.node):
+        key = node.name or f"{node.op_type}_{i}"
+        while key in used:
+            key = f"{key}_{i}"
+        used.add(key)
+        g.add_node(key, op_type=node.op_type, domain=node.domain, inputs=list(node.input),
+                   outputs=list(node.output), attrs=_attrs(node), index=i)
+        for t in node.input:
+            if t in producer:
+                g.add_edge(producer[t], key, tensor=t)
+        for t in node.output:
+            producer[t] = key
+    return g
+
+
+def _is_weight_constant(tensor: Any) -> bool:
+    """Constant nodes holding float arrays are weights (Paddle exports weights this way)."""
+    from onnx import TensorProto
+
+    floats = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+    return tensor.data_type in floats and len(tensor.dims) >= 1 and all(d > 0 for d in tensor.dims)
+
+
+def source_from_model(model: Any, path: Path) -> Source:
+    """Build a Source from an in-memory ModelProto whose external data lives beside ``path``."""
+    base = path.parent
+    refs: dict[str, TensorRef] = {}
+    for t in model.graph.initializer:
+        refs[t.name] = _ref(t, base, "initializer")
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            for a in node.attribute:
+                if a.name == "value" and _is_weight_constant(a.t):
+                    refs[node.output[0]] = _ref(a.t, base, "constant", node.output[0])
+    opsets = {o.domain or "ai.onnx": int(o.version) for o in model.opset_import}
+    init_names = {t.name for t in model.graph.initializer}
+    meta = {
+        "opset": opsets.get("ai.onnx", 0),
+        "opsets": opsets,
+        "ir_version": int(model.ir_version),
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "inputs": [_value_info(v) for v in model.graph.input if v.name not in init_names],
+        "outputs": [_value_info(v) for v in model.graph.output],
+        "files": [path],
+    }
+    return Source(path=path, format="onnx", tensors=refs, graph=onnx_graph(model), meta=meta,
+                  native=model)
+
+
+@importer("onnx", sniff=_sniff)
+def load_onnx(path: Path) -> Source:
+    """Parse an ONNX file (without pulling external data into memory) into a Source."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if not path.is_file():
+        raise FormatError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise FormatError(f"{path}: empty file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError, EOFError) as exc:
+        raise FormatError(f"{path}: not a readable ONNX model (truncated or corrupt: {exc})") from exc
+    if not model.graph.node and not model.graph.initializer:
+        raise FormatError(f"{path}: not a readable ONNX model (no graph)")
+    if not model.opset_import:
+        raise FormatError(f"{path}: not a readable ONNX model (no opset_import)")
+    return source_from_model(model, path)
