@@ -1,0 +1,78 @@
+"""The mapping report: every source tensor and every target parameter/buffer, accounted for."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["MappingEntry", "MappingReport"]
+
+# What happened to a source tensor (or, for "filled", to a target slot with no source tensor).
+ACTIONS = ("mapped", "dropped", "structure", "filled")
+
+
+@dataclass
+class MappingEntry:
+    """One row: ``source`` -> ``target`` with the action, the layout transform and the shapes.
+
+    ``mapped``: the tensor fills ``target`` (after ``transform``). ``dropped``: deliberately unused
+    (optimizer slot, EMA copy, training-only head), ``note`` says why. ``structure``: a constant of
+    the graph (resize scales, a reshape target) checked against the module, not a weight.
+    ``filled``: a target slot with no source tensor, filled by rule (``note`` says with what).
+    """
+
+    source: str | None
+    target: str | None
+    action: str
+    transform: str | None = None
+    source_shape: list[int] | None = None
+    target_shape: list[int] | None = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown mapping action {self.action!r}")
+
+
+@dataclass
+class MappingReport:
+    """All entries of one port, with the method used and free-form notes."""
+
+    method: str
+    entries: list[MappingEntry] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, *args: Any, **kwargs: Any) -> MappingEntry:
+        entry = MappingEntry(*args, **kwargs)
+        self.entries.append(entry)
+        return entry
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(e.action for e in self.entries)
+        sources = sum(1 for e in self.entries if e.source is not None)
+        return {
+            "source_tensors": sources,
+            "mapped": c["mapped"],
+            "dropped": c["dropped"],
+            "structure": c["structure"],
+            "filled": c["filled"],
+            "accounted": sources,
+        }
+
+    def summary(self) -> str:
+        """One line such as ``215/215 source tensors mapped (204 -> weights, 11 -> structure)``."""
+        c = self.counts()
+        parts = [f"{c['mapped']} -> parameters/buffers"]
+        if c["structure"]:
+            parts.append(f"{c['structure']} -> graph constants, checked")
+        if c["dropped"]:
+            parts.append(f"{c['dropped']} dropped")
+        if c["filled"]:
+            parts.append(f"{c['filled']} target slots filled by rule")
+        return (f"{c['accounted']}/{c['source_tensors']} source tensors accounted for "
+                f"({', '.join(parts)})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "counts": self.counts(), "notes": list(self.notes),
+                "entries": [asdict(e) for e in self.entries]}

@@ -1,0 +1,1 @@
+"""Verification: parity against the source runtime, metrics, NPU audit."""

@@ -1,0 +1,1 @@
+"""Source runtimes (onnxruntime, TensorFlow, Paddle) and the torch side, as parity runners."""

@@ -1,0 +1,125 @@
+"""Run a framework (TensorFlow, Paddle) in a child process and call it like a local runner.
+
+Why: TensorFlow and Paddle ship conflicting native libraries (importing paddle after tensorflow
+in one process segfaults here), and a framework crash must not take porter down with it. The
+child imports ``target`` ("pkg.module:factory"); ``factory(payload)`` returns a runner
+``dict[str, ndarray] -> dict[str, ndarray]``. Messages are pickles between porter's own
+processes over a private pipe (the child's original stdout); the child's fd 1 goes to stderr so
+framework chatter cannot corrupt the channel.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from porter.errors import PorterError
+
+__all__ = ["ChildRuntime"]
+
+
+class ChildRuntime:
+    """A runner living in a child Python process; use as a context manager or call ``close``."""
+
+    def __init__(self, target: str, payload: Mapping[str, Any] | None = None,
+                 name: str | None = None, env: Mapping[str, str] | None = None) -> None:
+        self.target, self.name = target, name or target
+        child_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "porter.verify.runtimes.child"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=child_env)
+        self._send(("init", target, dict(payload or {})))
+        self.info = self._receive()
+
+    def _send(self, msg: Any) -> None:
+        try:
+            pickle.dump(msg, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise PorterError(f"{self.name}: child runtime died ({self._stderr_tail()})") from exc
+
+    def _receive(self) -> Any:
+        try:
+            kind, value = pickle.load(self.proc.stdout)
+        except (EOFError, pickle.UnpicklingError) as exc:
+            raise PorterError(f"{self.name}: child runtime died ({self._stderr_tail()})") from exc
+        if kind == "error":
+            raise PorterError(f"{self.name}: {value}")
+        return value
+
+    def _stderr_tail(self) -> str:
+        self.proc.poll()
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            err = self.proc.stderr.read().decode(errors="replace").strip().splitlines()
+        except (OSError, ValueError):
+            err = []
+        code = self.proc.wait(timeout=30)
+        tail = err[-1] if err else "no message"
+        return f"exit code {code}: {tail}"
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._send(("run", {k: np.asarray(v) for k, v in inputs.items()}))
+        return self._receive()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self._send(("close",))
+            except PorterError:
+                pass
+            self.proc.wait(timeout=60)
+
+    def __enter__(self) -> ChildRuntime:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        except Exception:
+            pass
+
+
+def _serve() -> None:
+    channel = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything printed by a framework goes to stderr, not the channel
+    sys.stdout = sys.stderr
+    stdin = sys.stdin.buffer
+    runner = None
+    while True:
+        try:
+            msg = pickle.load(stdin)
+        except EOFError:
+            return
+        try:
+            if msg[0] == "init":
+                mod, _, attr = msg[1].partition(":")
+                runner = getattr(importlib.import_module(mod), attr)(msg[2])
+                reply = ("ok", getattr(runner, "info", {}))
+            elif msg[0] == "run":
+                reply = ("ok", {k: np.asarray(v) for k, v in runner(msg[1]).items()})
+            else:
+                return
+        except Exception as exc:  # reported to the parent as a one-line error
+            reply = ("error", f"{type(exc).__name__}: {exc}")
+        pickle.dump(reply, channel, protocol=pickle.HIGHEST_PROTOCOL)
+        channel.flush()
+
+
+if __name__ == "__main__":
+    _serve()

@@ -1,0 +1,44 @@
+"""onnxruntime as a parity reference (CPU, fixed thread count, no graph rewrites beyond basic)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["OrtRunner"]
+
+
+class OrtRunner:
+    """Callable runner over an ONNX model (path, bytes or ModelProto)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, model: str | Path | bytes | Any, threads: int | None = None,
+                 optimization: str = "basic") -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+        so.graph_optimization_level = {
+            "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[optimization]
+        if hasattr(model, "SerializeToString"):
+            model = model.SerializeToString()
+        self.session = ort.InferenceSession(
+            model if isinstance(model, bytes) else str(model), so,
+            providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.version = ort.__version__
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = {k: np.ascontiguousarray(v) for k, v in inputs.items() if k in self.input_names}
+        outs = self.session.run(self.output_names, feeds)
+        return dict(zip(self.output_names, outs))
