@@ -69,7 +69,8 @@ def sniff(path: Path) -> str | None:
 def open_source(path: str | Path, format: str | None = None) -> Source:
     """Open ``path`` read-only as a Source; ``format`` forces an importer by name."""
     path = Path(path)
-    if not path.exists():
+    # a TF checkpoint prefix ("model.ckpt-18") names files beside it, not a file of its own
+    if not path.exists() and not Path(f"{path}.index").is_file():
         raise FormatError(f"{path}: no such file or directory")
     _load_registry()
     if format is None:

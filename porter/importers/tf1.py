@@ -1,0 +1,290 @@
+"""TensorFlow 1.x importers: checkpoints, MetaGraphs and frozen GraphDefs, without TensorFlow.
+
+- ``tf1-checkpoint``: a tensor-bundle prefix (``model.ckpt-18``, which is not itself a file),
+  its ``.index``/``.data-*`` file, or a folder (its ``checkpoint`` file's
+  ``model_checkpoint_path``, else its single prefix). Tensors are checkpoint variables (kind
+  ``"variable"``); the op graph comes from a sibling ``prefix.meta`` when there is one.
+- ``tf1-metagraph``: a ``.meta`` MetaGraphDef; tensors from the sibling checkpoint if present.
+- ``tf1-frozen``: a GraphDef ``.pb`` whose weights are Const nodes (kind ``"constant"``; floating
+  Consts of rank >= 1, the rest stay attributes of the graph).
+
+The op graph is a networkx DiGraph keyed by node name with ``op_type``, ``inputs`` (``"x:0"``
+form, control inputs as ``"^x"``), ``outputs``, ``attrs``, ``device``, ``index``; edges carry
+``tensor`` (and ``control=True`` for control dependencies). Training state is recognised by
+:func:`classify_variable` and dropped by recipes that include :data:`TRAINING_STATE_RULES`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from porter.errors import FormatError
+from porter.importers import importer, read_magic
+from porter.importers.tf_bundle import BundleReader, checkpoint_prefix
+from porter.importers.tf_proto import (
+    GraphDef,
+    dtype_name,
+    np_dtype,
+    parse_graph_def,
+    parse_meta_graph,
+)
+from porter.source import Source, TensorRef
+
+__all__ = ["load_checkpoint", "load_metagraph", "load_frozen", "classify_variable",
+           "TRAINING_STATE_RULES", "tf_graph", "read_graph_def", "to_onnx", "graph_inputs"]
+
+_OPTIMIZER_SLOT = re.compile(
+    r"/(Momentum|Adam|RMSProp|Adagrad|AdagradDA|Adadelta|Ftrl|ProximalAdagrad|"
+    r"ProximalGradientDescent|Adamax|Nadam|LARS|AdamW|LazyAdam)(_\d+)?$"
+    r"|(^|/)(beta1_power|beta2_power)(_\d+)?$|\.OPTIMIZER_SLOT/|^optimizer/")
+_EMA = re.compile(r"/ExponentialMovingAverage(_\d+)?$|ExponentialMovingAverage/")
+_STEP = re.compile(r"(^|/)global_step(/\.ATTRIBUTES/VARIABLE_VALUE)?$|^save_counter/|"
+                   r"^optimizer/iter/")
+
+# Drop rules for recipes (rules as data): optimizer slots, EMA shadows, step counters.
+TRAINING_STATE_RULES: tuple[tuple[str, None, str], ...] = (
+    (_OPTIMIZER_SLOT.pattern, None, "optimizer state (slot or accumulator)"),
+    (_EMA.pattern, None, "exponential-moving-average shadow copy"),
+    (_STEP.pattern, None, "training step counter"),
+)
+
+
+def classify_variable(name: str, shape: tuple[int, ...] | None = None,
+                      dtype: Any = None) -> str:
+    """``"weight"``, ``"optimizer"``, ``"ema"`` or ``"step"`` for a checkpoint variable.
+
+    Names decide; with ``shape`` and ``dtype`` an unnamed integer scalar (TF1's bare
+    ``tf.Variable(0, trainable=False)`` saved as ``Variable``) also counts as a step counter.
+    """
+    if _STEP.search(name):
+        return "step"
+    if _OPTIMIZER_SLOT.search(name):
+        return "optimizer"
+    if _EMA.search(name):
+        return "ema"
+    if (shape is not None and tuple(shape) == () and dtype is not None
+            and np.dtype(dtype).kind in "iu" and re.fullmatch(r"Variable(_\d+)?", name)):
+        return "step"
+    return "weight"
+
+
+# ------------------------------------------------------------------------------------ graphs
+
+def _tensor_name(inp: str) -> str:
+    if inp.startswith("^"):
+        return inp
+    return inp if ":" in inp else f"{inp}:0"
+
+
+def _producer(tensor: str) -> str:
+    return tensor[1:] if tensor.startswith("^") else tensor.rsplit(":", 1)[0]
+
+
+_INLINE_CONST = 1024
+
+
+def tf_graph(graph_def: GraphDef) -> nx.DiGraph:
+    """A GraphDef as a DiGraph in file order (same convention as the ONNX importer).
+
+    A Const's ``value`` attribute is decoded when it holds at most 1024 elements; larger ones
+    are described by a string (the Source's tensors hold them lazily).
+    """
+    g = nx.DiGraph()
+    outputs: dict[str, set[str]] = {}
+    for node in graph_def.nodes:
+        for inp in node.inputs:
+            t = _tensor_name(inp)
+            if not t.startswith("^"):
+                outputs.setdefault(_producer(t), set()).add(t)
+    for i, node in enumerate(graph_def.nodes):
+        outs = sorted(outputs.get(node.name, {f"{node.name}:0"}),
+                      key=lambda t: int(t.rsplit(":", 1)[1]))
+        attrs = node.attrs()
+        if "value" in node.raw_attrs:  # small constants inline (shapes, eps); weights stay lazy
+            code, shape, load = node.const()
+            small = int(np.prod(shape, dtype=np.int64)) <= _INLINE_CONST
+            attrs["value"] = load() if small else f"<tensor {dtype_name(code)} {list(shape)}>"
+        g.add_node(node.name, op_type=node.op, inputs=[_tensor_name(x) for x in node.inputs],
+                   outputs=outs, attrs=attrs, device=node.device, index=i)
+    for node in graph_def.nodes:
+        for inp in node.inputs:
+            t = _tensor_name(inp)
+            src = _producer(t)
+            if src in g:
+                g.add_edge(src, node.name, tensor=t, control=t.startswith("^"))
+    return g
+
+
+def graph_inputs(graph: nx.DiGraph) -> list[dict[str, Any]]:
+    """Placeholders with their dtype and shape (-1 / None for unknown), in graph order."""
+    out = []
+    for name, data in graph.nodes(data=True):
+        if data["op_type"] in ("Placeholder", "PlaceholderV2", "PlaceholderWithDefault"):
+            shape = data["attrs"].get("shape")
+            out.append({"name": f"{name}:0", "dtype": data["attrs"].get("dtype"),
+                        "shape": None if shape is None else list(shape)})
+    return out
+
+
+def read_graph_def(path: str | Path) -> GraphDef:
+    """Parse a frozen GraphDef file, FormatError if it is not one."""
+    path = Path(path)
+    try:
+        gd = parse_graph_def(path.read_bytes())
+    except FormatError as exc:
+        raise FormatError(f"{path}: not a readable GraphDef ({exc})") from exc
+    if not gd.nodes:
+        raise FormatError(f"{path}: not a readable GraphDef (no nodes)")
+    return gd
+
+
+def _read_meta(path: Path):
+    try:
+        meta = parse_meta_graph(path.read_bytes())
+    except FormatError as exc:
+        raise FormatError(f"{path}: not a readable MetaGraphDef ({exc})") from exc
+    if not meta.graph.nodes:
+        raise FormatError(f"{path}: not a readable MetaGraphDef (no graph)")
+    return meta
+
+
+# -------------------------------------------------------------------------------- checkpoint
+
+def _checkpoint_refs(reader: BundleReader) -> dict[str, TensorRef]:
+    refs = {}
+    for name, entry in reader.entries.items():
+        try:
+            dt = np_dtype(entry.dtype)
+        except FormatError:
+            continue  # resource/variant entries hold no array
+        refs[name] = TensorRef(name, tuple(entry.shape), dt,
+                               lambda n=name: reader.read(n), "variable")
+    return refs
+
+
+def _checkpoint_meta(reader: BundleReader) -> dict[str, Any]:
+    kinds = {n: classify_variable(n, e.shape, np_dtype(e.dtype) if e.dtype != 7 else None)
+             for n, e in reader.entries.items()}
+    return {"prefix": str(reader.prefix), "header": reader.header, "files": reader.files(),
+            "dtypes": {n: dtype_name(e.dtype) for n, e in reader.entries.items()},
+            "partitioned": [n for n, e in reader.entries.items() if e.slices],
+            "variable_kinds": kinds}
+
+
+def _sniff_checkpoint(path: Path) -> bool:
+    if path.is_dir():
+        return checkpoint_prefix(path) is not None
+    if path.is_file() and not (path.name.endswith(".index") or ".data-" in path.name):
+        return False
+    prefix = checkpoint_prefix(path)
+    return prefix is not None and read_magic(Path(f"{prefix}.index"), 1) != b""
+
+
+@importer("tf1-checkpoint", sniff=_sniff_checkpoint)
+def load_checkpoint(path: Path) -> Source:
+    """A tensor-bundle checkpoint (prefix, index/data file or folder) as lazy variables."""
+    prefix = checkpoint_prefix(path)
+    if prefix is None:
+        raise FormatError(f"{path}: no TensorFlow checkpoint found (no .index beside it)")
+    reader = BundleReader(prefix)
+    meta = _checkpoint_meta(reader)
+    graph = None
+    meta_path = Path(f"{prefix}.meta")
+    if meta_path.is_file():
+        mg = _read_meta(meta_path)
+        graph = tf_graph(mg.graph)
+        meta.update(metagraph=str(meta_path), inputs=graph_inputs(graph),
+                    tensorflow_version=mg.tensorflow_version)
+    return Source(path=Path(path), format="tf1-checkpoint", tensors=_checkpoint_refs(reader),
+                  graph=graph, meta=meta, native=reader)
+
+
+# --------------------------------------------------------------------------------- metagraph
+
+def _sniff_metagraph(path: Path) -> bool:
+    return path.is_file() and path.suffix == ".meta" and read_magic(path, 1) == b"\x0a"
+
+
+@importer("tf1-metagraph", sniff=_sniff_metagraph)
+def load_metagraph(path: Path) -> Source:
+    """A MetaGraphDef; its variables come from the sibling checkpoint when there is one."""
+    mg = _read_meta(path)
+    graph = tf_graph(mg.graph)
+    prefix = Path(str(path)[:-len(".meta")])
+    refs: dict[str, TensorRef] = {}
+    meta: dict[str, Any] = {"files": [path]}
+    reader = None
+    if Path(f"{prefix}.index").is_file():
+        reader = BundleReader(prefix)
+        refs = _checkpoint_refs(reader)
+        meta.update(_checkpoint_meta(reader))
+        meta["files"] = [path, *reader.files()]
+    meta.update(metagraph=str(path), inputs=graph_inputs(graph), tags=mg.tags,
+                tensorflow_version=mg.tensorflow_version, saver=mg.saver,
+                collections=mg.collections, checkpoint=str(prefix) if reader else None)
+    return Source(path=path, format="tf1-metagraph", tensors=refs, graph=graph, meta=meta,
+                  native=reader)
+
+
+# ------------------------------------------------------------------------------------ frozen
+
+def _sniff_frozen(path: Path) -> bool:
+    # GraphDef field 1 (node, length-delimited) opens with 0x0a; a SavedModel opens with 0x08.
+    return path.is_file() and path.suffix == ".pb" and read_magic(path, 1) == b"\x0a"
+
+
+@importer("tf1-frozen", sniff=_sniff_frozen)
+def load_frozen(path: Path) -> Source:
+    """A frozen GraphDef: floating Const nodes of rank >= 1 become lazy ``constant`` tensors."""
+    gd = read_graph_def(path)
+    refs: dict[str, TensorRef] = {}
+    for node in gd.nodes:
+        if node.op != "Const" or "value" not in node.raw_attrs:
+            continue
+        code, shape, load = node.const()
+        if dtype_name(code) not in ("float32", "float64", "float16", "bfloat16") or not shape:
+            continue
+        refs[node.name] = TensorRef(node.name, shape, np_dtype(code), load, "constant")
+    graph = tf_graph(gd)
+    sinks = [n for n in graph if graph.out_degree(n) == 0 and graph.nodes[n]["op_type"]
+             not in ("Const", "NoOp", "Assert")]
+    meta = {"files": [path], "producer": gd.producer, "functions": gd.functions,
+            "inputs": graph_inputs(graph), "outputs": [f"{n}:0" for n in sinks]}
+    return Source(path=path, format="tf1-frozen", tensors=refs, graph=graph, meta=meta)
+
+
+# -------------------------------------------------------------------------- generic via ONNX
+
+def to_onnx(source: Source, inputs: list[str] | None = None, outputs: list[str] | None = None,
+            opset: int = 17) -> Any:
+    """A frozen TF1 graph as an ``onnx.ModelProto`` through tf2onnx, run in a child process.
+
+    TensorFlow is imported only in the child (it must never share a process with Paddle).
+    """
+    import subprocess
+    import sys
+
+    import onnx
+
+    if source.format != "tf1-frozen":
+        raise FormatError(f"to_onnx needs a frozen GraphDef, got {source.format}")
+    inputs = inputs or [i["name"] for i in source.meta["inputs"]]
+    outputs = outputs or list(source.meta["outputs"])
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "model.onnx"
+        cmd = [sys.executable, "-m", "tf2onnx.convert", "--graphdef", str(source.path),
+               "--inputs", ",".join(inputs), "--outputs", ",".join(outputs),
+               "--opset", str(opset), "--output", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True,
+                              env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        if proc.returncode != 0 or not out.is_file():
+            tail = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            raise FormatError(f"{source.path}: tf2onnx failed ({tail})")
+        return onnx.load(str(out))
