@@ -1,0 +1,148 @@
+"""Paddle as a parity reference; these factories run *inside* a ChildRuntime, never in porter.
+
+Paddle must not share a process with TensorFlow (that segfaults here), so use::
+
+    with paddle_inference_runtime("model_dir") as run:          # Paddle Inference predictor
+        out = run({"x": arr})
+    with ChildRuntime("porter.verify.runtimes.paddle:dygraph", {
+            "builder": "pkg.mod:build", "kwargs": {...}, "params": "m.pdparams",
+            "outputs": ["alpha"]}) as run: ...
+
+Runners take and return ``dict[str, np.ndarray]``. The predictor runs on CPU with IR
+optimisation and oneDNN off, so it executes the program as written (fused kernels would change
+the last bits, and parity must be against the model, not a rewrite of it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["inference", "dygraph", "paddle_inference_runtime", "dygraph_runtime",
+           "LEGACY_ENV", "PIR_ENV"]
+
+Runner = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+
+#: Paddle 3.x reads a legacy ``.pdmodel`` only with the PIR API off; a ``.json`` needs it on.
+LEGACY_ENV = {"FLAGS_enable_pir_api": "0", "GLOG_v": "0", "GLOG_minloglevel": "2"}
+PIR_ENV = {"FLAGS_enable_pir_api": "1", "GLOG_v": "0", "GLOG_minloglevel": "2"}
+
+
+def _quiet_paddle() -> Any:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import paddle
+
+    return paddle
+
+
+def inference(payload: Mapping[str, Any]) -> Runner:
+    """Paddle Inference predictor. payload: ``model`` (.pdmodel/.json), ``params`` (.pdiparams),
+    optional ``threads`` (default 1) and ``ir_optim`` (default False)."""
+    _quiet_paddle()
+    from paddle import inference as pi
+
+    config = pi.Config(str(payload["model"]), str(payload["params"]))
+    config.disable_gpu()
+    config.switch_ir_optim(bool(payload.get("ir_optim", False)))
+    config.disable_mkldnn()
+    config.set_cpu_math_library_num_threads(int(payload.get("threads", 1)))
+    config.disable_glog_info()
+    predictor = pi.create_predictor(config)
+    in_names = list(predictor.get_input_names())
+    out_names = list(predictor.get_output_names())
+
+    def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [n for n in in_names if n not in inputs]
+        if missing:
+            raise KeyError(f"missing inputs {missing} (model inputs: {in_names})")
+        for name in in_names:
+            handle = predictor.get_input_handle(name)
+            arr = np.ascontiguousarray(inputs[name])
+            handle.reshape(list(arr.shape))
+            handle.copy_from_cpu(arr)
+        predictor.run()
+        return {n: predictor.get_output_handle(n).copy_to_cpu() for n in out_names}
+
+    import paddle
+
+    run.info = {"runtime": "paddle-inference", "version": paddle.__version__,
+                "inputs": in_names, "outputs": out_names}
+    return run
+
+
+def dygraph(payload: Mapping[str, Any]) -> Runner:
+    """A ``paddle.nn.Layer`` in eval mode. payload: ``builder`` ("pkg.mod:fn" returning the
+    layer), optional ``kwargs``, ``params`` (a .pdparams to ``set_state_dict``), ``inputs``
+    (argument names in call order; default: the input dict's order), ``outputs`` (names for a
+    tuple/list result; a dict result keeps its keys; a single tensor is ``"output"``)."""
+    paddle = _quiet_paddle()
+    paddle.set_device("cpu")
+    mod, _, attr = str(payload["builder"]).partition(":")
+    layer = getattr(importlib.import_module(mod), attr)(**dict(payload.get("kwargs") or {}))
+    if payload.get("params"):
+        state = paddle.load(str(payload["params"]))
+        missing, unexpected = layer.set_state_dict(state)
+        if missing or unexpected:
+            raise KeyError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
+    layer.eval()
+    arg_names = payload.get("inputs")
+    out_names = payload.get("outputs")
+
+    def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = list(arg_names or inputs)
+        with paddle.no_grad():
+            result = layer(*[paddle.to_tensor(np.asarray(inputs[n])) for n in names])
+        if isinstance(result, dict):
+            return {k: v.numpy() for k, v in result.items()}
+        if isinstance(result, (tuple, list)):
+            keys = out_names or [f"output_{i}" for i in range(len(result))]
+            return {k: v.numpy() for k, v in zip(keys, result)}
+        return {(out_names or ["output"])[0]: result.numpy()}
+
+    run.info = {"runtime": "paddle-dygraph", "version": paddle.__version__,
+                "builder": payload["builder"]}
+    return run
+
+
+def paddle_inference_runtime(model: str | Path, params: str | Path | None = None,
+                             threads: int = 1) -> Any:
+    """A ChildRuntime over Paddle Inference for a model file (or folder) and its params.
+
+    The PIR flag is set from the model file's kind (``.json`` -> on, ``.pdmodel`` -> off).
+    """
+    from porter.importers.paddle_program import find_model_files
+    from porter.verify.runtimes.child import ChildRuntime
+
+    if params is None:
+        found = find_model_files(Path(model))
+        if found is None:
+            raise FileNotFoundError(f"{model}: no Paddle inference model found")
+        model, params = found
+    env = PIR_ENV if str(model).endswith(".json") else LEGACY_ENV
+    return ChildRuntime("porter.verify.runtimes.paddle:inference",
+                        {"model": str(model), "params": str(params), "threads": threads},
+                        name="paddle-inference", env={**env, "OMP_NUM_THREADS": str(threads)})
+
+
+def dygraph_runtime(builder: str, params: str | Path | None = None,
+                    kwargs: Mapping[str, Any] | None = None,
+                    inputs: list[str] | None = None, outputs: list[str] | None = None,
+                    extra_env: Mapping[str, str] | None = None) -> Any:
+    """A ChildRuntime over a ``paddle.nn`` model built by ``builder`` ("pkg.mod:fn")."""
+    from porter.verify.runtimes.child import ChildRuntime
+
+    payload = {"builder": builder, "kwargs": dict(kwargs or {}),
+               "params": str(params) if params else None, "inputs": inputs, "outputs": outputs}
+    env = {"GLOG_minloglevel": "2", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(),
+                                                       os.environ.get("PYTHONPATH")])),
+           **(extra_env or {})}
+    return ChildRuntime("porter.verify.runtimes.paddle:dygraph", payload,
+                        name="paddle-dygraph", env=env)
