@@ -50,7 +50,7 @@ class _ManualInstanceNorm(nn.Module):
             y = y * self.weight.reshape(shape)
         if self.bias is not None:
             y = y + self.bias.reshape(shape)
-        return y.to(x.dtype)
+        return y if y.dtype == x.dtype else y.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, affine={self.affine}"
