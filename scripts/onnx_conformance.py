@@ -1,0 +1,159 @@
+"""Run the ONNX backend node test suite through porter (and onnx2torch when it imports).
+
+    .venv/bin/python scripts/onnx_conformance.py [--json out.json] [--filter REGEX] [--quiet]
+
+Each case carries its model, inputs, expected outputs and rtol/atol; a case passes when every
+output matches ``np.testing.assert_allclose(actual, expected, rtol, atol)`` (and dtypes agree).
+Prints pass / mismatch / error per op and in total, for each converter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+import warnings
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _to_torch(a):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(a).copy()) if np.ndim(a) else torch.tensor(a)
+
+
+def _compare(outputs, expected, rtol: float, atol: float) -> bool:
+    if len(outputs) < len(expected):
+        return False
+    for out, exp in zip(outputs, expected):
+        if not hasattr(out, "detach"):
+            return False
+        got = out.detach().numpy() if str(out.dtype) != "torch.bfloat16" else out.float().numpy()
+        exp = np.asarray(exp)
+        if got.shape != exp.shape:
+            return False
+        if exp.dtype == object or got.dtype.kind != exp.dtype.kind and not (
+                got.dtype.kind in "iu" and exp.dtype.kind in "iu"):
+            return False
+        if exp.dtype.kind == "b":
+            if not np.array_equal(got, exp):
+                return False
+            continue
+        try:
+            np.testing.assert_allclose(got.astype(np.float64), exp.astype(np.float64),
+                                       rtol=rtol, atol=atol)
+        except AssertionError:
+            return False
+    return True
+
+
+def run_porter(case) -> str:
+    import torch
+
+    from porter.convert import convert_onnx
+
+    module = convert_onnx(case.model)
+    for inputs, expected in case.data_sets:
+        with torch.no_grad():
+            out = module(*[_to_torch(a) for a in inputs])
+        outs = list(out) if isinstance(out, tuple) else [out]
+        if not _compare(outs, expected, case.rtol, case.atol):
+            return "mismatch"
+    return "pass"
+
+
+def run_onnx2torch(case) -> str:
+    import onnx2torch
+    import torch
+
+    module = onnx2torch.convert(case.model)
+    for inputs, expected in case.data_sets:
+        with torch.no_grad():
+            out = module(*[_to_torch(a) for a in inputs])
+        outs = list(out) if isinstance(out, (tuple, list)) else [out]
+        if not _compare(outs, expected, case.rtol, case.atol):
+            return "mismatch"
+    return "pass"
+
+
+def _case_op(case) -> str:
+    ops = [n.op_type for n in case.model.graph.node]
+    name = case.name.removeprefix("test_")
+    for op in sorted(set(ops), key=len, reverse=True):
+        snake = re.sub(r"(?<!^)(?=[A-Z])", "_", op).lower()
+        if name.startswith(snake) or name.startswith(op.lower()):
+            return op
+    return ops[-1] if ops else "?"
+
+
+def run_suite(runner, cases) -> dict:
+    per_op: dict[str, Counter] = defaultdict(Counter)
+    results = {}
+    for case in cases:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                status = runner(case)
+        except Exception:  # each case is isolated: any failure counts as an error
+            status = "error"
+        results[case.name] = status
+        per_op[_case_op(case)][status] += 1
+    total = Counter(results.values())
+    return {"total": dict(total), "per_op": {k: dict(v) for k, v in sorted(per_op.items())},
+            "cases": results}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", help="write the full results to this file")
+    ap.add_argument("--filter", help="only cases whose name matches this regex")
+    ap.add_argument("--quiet", action="store_true", help="totals only")
+    args = ap.parse_args(argv)
+
+    import onnx
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = collect_testcases()
+    if args.filter:
+        cases = [c for c in cases if re.search(args.filter, c.name)]
+    report = {"onnx": onnx.__version__, "n_cases": len(cases), "converters": {}}
+    runners = {"porter": run_porter}
+    try:
+        import onnx2torch  # noqa: F401
+
+        runners["onnx2torch"] = run_onnx2torch
+    except Exception as exc:  # e.g. it needs torchvision, which is not installed here
+        report["converters"]["onnx2torch"] = {"unavailable": f"{type(exc).__name__}: {exc}"}
+    for name, runner in runners.items():
+        t0 = time.perf_counter()
+        res = run_suite(runner, cases)
+        res["seconds"] = round(time.perf_counter() - t0, 1)
+        report["converters"][name] = res
+    for name, res in report["converters"].items():
+        print(f"== {name} ==")
+        if "unavailable" in res:
+            print(f"unavailable: {res['unavailable']}")
+            continue
+        if not args.quiet:
+            for op, c in res["per_op"].items():
+                print(f"  {op:32s} pass {c.get('pass', 0):4d}  mismatch {c.get('mismatch', 0):4d}"
+                      f"  error {c.get('error', 0):4d}")
+        t = res["total"]
+        print(f"TOTAL {name}: pass {t.get('pass', 0)} / {len(cases)}, mismatch "
+              f"{t.get('mismatch', 0)}, error {t.get('error', 0)} ({res['seconds']} s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
