@@ -52,7 +52,7 @@ supported:
   impl_ns: acl_op, op_api
 - func: relu(Tensor self) -> Tensor
   impl_ns: op_api
-- func: convolution(Tensor input, Tensor weight, Tensor? bias, SymInt[] stride, SymInt[] padding, SymInt[] dilation, bool transposed, SymInt[] output_padding, SymInt groups) -> Tensor
+- func: convolution(Tensor input, Tensor weight, Tensor? bias, SymInt[] stride) -> Tensor
   impl_ns: acl_op
 - func: nonzero(Tensor self) -> Tensor
   impl_ns: op_api
