@@ -121,10 +121,10 @@ def tf_graph(graph_def: GraphDef) -> nx.DiGraph:
 
 
 def graph_inputs(graph: nx.DiGraph) -> list[dict[str, Any]]:
-    """Placeholders with their dtype and shape (-1 / None for unknown), in graph order."""
+    """Placeholders (not those with a default) with dtype and shape (-1 / None unknown)."""
     out = []
     for name, data in graph.nodes(data=True):
-        if data["op_type"] in ("Placeholder", "PlaceholderV2", "PlaceholderWithDefault"):
+        if data["op_type"] in ("Placeholder", "PlaceholderV2"):
             shape = data["attrs"].get("shape")
             out.append({"name": f"{name}:0", "dtype": data["attrs"].get("dtype"),
                         "shape": None if shape is None else list(shape)})

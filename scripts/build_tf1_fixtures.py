@@ -1,0 +1,191 @@
+"""Build TF1 test fixtures with TensorFlow: ``python scripts/build_tf1_fixtures.py OUT [PREFIX…]``.
+
+Run in a child process by the tests (TensorFlow must never be imported into the pytest process:
+importing Paddle after it segfaults). Writes, under OUTDIR:
+
+- ``mixed/model.ckpt-7.*``: every dtype TF1 checkpoints hold (float16/32/64, bfloat16, int8/32/64,
+  uint8, bool, string), a variable partitioned on axis 0 and one on axis 1, Momentum and Adam
+  slots, an EMA shadow and global_step, plus the MetaGraph; ``checkpoint`` state file.
+- ``sharded/model.ckpt-1.*``: a sharded save over two devices (two data shards).
+- ``frozen/model.pb``: a frozen conv / FusedBatchNorm / depthwise / SAME max-pool / dense net
+  (NHWC, unknown spatial size) with a float16, a bfloat16 and a fill-encoded Const.
+- ``expected.pkl``: what TensorFlow itself reads: every checkpoint variable
+  (``tf.train.load_checkpoint``), every Const (``tf.make_ndarray``), each graph's nodes with
+  their inputs and plain attributes, and the frozen net's outputs on two input sizes; and
+  every variable of each extra checkpoint PREFIX given (``expected["read"][prefix]``).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+v1 = tf.compat.v1
+
+
+def _plain_attrs(node) -> dict:
+    out = {}
+    for key, val in node.attr.items():
+        kind = val.WhichOneof("value")
+        if kind in ("s", "i", "f", "b"):
+            v = getattr(val, kind)
+            out[key] = v.decode() if isinstance(v, bytes) else v
+        elif kind == "type":
+            out[key] = tf.dtypes.as_dtype(val.type).name
+        elif kind == "list" and (val.list.i or val.list.s or val.list.f):
+            out[key] = ([int(x) for x in val.list.i] or [x.decode() for x in val.list.s]
+                        or [float(x) for x in val.list.f])
+    return out
+
+
+def _graph_summary(graph_def) -> list:
+    return [(n.name, n.op, list(n.input), _plain_attrs(n)) for n in graph_def.node]
+
+
+def _read_all(prefix: str) -> dict:
+    reader = tf.train.load_checkpoint(prefix)
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def build_mixed(out: str) -> dict:
+    g = tf.Graph()
+    with g.as_default():
+        step = v1.train.get_or_create_global_step()
+        rng = np.random.default_rng(0)
+        plain = {
+            "dtypes/f16": rng.normal(size=(3, 5)).astype(np.float16),
+            "dtypes/f64": rng.normal(size=(4,)),
+            "dtypes/i8": rng.integers(-128, 127, size=(6,)).astype(np.int8),
+            "dtypes/u8": rng.integers(0, 255, size=(2, 3)).astype(np.uint8),
+            "dtypes/i32": rng.integers(-(2**31), 2**31 - 1, size=(5,)).astype(np.int32),
+            "dtypes/i64": rng.integers(-(2**62), 2**62, size=(3,)).astype(np.int64),
+            "dtypes/b": rng.integers(0, 2, size=(7,)).astype(bool),
+            "dtypes/big": rng.normal(size=(300, 301)).astype(np.float32),
+            "dtypes/empty": np.zeros((0, 3), np.float32),
+        }
+        for name, val in plain.items():
+            v1.Variable(val, name=name)
+        v1.Variable(tf.constant(rng.normal(size=(4, 3)), dtype=tf.bfloat16), name="dtypes/bf16")
+        v1.Variable([b"a", b"", b"\x00\xffbinary", "ünïcode".encode()], name="dtypes/str")
+        v1.get_variable("part/rows", shape=[10, 4], initializer=v1.random_normal_initializer(),
+                        partitioner=v1.fixed_size_partitioner(3))
+        v1.get_variable("part/cols", shape=[5, 9], initializer=v1.random_normal_initializer(),
+                        partitioner=v1.fixed_size_partitioner(2, axis=1))
+        x = v1.placeholder(tf.float32, [None, 8, 8, 3], name="x")
+        w = v1.get_variable("conv/weights", [3, 3, 3, 4])
+        b = v1.get_variable("conv/biases", [4], initializer=v1.zeros_initializer())
+        y = tf.nn.bias_add(tf.nn.conv2d(x, w, [1, 1, 1, 1], "SAME"), b)
+        k = v1.get_variable("dense/kernel", [4, 2])
+        z = tf.matmul(tf.reduce_mean(y, [1, 2]), k)
+        loss = tf.reduce_mean(tf.square(z))
+        mom = v1.train.MomentumOptimizer(0.01, 0.9).minimize(loss, var_list=[w, b],
+                                                             global_step=step)
+        adam = v1.train.AdamOptimizer(0.01).minimize(loss, var_list=[k])
+        ema = v1.train.ExponentialMovingAverage(0.9)
+        ema_op = ema.apply([w])
+        saver = v1.train.Saver()
+        with v1.Session(graph=g) as sess:
+            sess.run(v1.global_variables_initializer())
+            feed = {x: rng.normal(size=(2, 8, 8, 3)).astype(np.float32)}
+            for _ in range(7):
+                sess.run([mom, adam], feed)
+                sess.run(ema_op)
+            prefix = saver.save(sess, os.path.join(out, "mixed", "model.ckpt"), global_step=step)
+    return {"prefix": prefix, "tensors": _read_all(prefix),
+            "graph": _graph_summary(_meta_graph_def(prefix))}
+
+
+def _meta_graph_def(prefix: str):
+    mg = tf.compat.v1.MetaGraphDef()
+    with open(prefix + ".meta", "rb") as fh:
+        mg.ParseFromString(fh.read())
+    return mg.graph_def
+
+
+def build_sharded(out: str) -> dict:
+    g = tf.Graph()
+    with g.as_default():
+        rng = np.random.default_rng(1)
+        with tf.device("/cpu:0"):
+            v1.Variable(rng.normal(size=(6, 2)).astype(np.float32), name="a")
+        with tf.device("/cpu:1"):
+            v1.Variable(rng.normal(size=(3,)).astype(np.float32), name="b")
+        os.makedirs(os.path.join(out, "sharded"), exist_ok=True)
+        saver = v1.train.Saver(sharded=True)
+        config = v1.ConfigProto(device_count={"CPU": 2})
+        with v1.Session(graph=g, config=config) as sess:
+            sess.run(v1.global_variables_initializer())
+            prefix = saver.save(sess, os.path.join(out, "sharded", "model.ckpt"), global_step=1)
+    return {"prefix": prefix, "tensors": _read_all(prefix)}
+
+
+def build_frozen(out: str) -> dict:
+    rng = np.random.default_rng(2)
+    g = tf.Graph()
+    with g.as_default():
+        x = v1.placeholder(tf.float32, [None, None, None, 3], name="input")
+        w1 = v1.Variable(rng.normal(size=(3, 3, 3, 8)).astype(np.float32) * 0.3, name="c1/w")
+        y = tf.nn.conv2d(x, w1, [1, 2, 2, 1], "SAME", name="c1/conv")
+        y, _, _ = v1.nn.fused_batch_norm(
+            y, v1.Variable(rng.uniform(0.5, 1.5, 8).astype(np.float32), name="bn/gamma"),
+            v1.Variable(rng.normal(size=8).astype(np.float32), name="bn/beta"),
+            mean=v1.Variable(rng.normal(size=8).astype(np.float32), name="bn/moving_mean"),
+            variance=v1.Variable(rng.uniform(0.1, 2, 8).astype(np.float32),
+                                 name="bn/moving_variance"),
+            epsilon=0.0123, is_training=False, name="bn/FusedBatchNorm")
+        y = tf.nn.relu(y)
+        dw = v1.Variable(rng.normal(size=(3, 3, 8, 2)).astype(np.float32) * 0.3, name="dw/w")
+        y = tf.nn.depthwise_conv2d(y, dw, [1, 1, 1, 1], "SAME", name="dw/conv")
+        y = tf.nn.max_pool2d(y, 3, 2, "SAME", name="pool")
+        half = tf.constant(rng.normal(size=16).astype(np.float16), name="half")
+        bf = tf.constant(rng.normal(size=16), dtype=tf.bfloat16, name="bf")
+        fill = tf.constant(0.25, shape=[16], name="fill")
+        y = y + tf.cast(half, tf.float32) + tf.cast(bf, tf.float32) + fill
+        feat = tf.reduce_mean(y, [1, 2])
+        kernel = v1.Variable(rng.normal(size=(16, 5)).astype(np.float32), name="fc/kernel")
+        bias = v1.Variable(rng.normal(size=5).astype(np.float32), name="fc/bias")
+        logits = tf.nn.bias_add(tf.matmul(feat, kernel), bias, name="logits")
+        tf.nn.softmax(logits, name="prob")
+        with v1.Session(graph=g) as sess:
+            sess.run(v1.global_variables_initializer())
+            frozen = v1.graph_util.convert_variables_to_constants(
+                sess, g.as_graph_def(), ["prob", "logits"])
+    path = os.path.join(out, "frozen", "model.pb")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(frozen.SerializeToString())
+    consts = {n.name: tf.make_ndarray(n.attr["value"].tensor) for n in frozen.node
+              if n.op == "Const"}
+    runs = []
+    g2 = tf.Graph()
+    with g2.as_default():
+        tf.graph_util.import_graph_def(frozen, name="")
+        with v1.Session(graph=g2) as sess:
+            for shape in [(1, 17, 23, 3), (2, 32, 32, 3)]:
+                xin = rng.uniform(-1, 1, size=shape).astype(np.float32)
+                runs.append((xin, *sess.run(["logits:0", "prob:0"], {"input:0": xin})))
+    return {"path": path, "consts": consts, "graph": _graph_summary(frozen), "runs": runs}
+
+
+def main(out: str, read: list[str]) -> None:
+    os.makedirs(out, exist_ok=True)
+    v1.disable_eager_execution()
+    expected = {"mixed": build_mixed(out), "frozen": build_frozen(out),
+                "read": {prefix: _read_all(prefix) for prefix in read}}
+    try:
+        expected["sharded"] = build_sharded(out)
+    except Exception as exc:  # recorded, so a test can say why it has no sharded fixture
+        expected["sharded"] = {"error": f"{type(exc).__name__}: {exc}"}
+    expected["tensorflow"] = tf.__version__
+    with open(os.path.join(out, "expected.pkl"), "wb") as fh:
+        pickle.dump(expected, fh)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])
