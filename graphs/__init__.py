@@ -36,6 +36,7 @@ class Ported:
     mapping: MappingReport
     input_names: list[str]
     output_names: list[str]
+    files: dict[str, str] = field(default_factory=dict)  # extra output files (generated source)
 
 
 @dataclass

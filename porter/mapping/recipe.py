@@ -122,9 +122,14 @@ def leftover_message(what: str, sources: Sequence[str], targets: Sequence[str],
     return f"{what}: " + "; ".join(parts)
 
 
-def load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> torch.nn.Module:
-    """Load ``state`` into ``module`` requiring an exact key match and matching dtypes' kind."""
-    result = module.load_state_dict(dict(state), strict=False)
+def load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor],
+                assign: bool = False) -> torch.nn.Module:
+    """Load ``state`` into ``module`` requiring an exact key match.
+
+    ``assign`` makes the module adopt the given tensors instead of copying into its own (for a
+    module built on the meta device, and to avoid a second copy of every weight).
+    """
+    result = module.load_state_dict(dict(state), strict=False, assign=assign)
     if result.missing_keys or result.unexpected_keys:
         raise MappingError(leftover_message("load", result.unexpected_keys, result.missing_keys))
     return module

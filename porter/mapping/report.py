@@ -42,6 +42,7 @@ class MappingReport:
     method: str
     entries: list[MappingEntry] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    source_kinds: dict[str, str] = field(default_factory=dict)  # tensor name -> TensorRef.kind
 
     def add(self, *args: Any, **kwargs: Any) -> MappingEntry:
         entry = MappingEntry(*args, **kwargs)
@@ -60,6 +61,17 @@ class MappingReport:
             "accounted": sources,
         }
 
+    def by_kind(self) -> dict[str, dict[str, int]]:
+        """Counts per source tensor kind (initializer, constant, variable …)."""
+        out: dict[str, Counter] = {}
+        for e in self.entries:
+            if e.source is None:
+                continue
+            c = out.setdefault(self.source_kinds.get(e.source, "tensor"), Counter())
+            c["total"] += 1
+            c[e.action] += 1
+        return {k: dict(v) for k, v in out.items()}
+
     def summary(self) -> str:
         """One line such as ``215/215 source tensors mapped (204 -> weights, 11 -> structure)``."""
         c = self.counts()
@@ -70,9 +82,14 @@ class MappingReport:
             parts.append(f"{c['dropped']} dropped")
         if c["filled"]:
             parts.append(f"{c['filled']} target slots filled by rule")
-        return (f"{c['accounted']}/{c['source_tensors']} source tensors accounted for "
+        line = (f"{c['accounted']}/{c['source_tensors']} source tensors accounted for "
                 f"({', '.join(parts)})")
+        kinds = self.by_kind()
+        if len(kinds) > 1:
+            line += "; " + ", ".join(f"{k}s {v['total']}/{v['total']}" for k, v in kinds.items())
+        return line
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "counts": self.counts(), "notes": list(self.notes),
+        return {"method": self.method, "counts": self.counts(), "by_kind": self.by_kind(),
+                "notes": list(self.notes),
                 "entries": [asdict(e) for e in self.entries]}

@@ -1,0 +1,122 @@
+"""``porter convert``: import, map, substitute, verify, write, publish."""
+
+from __future__ import annotations
+
+import argparse
+
+from porter.cli.output import emit_json, progress_printer
+
+HELP = """\
+Convert a foreign model to a verified PyTorch module.
+
+SRC is a model file or folder (ONNX .onnx, TF1 checkpoint prefix/.meta/.pb, Paddle .pdparams or
+inference model folder) or the name of a fetched catalog model (see `porter fetch`).
+
+The output folder holds model.safetensors and manifest.json (source digest, graph class and
+kwargs, mapping table, parity report, NPU audit, versions). Nothing is written unless every
+requested check passes.
+
+examples:
+  porter convert modnet.onnx --to torch --verify npu --out out/modnet
+  porter convert PNet-18 --to torch --graph mtcnn_pnet --verify cpu
+  porter convert model.onnx --to torch-source --out out/model"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="convert a model to a verified torch module",
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("--to", choices=("torch", "torch-source"), default="torch",
+                   help="torch: weights for a clean graph (or generic module); torch-source: "
+                        "a generated, readable model.py plus weights (default: torch)")
+    p.add_argument("--graph", default="auto", metavar="NAME|auto|generic",
+                   help="clean graph to port onto; auto picks one only when the structure "
+                        "matches exactly, else converts generically (default: auto)")
+    p.add_argument("--verify", choices=("cpu", "npu", "none"), default="cpu",
+                   help="cpu: parity against the source runtime; npu: also NPU-safe substitutes "
+                        "and the NPU audit (a real device when present); default: cpu")
+    p.add_argument("--target", choices=("cpu", "npu"), default=None,
+                   help="npu: apply the NPU-safe substitutes even without --verify npu")
+    p.add_argument("--input", dest="images", action="append", default=[], metavar="IMAGE",
+                   help="also verify on this image (repeatable)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: out/NAME)")
+    p.add_argument("--name", help="model name in the manifest and the zoo")
+    p.add_argument("--publish", action="store_true",
+                   help="also publish into the local zoo ($PORTER_ZOO or model_zoo/)")
+    p.add_argument("--zoo", metavar="DIR", help="zoo folder for --publish")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from porter.pipeline import convert
+
+    show = progress_printer(not args.quiet and not args.json)
+    result = convert(args.src, to=args.to, graph=args.graph, verify=args.verify, out=args.out,
+                     publish=args.publish, name=args.name, target=args.target,
+                     images=args.images, zoo=args.zoo, progress=show)
+    if args.json:
+        emit_json(result.manifest)
+    else:
+        print(summary(result))
+    return 0
+
+
+def summary(result) -> str:
+    """The readable end-of-run summary."""
+    m = result.manifest
+    lines = [f"porter: converted {m['source']['path']}",
+             f"  graph     {m['graph']['class']} {m['graph']['kwargs']}",
+             f"  tensors   {_mapping_line(m['mapping'])}"]
+    parity = m.get("parity")
+    if parity:
+        lines.append(f"  parity    vs {parity['reference']}: "
+                     f"{'PASS' if parity['passed'] else 'FAIL'}, worst max|Δ| "
+                     f"{parity['worst_max_abs']:.2e} (tolerance {parity['tolerance']['max_abs']:g})")
+        for case in parity["cases"]:
+            for out, met in case["outputs"].items():
+                lines.append(f"            {case['name']:<26} {out:<16} max|Δ| "
+                             f"{met['max_abs']:.2e}  mean|Δ| {met['mean_abs']:.2e}  "
+                             f"cos {met['cosine']:.7f}")
+    else:
+        lines.append("  parity    not verified (--verify none)")
+    npu = m.get("npu")
+    if npu:
+        if npu.get("device") == "npu":
+            lines.append("  npu       ran on an Ascend device: "
+                         f"{'PASS' if npu.get('passed') else 'FAIL'}")
+        else:
+            ops = npu.get("ops", [])
+            lines.append(f"  npu       audit (no device): {len(ops)} ATen ops, "
+                         f"{len(npu.get('missing', []))} without an NPU kernel; registry "
+                         f"{npu.get('registry', {}).get('source', '?')}")
+            fp16 = npu.get("fp16") or {}
+            if fp16:
+                lines.append(f"            fp16 rerun worst max|Δ| {fp16['worst_max_abs']:.2e}")
+    if m.get("substitutes"):
+        lines.append(f"  substitutes {len(m['substitutes'])} NPU-safe rewrites")
+    if result.out is not None:
+        lines.append(f"  output    {result.out}/model.safetensors "
+                     f"(sha256 {m['weights']['sha256'][:16]}…)")
+    if result.published is not None:
+        lines.append(f"  zoo       published as {m['name']} -> {result.published}")
+    t = m.get("timings_s", {})
+    lines.append("  time      " + ", ".join(f"{k} {v:.2f}s" for k, v in t.items()))
+    return "\n".join(lines)
+
+
+def _mapping_line(mapping: dict) -> str:
+    c = mapping["counts"]
+    kinds = mapping.get("by_kind", {}) or {"tensor": {"total": c["source_tensors"], **c}}
+    parts = []
+    for kind, v in kinds.items():
+        done = v.get("mapped", 0) + v.get("structure", 0)
+        detail = [f"{v.get('mapped', 0)} to weights"]
+        if v.get("structure"):
+            detail.append(f"{v['structure']} graph constants checked")
+        if v.get("dropped"):
+            detail.append(f"{v['dropped']} deliberately dropped")
+        verb = "mapped" if done == v["total"] else "accounted"
+        parts.append(f"{kind}s {v['total']}/{v['total']} {verb} ({', '.join(detail)})")
+    return "; ".join(parts)

@@ -1,0 +1,77 @@
+"""Entry point: parse, dispatch to a command module, turn every error into one line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from porter.errors import PorterError
+
+COMMANDS = ("convert", "inspect", "verify", "fetch", "zoo")
+
+DESCRIPTION = """\
+porter brings third-party vision models (ONNX, TensorFlow 1.x, Paddle) onto PyTorch and Ascend
+NPUs with weights you can trust: every source tensor accounted for, parity proven against the
+source's own runtime, an NPU audit, and a content-addressed output.
+
+examples:
+  porter inspect modnet.onnx
+  porter convert modnet.onnx --to torch --verify npu --out out/modnet
+  porter convert model.onnx --to torch-source --out out/model     # readable model.py
+  porter fetch modnet_photographic && porter convert modnet_photographic --publish
+  porter zoo list
+  porter zoo verify modnet_photographic
+
+Errors print one line (set PORTER_DEBUG=1 for the traceback)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from porter import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="porter", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"porter {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    import importlib
+
+    for name in COMMANDS:
+        importlib.import_module(f"porter.cli.{name}_cmd").add_parser(sub)
+    return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 check failed, 2 usage or input error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except PorterError as exc:
+        return _fail(exc, 1 if type(exc).__name__ in ("ParityError", "AuditError",
+                                                        "IntegrityError") else 2)
+    except KeyboardInterrupt:
+        print("porter: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # never a raw traceback for a user
+        return _fail(exc, 3, prefix="internal error: ")
+
+
+def _fail(exc: BaseException, code: int, prefix: str = "") -> int:
+    if os.environ.get("PORTER_DEBUG"):
+        traceback.print_exc()
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if prefix:
+        message = f"{prefix}{type(exc).__name__}: {message} (PORTER_DEBUG=1 for details)"
+    print(f"porter: error: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

