@@ -5,10 +5,11 @@ kernel for that op itself, but it is CompositeImplicitAutograd: on the NPU it de
 ``view`` + ``batch_norm`` -> ``_batch_norm_impl_index`` -> ``native_batch_norm`` over one batch of
 N*C channels, and torch_npu *does* have ``native_batch_norm``, so the porter audit passes the
 plain module too. The substitute is applied because the published Ascend adaptation of MODNet
-writes InstanceNorm by hand (mean, biased variance, rsqrt): it keeps the computation to plain
-elementwise ops and reductions instead of a training-mode BatchNorm over N*C channels, and it
-does not depend on how that composite is lowered. Statistics are taken in float32 for fp16/bf16
-inputs (as native batch_norm accumulates) and the result is cast back.
+replaces InstanceNorm with a hand-written one, and because it keeps the computation to plain
+reductions and elementwise ops (mean, sub, mul, rsqrt, all with torch_npu kernels) instead of a
+training-mode BatchNorm over a (1, N*C, ...) view, so it does not depend on how that composite
+is lowered. For fp16/bf16 inputs the statistics are taken in float32 and the result is cast
+back once.
 """
 
 from __future__ import annotations

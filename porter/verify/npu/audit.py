@@ -29,10 +29,7 @@ __all__ = ["audit_module", "graph_ops", "raise_if_missing"]
 
 def _module_path(node: torch.fx.Node) -> str:
     stack = node.meta.get("nn_module_stack") or {}
-    if not stack:
-        return ""
-    path = list(stack.values())[-1][0]
-    return "" if path in ("", "L['self']") else str(path)
+    return str(list(stack.values())[-1][0]) if stack else ""
 
 
 def graph_ops(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:

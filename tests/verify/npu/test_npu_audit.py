@@ -126,3 +126,26 @@ def test_substituted_instance_norm_audits_clean() -> None:
     assert all(o["status"] != "missing" for o in norm_ops.values())
     with torch.no_grad():
         assert (model(x) - original(x)).abs().max().item() < 1e-5
+
+
+def test_device_branch_compares_cpu_and_npu_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With an NPU present the audit also runs the module there; here a stand-in 'device'
+    returns the CPU result shifted by a known offset, which the comparison must report."""
+    import porter.verify.npu.audit as audit
+
+    offset = 1e-3
+
+    def fake_run(module: nn.Module, inputs: tuple) -> torch.Tensor:
+        with torch.no_grad():
+            return module(*inputs) + offset
+
+    monkeypatch.setattr(audit, "npu_available", lambda: True)
+    monkeypatch.setattr(audit, "run_on_npu", fake_run)
+    x = torch.randn(1, 3, 8, 8)
+    report = audit_module(Small(), (x,), registry=REGISTRY)
+    assert report["device"] == "npu" and report["passed"]
+    (metrics,) = report["outputs"]
+    assert metrics["shape"] == [1, 8, 16, 16]
+    assert abs(metrics["max_abs"] - offset) < 1e-6 and abs(metrics["mean_abs"] - offset) < 1e-6
+    raw = audit_module(Small(), (x,), registry=REGISTRY, compare=None)["outputs"][0]
+    assert abs(float((raw["npu"] - raw["cpu"]).mean()) - offset) < 1e-6
