@@ -181,8 +181,9 @@ class _Builder:
             ctx = Context(node, self.consts, self.shapes)
             op: Op = fn(node, ctx)
             present = [n for n in node.inputs if n]
+            owns_weights = isinstance(op.fn, nn.Module) and any(True for _ in op.fn.parameters())
             if (node.op_type not in _NO_FOLD and all(n in self.consts for n in present)
-                    and not (isinstance(op.fn, nn.Module) and any(True for _ in op.fn.parameters()))):
+                    and not owns_weights):
                 self._fold(node, op)
                 continue
             steps.append(self._step(node, op))

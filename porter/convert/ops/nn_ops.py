@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -359,12 +358,12 @@ def max_pool(x: torch.Tensor, kernel_shape, strides=None, pads=None, dilations=N
     if storage_order:
         flat = coords[0]
         for i in range(1, nd):
-            flat = flat + coords[i] * int(np.prod(size[:i]))
+            flat = flat + coords[i] * math.prod(size[:i])
     else:
         flat = coords[0]
         for i in range(1, nd):
             flat = flat * size[i] + coords[i]
-    plane = int(np.prod(size))
+    plane = math.prod(size)
     base = torch.arange(x.shape[0] * x.shape[1]).reshape(x.shape[0], x.shape[1],
                                                          *([1] * nd)) * plane
     return y, (flat + base).long()

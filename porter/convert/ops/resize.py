@@ -171,6 +171,36 @@ def resize(x: torch.Tensor, roi=None, scales=None, sizes=None, mode: str = "near
     return y
 
 
+def interpolate(x: torch.Tensor, scales: tuple[float, float], mode: str = "bilinear",
+                align_corners: bool | None = None, pytorch_half_pixel: bool = False):
+    """Resize of H and W by constant scales through F.interpolate (the common 2-D case)."""
+    sh, sw = scales
+    if pytorch_half_pixel:  # an output of size 1 samples the first row / column
+        if math.floor(x.shape[2] * sh) == 1:
+            x, sh = x[:, :, :1], 1.0
+        if math.floor(x.shape[3] * sw) == 1:
+            x, sw = x[:, :, :, :1], 1.0
+    return F.interpolate(x, scale_factor=(sh, sw), mode=mode, align_corners=align_corners,
+                         recompute_scale_factor=False)
+
+
+def _fast(kw: dict, scales) -> Op | None:
+    """Use ``interpolate`` when constant 4-D scales and the attributes match F.interpolate."""
+    if (not isinstance(scales, tuple) or len(scales) != 4 or scales[:2] != (1.0, 1.0)
+            or kw.get("antialias") or kw.get("exclude_outside") or "axes" in kw):
+        return None
+    mode = kw.get("mode", "nearest")
+    coord = kw.get("coordinate_transformation_mode", "half_pixel")
+    if mode == "linear" and coord in ("half_pixel", "pytorch_half_pixel", "align_corners"):
+        return Op(interpolate, (In(0), scales[2:]), {
+            "mode": "bilinear", "align_corners": coord == "align_corners",
+            "pytorch_half_pixel": coord == "pytorch_half_pixel"})
+    if (mode == "nearest" and coord == "asymmetric" and kw.get("nearest_mode") == "floor"
+            and all(float(s).is_integer() for s in scales)):
+        return Op(interpolate, (In(0), scales[2:]), {"mode": "nearest"})
+    return None
+
+
 def _const_or_in(ctx: Context, i: int, as_int: bool):
     if not ctx.has(i):
         return None
@@ -195,8 +225,14 @@ def _resize(node: Node, ctx: Context) -> Op:
     if node.opset == 10:
         kw.setdefault("coordinate_transformation_mode", "asymmetric")
         kw.setdefault("nearest_mode", "floor")
-        return Op(resize, (In(0), None, _const_or_in(ctx, 1, False)), kw)
-    return Op(resize, (In(0), _const_or_in(ctx, 1, False), _const_or_in(ctx, 2, False),
+        scales = _const_or_in(ctx, 1, False)
+        return _fast(kw, scales) or Op(resize, (In(0), None, scales), kw)
+    scales = _const_or_in(ctx, 2, False)
+    if not ctx.has(3) or ctx.const(3) is not None and ctx.const(3).size == 0:
+        fast = _fast(kw, scales)
+        if fast is not None:
+            return fast
+    return Op(resize, (In(0), _const_or_in(ctx, 1, False), scales,
                        _const_or_in(ctx, 3, True)), kw)
 
 

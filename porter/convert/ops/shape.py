@@ -5,6 +5,8 @@ Shapes computed from ``Shape`` stay tensors at runtime, so dynamic batch / H / W
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -86,7 +88,7 @@ def flatten(x: torch.Tensor, axis: int = 1) -> torch.Tensor:
     lead = 1
     for d in x.shape[:axis]:
         lead *= d
-    return x.reshape(lead, -1) if x.numel() else x.reshape(lead, int(np.prod(x.shape[axis:])))
+    return x.reshape(lead, -1) if x.numel() else x.reshape(lead, int(math.prod(x.shape[axis:])))
 
 
 @converter("Flatten", since=(1, 9, 11, 13, 21, 23, 24, 25))
