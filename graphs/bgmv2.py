@@ -40,6 +40,7 @@ from torch import nn
 
 import graphs
 from porter.errors import MappingError
+from porter.mapping.layouts_paddle import BATCHNORM_FILL, BATCHNORM_RULES
 from porter.mapping.recipe import Recipe, load_strict
 from porter.verify.parity import Case, Runner, Tolerance
 from porter.zoo.load import ZooModel
@@ -432,20 +433,14 @@ class MattingRefine(MattingBase):
 # ---------------------------------------------------------------------------------------------
 # Recipes
 # ---------------------------------------------------------------------------------------------
-def zero_batches_tracked(shape: tuple[int, ...]) -> np.ndarray:
-    """BatchNorm's ``num_batches_tracked`` (int64 scalar), which Paddle does not keep."""
-    return np.zeros(shape, dtype=np.int64)
-
-
 BGMV2_FROM_PADDLE = Recipe(
     name="bgmv2_from_paddle",
     rules=[
-        (r"^(.+)\._mean$", r"\1.running_mean"),
-        (r"^(.+)\._variance$", r"\1.running_var"),
+        *BATCHNORM_RULES,  # ._mean -> .running_mean, ._variance -> .running_var
         # Every other Paddle name is the PyTorch name; torch-only BN names must not pass here.
         (r"^(?!.*\.(running_mean|running_var|num_batches_tracked)$)(.+)$", r"\2"),
     ],
-    fill={r"\.num_batches_tracked$": zero_batches_tracked},
+    fill=dict(BATCHNORM_FILL),  # num_batches_tracked = 0 (Paddle keeps no counter)
 )
 
 BGMV2_FROM_TORCH = Recipe(
@@ -574,13 +569,13 @@ def _cases(source: Any, ported: graphs.Ported) -> list[Case]:
 
 def paddle_reference(path: str | Path, cls_name: str, kwargs: Mapping[str, Any]) -> Runner:
     """Paddle dygraph (``scripts/bgmv2_paddle_ref.py``) over a ``.pdparams`` in a child process."""
-    from porter.verify.runtimes.child import ChildRuntime
+    from porter.verify.runtimes.paddle import dygraph_runtime
 
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO),
-                                                       os.environ.get("PYTHONPATH")]))}
-    return ChildRuntime("scripts.bgmv2_paddle_ref:runner",
-                        {"path": str(path), "cls": cls_name, "kwargs": dict(kwargs)},
-                        name="paddle", env=env)
+    outputs = REFINE_OUTPUTS if cls_name == "MattingRefine" else BASE_OUTPUTS
+    path_env = os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))
+    return dygraph_runtime(f"scripts.bgmv2_paddle_ref:{cls_name}", params=path,
+                           kwargs=dict(kwargs), inputs=["src", "bgr"], outputs=list(outputs),
+                           extra_env={"PYTHONPATH": path_env})
 
 
 def _reference(source: Any, ported: graphs.Ported) -> Runner:
