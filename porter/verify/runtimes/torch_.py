@@ -16,7 +16,7 @@ class TorchRunner:
     def __init__(self, module: torch.nn.Module, input_names: Sequence[str],
                  output_names: Sequence[str], device: str = "cpu",
                  dtype: torch.dtype = torch.float32) -> None:
-        self.module = module.eval().to(device)
+        self.module = module.eval().to(device=device, dtype=dtype)
         self.input_names, self.output_names = list(input_names), list(output_names)
         self.device, self.dtype = device, dtype
         self.name = f"torch-{device}" + ("" if dtype == torch.float32 else f"-{str(dtype)[6:]}")
