@@ -38,6 +38,7 @@ from torch import nn
 
 import graphs
 from porter.errors import MappingError, PorterError
+from porter.importers.tf1 import TRAINING_STATE_RULES
 from porter.mapping.recipe import Recipe, load_strict
 from porter.verify.parity import Case, Tolerance, random_cases
 from porter.zoo.load import ZooModel
@@ -218,10 +219,7 @@ _READ = r"(?:/read)?$"  # a frozen graph may name the Const or its Identity read
 BSHM_FROM_TF1 = Recipe(
     name="bshm_from_tf1",
     rules=[
-        (r"^global_step$", None, "training step counter"),
-        (r"/(Adam|Adam_1|Momentum|RMSProp|RMSProp_1)$", None, "optimizer slot"),
-        (r"^beta[12]_power$", None, "Adam bias-correction accumulator"),
-        (r"/ExponentialMovingAverage$", None, "EMA shadow copy (the raw weights are ported)"),
+        *TRAINING_STATE_RULES,  # optimizer slots, beta{1,2}_power, EMA shadows, global_step
         (_UNIT + r"/kernel" + _READ, r"\1.\2.\3.conv.weight", hwio_to_oihw),
         (_UNIT + r"/batch_normalization/gamma" + _READ, r"\1.\2.\3.bn.weight"),
         (_UNIT + r"/batch_normalization/beta" + _READ, r"\1.\2.\3.bn.bias"),
@@ -259,16 +257,19 @@ def _find(tensors: Mapping[str, Any], name: str) -> Any:
     raise MappingError(f"bshm: source has no {name!r} (is this a BSHM checkpoint?)")
 
 
+INFERENCE_BN_OPS = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
+
+
 def bn_epsilon(source: Any) -> tuple[float, str]:
     """The BatchNorm epsilon of the source graph's FusedBatchNorm ops, else TF's default."""
     graph = getattr(source, "graph", None)
     found = set()
     if graph is not None:
         for _, attrs in graph.nodes(data=True):
-            if str(attrs.get("op_type", "")).startswith("FusedBatchNorm"):
+            if attrs.get("op_type") in INFERENCE_BN_OPS:
                 eps = (attrs.get("attrs") or {}).get("epsilon")
-                if eps is not None:
-                    found.add(float(getattr(eps, "f", eps)))
+                if eps is not None:  # a float32 attribute: 1e-3 reads 0.0010000000474974513
+                    found.add(float(f"{float(eps):.7g}"))
     if len(found) > 1:
         raise MappingError(f"bshm: BatchNorm epsilons differ across the graph: {sorted(found)}")
     if found:
