@@ -9,6 +9,8 @@ importing Paddle after it segfaults). Writes, under OUTDIR:
 - ``sharded/model.ckpt-1.*``: a sharded save over two devices (two data shards).
 - ``frozen/model.pb``: a frozen conv / FusedBatchNorm / depthwise / SAME max-pool / dense net
   (NHWC, unknown spatial size) with a float16, a bfloat16 and a fill-encoded Const.
+- ``pnet/PNet-2.*``: a random-weight MTCNN P-Net (graphs.mtcnn.pnet_tf1) after two Momentum
+  steps, with its MetaGraph (fixed 8x12x12x3 input).
 - ``expected.pkl``: what TensorFlow itself reads: every checkpoint variable
   (``tf.train.load_checkpoint``), every Const (``tf.make_ndarray``), each graph's nodes with
   their inputs and plain attributes, and the frozen net's outputs on two input sizes; and
@@ -173,10 +175,31 @@ def build_frozen(out: str) -> dict:
     return {"path": path, "consts": consts, "graph": _graph_summary(frozen), "runs": runs}
 
 
+def build_pnet(out: str) -> dict:
+    """A random-weight P-Net (graphs.mtcnn.pnet_tf1), two Momentum steps, MetaGraph saved."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from graphs.mtcnn import pnet_tf1
+
+    rng = np.random.default_rng(4)
+    g = tf.Graph()
+    with g.as_default():
+        step = v1.train.get_or_create_global_step()
+        inputs, outputs = pnet_tf1(tf, 12, 12, batch=8)
+        loss = sum(tf.reduce_mean(tf.square(o)) for o in outputs.values())
+        train = v1.train.MomentumOptimizer(0.01, 0.9).minimize(loss, global_step=step)
+        saver = v1.train.Saver()
+        with v1.Session(graph=g) as sess:
+            sess.run(v1.global_variables_initializer())
+            for _ in range(2):
+                sess.run(train, {inputs["image"]: rng.uniform(-1, 1, (8, 12, 12, 3))})
+            prefix = saver.save(sess, os.path.join(out, "pnet", "PNet"), global_step=step)
+    return {"prefix": prefix, "tensors": _read_all(prefix)}
+
+
 def main(out: str, read: list[str]) -> None:
     os.makedirs(out, exist_ok=True)
     v1.disable_eager_execution()
-    expected = {"mixed": build_mixed(out), "frozen": build_frozen(out),
+    expected = {"mixed": build_mixed(out), "frozen": build_frozen(out), "pnet": build_pnet(out),
                 "read": {prefix: _read_all(prefix) for prefix in read}}
     try:
         expected["sharded"] = build_sharded(out)

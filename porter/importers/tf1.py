@@ -35,7 +35,7 @@ from porter.importers.tf_proto import (
 )
 from porter.source import Source, TensorRef
 
-__all__ = ["load_checkpoint", "load_metagraph", "load_frozen", "classify_variable",
+__all__ = ["CheckpointSource", "load_checkpoint", "load_metagraph", "load_frozen", "classify_variable",
            "TRAINING_STATE_RULES", "tf_graph", "read_graph_def", "to_onnx", "graph_inputs"]
 
 _OPTIMIZER_SLOT = re.compile(
@@ -155,6 +155,22 @@ def _read_meta(path: Path):
 
 # -------------------------------------------------------------------------------- checkpoint
 
+class CheckpointSource(Source):
+    """A Source whose path may be a bundle prefix (not a file): its digest covers its files."""
+
+    def sha256(self) -> str:
+        """sha256 over the index, data shards (and MetaGraph) by name and content, in order."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for f in sorted(Path(p) for p in self.files()):
+            h.update(f.name.encode() + b"\0")
+            with open(f, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    h.update(block)
+        return h.hexdigest()
+
+
 def _checkpoint_refs(reader: BundleReader) -> dict[str, TensorRef]:
     refs = {}
     for name, entry in reader.entries.items():
@@ -200,8 +216,10 @@ def load_checkpoint(path: Path) -> Source:
         graph = tf_graph(mg.graph)
         meta.update(metagraph=str(meta_path), inputs=graph_inputs(graph),
                     tensorflow_version=mg.tensorflow_version)
-    return Source(path=Path(path), format="tf1-checkpoint", tensors=_checkpoint_refs(reader),
-                  graph=graph, meta=meta, native=reader)
+        meta["files"] = [*meta["files"], meta_path]
+    return CheckpointSource(path=Path(path), format="tf1-checkpoint",
+                            tensors=_checkpoint_refs(reader), graph=graph, meta=meta,
+                            native=reader)
 
 
 # --------------------------------------------------------------------------------- metagraph
@@ -227,8 +245,8 @@ def load_metagraph(path: Path) -> Source:
     meta.update(metagraph=str(path), inputs=graph_inputs(graph), tags=mg.tags,
                 tensorflow_version=mg.tensorflow_version, saver=mg.saver,
                 collections=mg.collections, checkpoint=str(prefix) if reader else None)
-    return Source(path=path, format="tf1-metagraph", tensors=refs, graph=graph, meta=meta,
-                  native=reader)
+    return CheckpointSource(path=path, format="tf1-metagraph", tensors=refs, graph=graph,
+                            meta=meta, native=reader)
 
 
 # ------------------------------------------------------------------------------------ frozen

@@ -1,0 +1,59 @@
+"""MTCNN P-Net port on a random-weight P-Net checkpoint that TensorFlow wrote (in a child)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import porter
+from graphs import find_ports, get_port
+from graphs.mtcnn import PNET_OUTPUTS, PNet
+from porter.errors import MappingError
+from porter.verify.parity import random_cases, run_parity
+from porter.verify.runtimes.torch_ import TorchRunner
+
+
+def test_pnet_port_from_random_tf_checkpoint(tf1_fixtures):
+    _, exp = tf1_fixtures
+    src = porter.open(exp["pnet"]["prefix"])
+    port = get_port("mtcnn_pnet")
+    assert [p.name for p in find_ports(src)] == ["mtcnn_pnet"]
+    ported = port.port(src)
+    counts = ported.mapping.counts()
+    assert (counts["mapped"], counts["dropped"]) == (15, 16)  # 15 Momentum slots + global_step
+    w = ported.module.state_dict()["conv2.weight"].numpy()
+    np.testing.assert_array_equal(w, exp["pnet"]["tensors"]["conv2/weights"].transpose(3, 2, 0, 1))
+    cases = port.cases(src, ported)
+    assert [c.shapes()["image"] for c in cases] == [[8, 3, 12, 12]]  # the MetaGraph's input
+    reference = port.reference(src, ported)
+    try:
+        report = run_parity(reference, TorchRunner(ported.module, ["image"], PNET_OUTPUTS),
+                            cases, tolerance=port.tolerance, reference_name="tensorflow",
+                            candidate_name="torch-cpu")
+    finally:
+        reference.close()
+    assert report.passed and report.worst() < 1e-5, report.lines()
+    assert set(report.cases[0]["outputs"]) == set(PNET_OUTPUTS)
+
+
+def test_keep_optimizer_state_on_request(tf1_fixtures):
+    _, exp = tf1_fixtures
+    src = porter.open(exp["pnet"]["prefix"])
+    with pytest.raises(MappingError, match="15 source tensor"):
+        get_port("mtcnn_pnet").port(src, keep=("Momentum",))
+
+
+def test_other_checkpoints_do_not_match(tf1_fixtures):
+    _, exp = tf1_fixtures
+    assert not get_port("mtcnn_pnet").matches(porter.open(exp["mixed"]["prefix"]))
+
+
+def test_pnet_output_sizes():
+    import torch
+
+    net = PNet().eval()
+    with torch.no_grad():
+        outs = net(torch.from_numpy(random_cases("image", [(2, 3, 37, 50)])[0].inputs["image"]))
+    # h = ceil((37 - 2) / 2) - 4 = 14, w = ceil((50 - 2) / 2) - 4 = 20
+    assert [tuple(o.shape) for o in outs] == [(2, 2, 14, 20), (2, 4, 14, 20), (2, 10, 14, 20)]
+    assert torch.allclose(outs[0].sum(1), torch.ones(2, 14, 20))
