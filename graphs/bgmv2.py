@@ -497,8 +497,11 @@ def build(cls_name: str, kwargs: Mapping[str, Any], device: str | None = None) -
 # ---------------------------------------------------------------------------------------------
 # Port registration
 # ---------------------------------------------------------------------------------------------
-_REFINE_OPTIONS = ("backbone_scale", "refine_mode", "refine_sample_pixels", "refine_threshold",
-                   "refine_prevent_oversampling")
+# Runtime options of MattingRefine (not in the weights), with the original's defaults.
+REFINE_DEFAULTS: dict[str, Any] = {"backbone_scale": 0.25, "refine_mode": "sampling",
+                                   "refine_sample_pixels": 80_000, "refine_threshold": 0.1,
+                                   "refine_prevent_oversampling": True}
+_REFINE_OPTIONS = tuple(REFINE_DEFAULTS)
 _REPO = Path(__file__).resolve().parents[1]
 
 
@@ -525,6 +528,8 @@ def _matches(source: Any) -> bool:
 
 
 def _port(source: Any, recipe: str | Recipe = "paddle", **options: Any) -> graphs.Ported:
+    """Infer the variant from the tensors, build it, map strictly; ``options`` set the refine
+    mode and budget (``refine_mode``, ``refine_sample_pixels`` …), recorded in ``kwargs``."""
     unknown = set(options) - set(_REFINE_OPTIONS)
     if unknown:
         raise MappingError(f"bgmv2: unknown port options {sorted(unknown)} "
@@ -533,7 +538,8 @@ def _port(source: Any, recipe: str | Recipe = "paddle", **options: Any) -> graph
     if cls_name == "MattingBase" and options:
         raise MappingError(f"bgmv2: {sorted(options)} apply to MattingRefine only "
                            "(this source has no refiner)")
-    kwargs.update(options)
+    if cls_name == "MattingRefine":
+        kwargs.update({**REFINE_DEFAULTS, **options})
     module = build(cls_name, kwargs)
     rec = RECIPES[recipe] if isinstance(recipe, str) else recipe
     state, report = port_tensors(source.tensors, module, rec)

@@ -181,7 +181,9 @@ def test_matting_refine_full_parity(weights, port):
     ported = port.port(source, refine_mode="full")
     assert ported.graph == "graphs.bgmv2:MattingRefine"
     assert ported.kwargs == {"backbone": "resnet50", "refine_kernel_size": 3,
-                             "refine_mode": "full"}
+                             **bgmv2.REFINE_DEFAULTS, "refine_mode": "full"}
+    assert bgmv2.REFINE_DEFAULTS == {k: FACTS["_refine_defaults"][k]
+                                     for k in bgmv2.REFINE_DEFAULTS}
     report = _parity(port, source, ported, port.cases(source, ported))
     print("\n".join(report.lines()))
     assert report.passed
@@ -225,3 +227,10 @@ def test_matting_refine_sampling_parity(weights, port):
     diff = np.abs(out["pha"][0, 0] - dense["pha"][0, 0])
     assert diff[cell].max() < 1e-5
     assert diff[~cell].mean() > 1e-3
+
+    # thresholding at the middle of that gap selects the same cells: the same outputs
+    e = np.sort(err_sm.numpy().ravel())[::-1]
+    thr = port.port(source, refine_mode="thresholding",
+                    refine_threshold=float(e[k - 1] + e[k]) / 2)
+    by_threshold = TorchRunner(thr.module, thr.input_names, thr.output_names)(case.inputs)
+    assert all(np.array_equal(by_threshold[n], out[n]) for n in out)
