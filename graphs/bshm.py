@@ -28,7 +28,6 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,11 +38,13 @@ from torch import nn
 import graphs
 from porter.errors import MappingError, PorterError
 from porter.importers.tf1 import TRAINING_STATE_RULES
+from porter.mapping.layouts_tf import batchnorm_epsilons, hwio_to_oihw
 from porter.mapping.recipe import Recipe, load_strict
+from porter.mapping.tf_padding import TFSamePad2d
 from porter.verify.parity import Case, Tolerance, random_cases
 from porter.zoo.load import ZooModel
 
-__all__ = ["BSHM", "ConvBNReLU", "BSHM_FROM_TF1", "port_bshm", "tf_same_pad"]
+__all__ = ["BSHM", "ConvBNReLU", "BSHM_FROM_TF1", "port_bshm", "infer_kwargs"]
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -52,30 +53,18 @@ TF_BN_EPS = 1e-3  # tf.layers / fused_batch_norm default; torch's is 1e-5
 
 # ---------------------------------------------------------------------------------------- blocks
 
-def tf_same_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
-    """Zero-pad H and W the way TF "SAME" does: total ``max((ceil(n/s)-1)*s + k - n, 0)``,
-    the odd pixel at the end (bottom/right)."""
-    pads = []
-    for n in (x.shape[-1], x.shape[-2]):  # F.pad wants W first
-        total = max((-(-n // stride) - 1) * stride + kernel - n, 0)
-        pads += [total // 2, total - total // 2]
-    return F.pad(x, pads)
-
-
 class ConvBNReLU(nn.Module):
     """3×3 conv (no bias, TF SAME padding) -> BatchNorm (TF epsilon) -> ReLU."""
 
     def __init__(self, cin: int, cout: int, stride: int = 1, eps: float = TF_BN_EPS) -> None:
         super().__init__()
-        self.stride = stride
-        # stride 1: SAME is symmetric and static; stride 2: padded in forward, asymmetric
+        # stride 1: SAME is symmetric and static; stride 2: the odd pixel goes at the end
+        self.pad = TFSamePad2d(3, stride) if stride != 1 else nn.Identity()
         self.conv = nn.Conv2d(cin, cout, 3, stride, padding=1 if stride == 1 else 0, bias=False)
         self.bn = nn.BatchNorm2d(cout, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride != 1:
-            x = tf_same_pad(x, 3, self.stride)
-        return F.relu(self.bn(self.conv(x)))
+        return F.relu(self.bn(self.conv(self.pad(x))))
 
 
 def stage(cin: int, widths: Sequence[int], stride: int = 1, eps: float = TF_BN_EPS
@@ -201,13 +190,6 @@ class BSHM(nn.Module, ZooModel):
 
 # --------------------------------------------------------------------------------------- recipes
 
-def hwio_to_oihw(a: np.ndarray) -> np.ndarray:
-    """TF conv kernel [kh, kw, in, out] -> torch [out, in, kh, kw]."""
-    if a.ndim != 4:
-        raise ValueError(f"hwio_to_oihw expects a 4-D kernel, got shape {a.shape}")
-    return np.ascontiguousarray(a.transpose(3, 2, 0, 1))
-
-
 def zero_batches_tracked(shape: tuple[int, ...]) -> np.ndarray:
     """TF keeps no BatchNorm step count; torch's ``num_batches_tracked`` starts at 0."""
     return np.zeros(shape, np.int64)
@@ -257,19 +239,10 @@ def _find(tensors: Mapping[str, Any], name: str) -> Any:
     raise MappingError(f"bshm: source has no {name!r} (is this a BSHM checkpoint?)")
 
 
-INFERENCE_BN_OPS = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
-
-
 def bn_epsilon(source: Any) -> tuple[float, str]:
     """The BatchNorm epsilon of the source graph's FusedBatchNorm ops, else TF's default."""
     graph = getattr(source, "graph", None)
-    found = set()
-    if graph is not None:
-        for _, attrs in graph.nodes(data=True):
-            if attrs.get("op_type") in INFERENCE_BN_OPS:
-                eps = (attrs.get("attrs") or {}).get("epsilon")
-                if eps is not None:  # a float32 attribute: 1e-3 reads 0.0010000000474974513
-                    found.add(float(f"{float(eps):.7g}"))
+    found = set(batchnorm_epsilons(graph).values()) if graph is not None else set()
     if len(found) > 1:
         raise MappingError(f"bshm: BatchNorm epsilons differ across the graph: {sorted(found)}")
     if found:
@@ -352,53 +325,24 @@ def bshm_cases(source: Any, ported: graphs.Ported) -> list[Case]:
     return random_cases("image", CASE_SHAPES, seed=0, low=0.0, high=255.0)
 
 
-def tf1_runner(payload: Mapping[str, Any]) -> Any:
-    """Child-process factory: a TF1 session over the source, NCHW ``image`` in, NCHW out.
-
-    Private until porter.verify.runtimes.tf1 lands; imports TensorFlow, so call it only through
-    :class:`~porter.verify.runtimes.child.ChildRuntime`.
-    """
-    import tensorflow as tf
-
-    tf1 = tf.compat.v1
-    tf1.disable_eager_execution()
-    path, fmt = Path(payload["path"]), payload["format"]
-    graph = tf.Graph()
-    sess = tf1.Session(graph=graph)
-    with graph.as_default():
-        if fmt == "tf1-frozen":
-            gd = tf1.GraphDef()
-            gd.ParseFromString(path.read_bytes())
-            tf1.import_graph_def(gd, name="")
-        else:
-            if path.is_dir():
-                prefix = tf.train.latest_checkpoint(str(path))
-                if prefix is None:
-                    raise PorterError(f"{path}: no checkpoint in folder")
-            else:
-                prefix = str(path)[:-5] if path.suffix == ".meta" else str(path)
-            if not Path(prefix + ".meta").is_file():
-                raise PorterError(f"{prefix}: the TF reference needs the .meta graph beside it")
-            saver = tf1.train.import_meta_graph(prefix + ".meta", clear_devices=True)
-            saver.restore(sess, prefix)
-    inp = payload.get("input", "input_image:0")
-    outputs = dict(payload.get("outputs", {"alpha": "alpha:0"}))
-
-    def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        x = np.asarray(inputs["image"], np.float32).transpose(0, 2, 3, 1)
-        vals = sess.run(list(outputs.values()), {inp: x})
-        return {k: np.asarray(v).transpose(0, 3, 1, 2) for k, v in zip(outputs, vals)}
-
-    run.info = {"tensorflow": tf.__version__}
-    return run
+INPUT_TENSOR, OUTPUT_TENSOR = "input_image:0", "alpha:0"
 
 
 def bshm_reference(source: Any, ported: graphs.Ported) -> Any:
+    """A TF session over the source in a child process (TF never shares porter's process)."""
     from porter.verify.runtimes.child import ChildRuntime
 
-    return ChildRuntime("graphs.bshm:tf1_runner",
-                        {"path": str(source.path), "format": source.format},
-                        name="tensorflow")
+    io = {"inputs": {"image": INPUT_TENSOR}, "outputs": {"alpha": OUTPUT_TENSOR}}
+    if source.format == "tf1-frozen":
+        return ChildRuntime("porter.verify.runtimes.tf1:frozen",
+                            {"graph": str(source.path), **io}, name="tensorflow")
+    meta = source.meta.get("metagraph")
+    checkpoint = source.meta.get("prefix") or source.meta.get("checkpoint")
+    if not meta or not checkpoint:
+        raise PorterError(f"{source.path}: the TF reference needs both the .meta graph and the "
+                          "checkpoint")
+    return ChildRuntime("porter.verify.runtimes.tf1:metagraph",
+                        {"meta": meta, "checkpoint": checkpoint, **io}, name="tensorflow")
 
 
 def bshm_example_inputs(ported: graphs.Ported) -> tuple[torch.Tensor, ...]:

@@ -17,7 +17,7 @@ import torch
 
 import graphs
 import porter
-from graphs.bshm import BSHM, BSHM_FROM_TF1, port_bshm, tf_same_pad
+from graphs.bshm import BSHM, BSHM_FROM_TF1, port_bshm
 from porter.errors import MappingError
 from porter.verify.parity import run_parity
 from porter.verify.runtimes.torch_ import TorchRunner
@@ -67,10 +67,11 @@ def test_parity_with_tf_session(ported: dict, reference: dict, kind: str, size: 
 
 def test_widths_and_epsilon_inferred(ported: dict) -> None:
     for p in ported.values():
-        assert p.kwargs == {"mpn_channels": CHANNELS[0], "qun_channels": CHANNELS[1],
-                            "mrn_channels": CHANNELS[2], "bn_eps": 1e-3}
+        widths = {k: v for k, v in p.kwargs.items() if k != "bn_eps"}
+        assert widths == dict(zip(("mpn_channels", "qun_channels", "mrn_channels"), CHANNELS))
+        assert np.float32(p.kwargs["bn_eps"]) == np.float32(1e-3)  # TF's, not torch's 1e-5
         bns = [m for m in p.module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-        assert bns and all(m.eps == 1e-3 for m in bns)
+        assert bns and all(m.eps == p.kwargs["bn_eps"] for m in bns)
         # rebuilding from the recorded kwargs gives a module the same state loads into
         BSHM(**p.kwargs).load_state_dict(p.module.state_dict(), strict=True)
 
@@ -137,9 +138,9 @@ def test_kernel_layout_hwio_to_oihw(bshm_tf1: Path, ported: dict) -> None:
     np.testing.assert_array_equal(oihw, hwio.transpose(3, 2, 0, 1))
 
 
-def test_same_padding_puts_odd_pixel_at_end() -> None:
-    x = torch.ones(1, 1, 6, 7)
-    y = tf_same_pad(x, 3, 2)  # 6 -> total 1 (0 before, 1 after); 7 -> total 2 (1, 1)
+def test_strided_units_pad_odd_pixel_at_end() -> None:
+    unit = BSHM(*CHANNELS).mrn.enc2.conv1
+    y = unit.pad(torch.ones(1, 1, 6, 7))  # 6 -> total 1 (0 before, 1 after); 7 -> (1, 1)
     assert y.shape == (1, 1, 7, 9)
     assert float(y[0, 0, 0, 1:-1].sum()) == 7 and float(y[0, 0, -1].sum()) == 0
     assert float(y[0, 0, 1:-1, 0].sum()) == 0 and float(y[0, 0, 1:-1, -1].sum()) == 0
