@@ -340,16 +340,16 @@ class Refiner(nn.Module):
         ref = self.select(err)
         out = F.interpolate(torch.cat([pha, fgr], dim=1), (h, w), mode="bilinear",
                             align_corners=False)
+        # No branch on the patch count: with none selected every step runs on an empty batch.
         idx = tuple(torch.nonzero(ref.squeeze(1), as_tuple=True))
-        if idx[0].numel() > 0:
-            x = F.interpolate(coarse, half, mode="bilinear", align_corners=False)
-            y = F.interpolate(src_bgr, half, mode="bilinear", align_corners=False)
-            x = crop_patches(x, idx, 2, 3 if three else 0)
-            y = crop_patches(y, idx, 2, 3 if three else 0)
-            x = self._stage1(torch.cat([x, y], dim=1))
-            x = F.interpolate(x, 8 if three else 4, mode="nearest")
-            y = crop_patches(src_bgr, idx, 4, 2 if three else 0)
-            out = replace_patches(out, self._stage2(torch.cat([x, y], dim=1)), idx)
+        x = F.interpolate(coarse, half, mode="bilinear", align_corners=False)
+        y = F.interpolate(src_bgr, half, mode="bilinear", align_corners=False)
+        x = crop_patches(x, idx, 2, 3 if three else 0)
+        y = crop_patches(y, idx, 2, 3 if three else 0)
+        x = self._stage1(torch.cat([x, y], dim=1))
+        x = F.interpolate(x, size=(8, 8) if three else (4, 4), mode="nearest")
+        y = crop_patches(src_bgr, idx, 4, 2 if three else 0)
+        out = replace_patches(out, self._stage2(torch.cat([x, y], dim=1)), idx)
         return out[:, :1], out[:, 1:], ref
 
 
