@@ -3,8 +3,9 @@
 Paper: Jinlin Liu, Yuan Yao, Wendi Hou, Miaomiao Cui, Xuansong Xie, Changshui Zhang, Xian-Sheng
 Hua, "Boosting Semantic Human Matting with Coarse Annotations", CVPR 2020 (arXiv:2004.04955).
 Origin: ModelScope ``damo/cv_unet_image-matting`` ships it as a TF 1.x frozen GraphDef (fed
-``input_image:0`` H×W×3 RGB 0-255, read at ``output_png:0`` RGBA); its licence is the model
-card's (Apache-2.0 at the time of writing) — check it before redistributing converted weights.
+``input_image:0`` H×W×3 RGB 0-255, read at ``output_png:0`` RGBA). Licence: the weights are
+under whatever that model card states (DAMO cards are usually Apache-2.0; not verified here),
+so check it before redistributing converted weights; this file is porter's own code.
 No public training code or variable names exist, so this architecture is defined from the paper:
 
 - MPN (mask prediction network): a U-Net (two 3×3 conv-BN-ReLU per level, 2×2 max-pools, three
