@@ -47,7 +47,8 @@ from porter.zoo.load import ZooModel
 
 __all__ = ["MattingBase", "MattingRefine", "Refiner", "ResNetEncoder", "MobileNetV2Encoder",
            "ASPP", "Decoder", "BGMV2_FROM_PADDLE", "BGMV2_FROM_TORCH", "RECIPES",
-           "infer_kwargs", "build", "port_tensors"]
+           "REFINE_DEFAULTS", "infer_kwargs", "build", "port_tensors", "make_inputs",
+           "paddle_reference"]
 
 BACKBONES = ("resnet50", "resnet101", "mobilenetv2")
 REFINE_MODES = ("full", "sampling", "thresholding")
@@ -541,6 +542,8 @@ def _port(source: Any, recipe: str | Recipe = "paddle", **options: Any) -> graph
     if cls_name == "MattingRefine":
         kwargs.update({**REFINE_DEFAULTS, **options})
     module = build(cls_name, kwargs)
+    if isinstance(recipe, str) and recipe not in RECIPES:
+        raise MappingError(f"bgmv2: unknown recipe {recipe!r} (known: {', '.join(RECIPES)})")
     rec = RECIPES[recipe] if isinstance(recipe, str) else recipe
     state, report = port_tensors(source.tensors, module, rec)
     load_strict(module, state).eval()
