@@ -9,6 +9,7 @@ name (``--graph modnet``) or asks every port whether a source matches it exactly
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,7 +111,6 @@ def import_graph(spec: str, base: Any = None) -> type:
     """Import "module:Class" (or "file.py:Class" relative to ``base``) and return the class."""
     mod_name, _, cls_name = spec.partition(":")
     if mod_name.endswith(".py"):
-        import importlib.util
         from pathlib import Path
 
         path = Path(base or ".") / mod_name

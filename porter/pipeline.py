@@ -82,7 +82,8 @@ def _select_port(source: Source, graph: str):
 def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify: str = "cpu",
             out: str | Path | None = None, publish: bool = False, name: str | None = None,
             target: str | None = None, images: Sequence[str | Path] = (),
-            zoo: str | Path | None = None, progress: Progress = _quiet) -> ConvertResult:
+            zoo: str | Path | None = None, shapes: Sequence[str] = (),
+            progress: Progress = _quiet) -> ConvertResult:
     """Convert ``path`` to a verified torch module and write ``out`` (and the zoo on publish).
 
     ``verify``: "cpu" (parity against the source runtime), "npu" (that, plus NPU-safe
@@ -109,9 +110,9 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
         ported = port.port(source)
     else:
         progress(f"convert  {source.format} -> generic torch module (no clean graph matches)")
-        from porter.generic import generic_port
+        from porter.generic import generic_port, parse_shape
 
-        port, ported = generic_port(source)
+        port, ported = generic_port(source, dict(parse_shape(s) for s in shapes))
     timings["map"] = time.perf_counter() - t
     progress(f"         {ported.mapping.summary()}")
 

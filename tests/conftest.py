@@ -25,3 +25,49 @@ def tf1_fixtures(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     assert proc.returncode == 0, proc.stderr[-2000:]
     with open(out / "expected.pkl", "rb") as fh:
         return out, pickle.load(fh)
+
+
+def real_model(relpath: str) -> Path:
+    """Path of a real third-party model under ../shared/models, or skip with the reason."""
+    path = SHARED_MODELS / relpath
+    if not path.exists():
+        pytest.skip(f"real model {relpath} not available ({SHARED_MODELS} is missing; CI has it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def modnet_onnx(tmp_path_factory: pytest.TempPathFactory):
+    """factory(opset) -> (path, module): graphs.modnet with seeded random weights (BatchNorm
+    statistics included) exported by torch.onnx (TorchScript exporter) at that opset."""
+    import warnings
+
+    import torch
+
+    from graphs.modnet import MODNet
+
+    cache: dict[int, tuple[Path, object]] = {}
+    gen = torch.Generator().manual_seed(1234)
+    module = MODNet().eval()
+    with torch.no_grad():
+        for name, t in module.state_dict().items():
+            if not t.is_floating_point():
+                continue
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
+            else:
+                t.copy_(torch.randn(t.shape, generator=gen) * 0.2)
+
+    def build(opset: int):
+        if opset not in cache:
+            path = tmp_path_factory.mktemp(f"modnet_op{opset}") / "modnet.onnx"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(module, (torch.zeros(1, 3, 64, 64),), str(path),
+                                  opset_version=opset, dynamo=False, input_names=["input"],
+                                  output_names=["output"],
+                                  dynamic_axes={"input": {0: "n", 2: "h", 3: "w"},
+                                                "output": {0: "n", 2: "h", 3: "w"}})
+            cache[opset] = (path, module)
+        return cache[opset]
+
+    return build

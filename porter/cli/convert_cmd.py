@@ -39,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="npu: apply the NPU-safe substitutes even without --verify npu")
     p.add_argument("--input", dest="images", action="append", default=[], metavar="IMAGE",
                    help="also verify on this image (repeatable)")
+    p.add_argument("--shape", dest="shapes", action="append", default=[],
+                   metavar="[NAME=]1x3xHxW", help="input shape for generic verification where "
+                   "the model leaves sizes open (repeatable; batch is doubled for a 2nd case)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: out/NAME)")
     p.add_argument("--name", help="model name in the manifest and the zoo")
     p.add_argument("--publish", action="store_true",
@@ -55,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     show = progress_printer(not args.quiet and not args.json)
     result = convert(args.src, to=args.to, graph=args.graph, verify=args.verify, out=args.out,
                      publish=args.publish, name=args.name, target=args.target,
-                     images=args.images, zoo=args.zoo, progress=show)
+                     images=args.images, zoo=args.zoo, shapes=args.shapes,
+                     progress=show)
     if args.json:
         emit_json(result.manifest)
     else:

@@ -480,37 +480,45 @@ def _fx_resize_scales(gm: torch.fx.GraphModule) -> Counter:
 
 def _account_constants(f: _Filler, source: Any, consumers: dict[str, list[tuple[str, str]]],
                        gm: torch.fx.GraphModule) -> None:
+    """Account for tensors that are graph constants, checking resize scales against the module."""
     g = source.graph
     resize: Counter = Counter()
-    resize_names: list[str] = []
+    dynamic_resizes = 0
+    for _, d in g.nodes(data=True):
+        if d["op_type"] not in ("Resize", "Upsample"):
+            continue
+        ins = d["inputs"]
+        scales = ins[2] if d["op_type"] == "Resize" and len(ins) > 2 else (
+            ins[1] if d["op_type"] == "Upsample" and len(ins) > 1 else "")
+        arr = np.asarray(source.tensors[scales].numpy()) if scales in source.tensors else None
+        if arr is not None and arr.size == 4:
+            resize[tuple(round(float(v), 6) for v in arr[2:])] += 1
+        else:
+            dynamic_resizes += 1
+    if resize and not dynamic_resizes:
+        # Compare the sets of factors: exporters merge identical resizes of one tensor (CSE).
+        module_scales = _fx_resize_scales(gm)
+        if set(resize) != set(module_scales):
+            raise MappingError(f"structure: source resizes by {sorted(resize)} but the module by "
+                               f"{sorted(module_scales)}")
     for name, ref in source.tensors.items():
         if name in f.seen:
             continue
         uses = consumers.get(name, [])
         ops = {op for op, _ in uses}
+        value = np.asarray(ref.numpy())
         if ops and ops <= {"Resize", "Upsample"}:
-            arr = np.asarray(ref.numpy())
-            roles = {g.nodes[n]["inputs"].index(name) for _, n in uses}
-            if arr.size == 0 or roles == {1} and g.nodes[uses[0][1]]["op_type"] == "Resize":
-                f.drop(name, "empty Resize roi", "structure")
-            elif arr.size == 4 and arr.dtype.kind == "f":
-                resize[tuple(round(float(v), 6) for v in arr[2:])] += 1
-                resize_names.append(name)
+            if value.size == 0:
+                note = "empty Resize roi"
+            elif value.dtype.kind == "f":
+                note = f"Resize scales {value.tolist()}, matched by the module's interpolate calls"
             else:
-                f.drop(name, f"Resize sizes {arr.tolist()}", "structure")
+                note = f"Resize sizes {value.tolist()}"
+            f.drop(name, note, "structure")
         elif ops and arr_is_int(ref) and ops <= {"Reshape", "Concat", "Expand", "Slice", "Tile",
                                                  "Unsqueeze", "Squeeze", "Pad", "Gather",
                                                  "ConstantOfShape", "Range"}:
-            f.drop(name, f"shape operand of {'/'.join(sorted(ops))} "
-                         f"(value {np.asarray(ref.numpy()).tolist()})", "structure")
-    if resize_names:
-        module_scales = _fx_resize_scales(gm)
-        if resize != module_scales:
-            raise MappingError(f"structure: source resizes by {dict(resize)} but the module by "
-                               f"{dict(module_scales)}")
-        for name in resize_names:
-            vals = np.asarray(source.tensors[name].numpy()).tolist()
-            f.drop(name, f"Resize scales {vals}, matched by the module's interpolate calls",
+            f.drop(name, f"shape operand of {'/'.join(sorted(ops))} (value {value.tolist()})",
                    "structure")
 
 

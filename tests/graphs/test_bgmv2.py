@@ -25,7 +25,11 @@ from porter.verify.parity import Case, run_parity
 from porter.verify.runtimes.torch_ import TorchRunner
 
 REPO = Path(__file__).resolve().parents[2]
-TABLES = Path(os.environ.get("BGMV2_REFERENCE_DIR", "/work/shared/reference"))
+TABLES = Path(os.environ.get("BGMV2_REFERENCE_DIR",
+                             Path(__file__).resolve().parents[2].parent / "shared" / "reference"))
+if not (TABLES / "bgmv2_paddle_params.json").is_file():
+    pytest.skip(f"BGMv2 reference name tables not available ({TABLES} is missing; CI has it)",
+                allow_module_level=True)
 PADDLE_TABLE = json.loads((TABLES / "bgmv2_paddle_params.json").read_text())
 TORCH_TABLE = json.loads((TABLES / "bgmv2_torch_params.json").read_text())
 FACTS = json.loads((TABLES / "bgmv2_facts.json").read_text())

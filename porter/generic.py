@@ -1,0 +1,179 @@
+"""The generic port: a source with no clean graph becomes a converted module, verified against
+its *own* runtime.
+
+ONNX is the hub: ONNX sources convert directly; TF1 frozen graphs go through tf2onnx and Paddle
+inference models through paddle2onnx first. Verification always runs the original source
+(onnxruntime for ONNX, a TensorFlow session, Paddle Inference), never the intermediate ONNX.
+The output carries a generated, readable ``model.py`` that the manifest names as its graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from porter.errors import PorterError
+from porter.mapping.report import MappingReport
+from porter.source import Source
+from porter.verify.parity import Case, Tolerance
+
+__all__ = ["generic_port", "onnx_io", "default_cases", "parse_shape"]
+
+CLASS_NAME = "Model"
+DEFAULT_SPATIAL = (64, 96)  # stand-ins for unknown spatial sizes, distinct to catch transposes
+
+
+def onnx_io(model: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """Graph inputs (name, dims with None for unknown, numpy dtype) and output names."""
+    from onnx import helper
+
+    inits = {t.name for t in model.graph.initializer}
+    inputs = []
+    for v in model.graph.input:
+        if v.name in inits:
+            continue
+        tt = v.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                for d in tt.shape.dim]
+        inputs.append({"name": v.name, "dims": dims,
+                       "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))})
+    return inputs, [o.name for o in model.graph.output]
+
+
+def parse_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
+    """``"x=1x3x48x192"`` or ``"1x3x48x192"`` -> (name or None, dims)."""
+    name, _, dims = text.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in dims.lower().replace(",", "x").split("x"))
+    except ValueError as exc:
+        raise PorterError(f"--shape {text!r}: expected NAME=1x3x224x224") from exc
+    if not shape or any(d <= 0 for d in shape):
+        raise PorterError(f"--shape {text!r}: dimensions must be positive")
+    return (name or None), shape
+
+
+def default_cases(inputs: Sequence[dict[str, Any]],
+                  shapes: Mapping[str | None, tuple[int, ...]] | None = None) -> list[Case]:
+    """Two seeded cases: batch 1 and batch 2 (where the batch is free), unknown sizes filled."""
+    shapes = dict(shapes or {})
+    cases = []
+    for i, batch in enumerate((1, 2)):
+        feeds = {}
+        for j, spec in enumerate(inputs):
+            given = shapes.get(spec["name"]) or (shapes.get(None) if j == 0 else None)
+            if given is not None:
+                if len(given) != len(spec["dims"]):
+                    raise PorterError(f"--shape for {spec['name']}: rank {len(given)}, the model "
+                                      f"wants rank {len(spec['dims'])}")
+                dims = list(given)
+                if spec["dims"] and spec["dims"][0] is None:
+                    dims[0] = dims[0] * batch
+            else:
+                dims = []
+                spatial = iter(DEFAULT_SPATIAL * 4)
+                for k, d in enumerate(spec["dims"]):
+                    dims.append(d if d is not None else (batch if k == 0 else next(spatial)))
+            rng = np.random.default_rng(1000 * i + j)
+            dtype = spec["dtype"]
+            if dtype.kind == "f":
+                x = rng.uniform(-1, 1, dims).astype(dtype)
+            elif dtype.kind == "b":
+                x = rng.integers(0, 2, dims).astype(bool)
+            else:
+                x = rng.integers(0, 4, dims).astype(dtype)
+            feeds[spec["name"]] = x
+        name = " ".join("x".join(map(str, v.shape)) for v in feeds.values())
+        cases.append(Case(name, feeds, 1000 * i))
+        if not any(spec["dims"] and spec["dims"][0] is None for spec in inputs):
+            break  # a fixed batch: one case is all the model accepts
+    return cases
+
+
+def _reference(source: Source, model: Any, input_names: list[str], output_names: list[str]):
+    """(runner over the source's own runtime, its name) for the supported formats."""
+    fmt = source.format
+    if fmt == "onnx":
+        from porter.verify.runtimes.onnxruntime import OrtRunner
+
+        return OrtRunner(source.path), "onnxruntime"
+    if fmt == "tf1-frozen":
+        from porter.verify.runtimes.child import ChildRuntime
+
+        payload = {"graph": str(source.path), "layout": "none",
+                   "inputs": {n: n for n in input_names}, "outputs": {n: n for n in output_names}}
+        return ChildRuntime("porter.verify.runtimes.tf1:frozen", payload,
+                            name="tensorflow"), "tensorflow"
+    if fmt == "paddle-inference":
+        from porter.verify.runtimes.paddle import paddle_inference_runtime
+
+        return paddle_inference_runtime(source.path), "paddle-inference"
+    raise PorterError(f"no reference runtime for {fmt} sources")
+
+
+def _to_onnx(source: Source) -> Any:
+    fmt = source.format
+    if fmt == "onnx":
+        return source.native
+    if fmt == "tf1-frozen":
+        from porter.importers.tf1 import to_onnx
+
+        return to_onnx(source)
+    if fmt == "paddle-inference":
+        from porter.importers.paddle import to_onnx
+
+        return to_onnx(source)
+    from graphs import PORTS, _load
+
+    _load()
+    known = sorted({p.name for p in PORTS.values() if fmt in p.formats})
+    hint = f"; graphs that port {fmt}: {', '.join(known)} (use --graph NAME)" if known else ""
+    raise PorterError(f"no clean graph matches this {fmt} source, and a {fmt} source has no "
+                      f"op graph to convert generically{hint}")
+
+
+def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | None = None):
+    """(GraphPort, Ported) for ``source`` through porter's generic ONNX converter."""
+    from graphs import GraphPort, Ported
+    from porter.convert import convert_onnx
+    from porter.convert.codegen import render_source
+
+    model = _to_onnx(source)
+    if source.format == "onnx" and any(
+            t.data_location == 1 for t in model.graph.initializer):  # external data on disk
+        model_arg: Any = source.path
+    else:
+        model_arg = model
+    module = convert_onnx(model_arg).eval()
+    inputs, outputs = onnx_io(model)
+    names = [i["name"] for i in inputs]
+    report = MappingReport(method="generic", source_kinds={n: r.kind for n, r in
+                                                           source.tensors.items()})
+    params = dict(module.state_dict())
+    for name, ref in source.tensors.items():
+        report.add(name, None, "mapped", None, list(ref.shape), None,
+                   "converted with the op that consumes it (see model.py)")
+    via = "ONNX" if source.format == "onnx" else f"{source.format} -> ONNX"
+    report.notes.append(f"generic conversion via {via}; {len(params)} parameters/buffers in "
+                        "the generated module")
+    text = render_source(module, class_name=CLASS_NAME)
+    ported = Ported(module, f"model.py:{CLASS_NAME}", {}, report, names, outputs,
+                    files={"model.py": text})
+    cases = default_cases(inputs, shapes)
+    port = GraphPort(
+        name="generic", formats=(source.format,), graph=ported.graph,
+        matches=lambda s: True, port=lambda s, **_: ported,
+        cases=lambda s, p: list(cases),
+        reference=lambda s, p: _reference(s, model, names, outputs)[0],
+        example_inputs=lambda p: tuple(_torch(cases[0].inputs[n]) for n in names),
+        reference_name={"onnx": "onnxruntime", "tf1-frozen": "tensorflow",
+                        "paddle-inference": "paddle-inference"}.get(source.format, "?"),
+        tolerance=Tolerance(max_abs=1e-4), description="generic ONNX conversion")
+    return port, ported
+
+
+def _torch(x: np.ndarray):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(x))
