@@ -27,12 +27,17 @@ def tf1_fixtures(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
         return out, pickle.load(fh)
 
 
-def real_model(relpath: str) -> Path:
-    """Path of a real third-party model under ../shared/models, or skip with the reason."""
+def _real_model(relpath: str) -> Path:
     path = SHARED_MODELS / relpath
     if not path.exists():
         pytest.skip(f"real model {relpath} not available ({SHARED_MODELS} is missing; CI has it)")
     return path
+
+
+@pytest.fixture(scope="session")
+def real_model():
+    """real_model(relpath) -> path under ../shared/models, or skip with the reason."""
+    return _real_model
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,12 @@ def compare_arrays(reference: np.ndarray, candidate: np.ndarray) -> dict[str, fl
     rel = diff / np.maximum(np.abs(ref), 1e-6)
     mse = float(np.mean(diff**2))
     peak = max(float(np.ptp(ref[np.isfinite(ref)])) if np.isfinite(ref).any() else 0.0, 1e-12)
-    psnr = math.inf if mse == 0 else 10.0 * math.log10(peak**2 / mse)
+    if mse == 0:
+        psnr = math.inf
+    elif not math.isfinite(mse):
+        psnr = -math.inf
+    else:
+        psnr = 10.0 * math.log10(peak**2 / mse)
     return {
         "shape": list(ref.shape),
         "max_abs": float(diff.max()),

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from porter.errors import FormatError
+
 __all__ = ["OrtRunner"]
 
 
@@ -31,9 +33,14 @@ class OrtRunner:
         }[optimization]
         if hasattr(model, "SerializeToString"):
             model = model.SerializeToString()
-        self.session = ort.InferenceSession(
-            model if isinstance(model, bytes) else str(model), so,
-            providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(
+                model if isinstance(model, bytes) else str(model), so,
+                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise FormatError(f"onnxruntime {ort.__version__} cannot load the model: "
+                              f"{detail.split(' : ')[-1]}") from exc
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.version = ort.__version__

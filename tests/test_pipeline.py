@@ -1,0 +1,95 @@
+"""The conversion pipeline: verified outputs that reload exactly, nothing written on failure."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from porter.errors import MappingError, ParityError
+from porter.pipeline import convert
+from porter.verify.runtimes.onnxruntime import OrtRunner
+from porter.zoo.load import load_output
+
+
+class Small(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.bn = nn.BatchNorm2d(6)
+        self.head = nn.Conv2d(6, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.head(torch.relu(self.bn(self.conv(x)))))
+
+
+@pytest.fixture(scope="module")
+def small_onnx(tmp_path_factory):
+    torch.manual_seed(0)
+    m = Small().eval()
+    with torch.no_grad():
+        m.bn.running_mean.normal_()
+        m.bn.running_var.uniform_(0.5, 1.5)
+    path = tmp_path_factory.mktemp("small") / "small.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (torch.zeros(1, 3, 16, 16),), str(path), dynamo=False,
+                          opset_version=17, input_names=["image"], output_names=["mask"],
+                          dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}})
+    return path
+
+
+def test_generic_convert_writes_a_verified_output_that_reloads(small_onnx, tmp_path):
+    out = tmp_path / "out"
+    result = convert(small_onnx, out=out, verify="cpu")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["graph"]["class"] == "model.py:Model"
+    assert manifest["parity"]["passed"] and manifest["parity"]["reference"] == "onnxruntime"
+    assert len(manifest["parity"]["cases"]) == 2  # batch 1 and batch 2
+    assert manifest["weights"]["sha256"] and manifest["source"]["sha256"]
+    assert "model.py" in {p.name for p in out.iterdir()}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+    module = load_output(out)
+    x = np.random.default_rng(5).uniform(-1, 1, (3, 3, 24, 40)).astype(np.float32)
+    with torch.no_grad():
+        got = module(torch.from_numpy(x))
+    want = OrtRunner(small_onnx)({"image": x})["mask"]
+    assert np.abs(got.numpy() - want).max() <= 1e-5
+    assert result.timings["total"] > 0
+
+
+def test_failed_parity_writes_nothing(small_onnx, tmp_path, monkeypatch):
+    import porter.convert as conv
+
+    real = conv.convert_onnx
+
+    def broken(model):
+        module = real(model)
+        with torch.no_grad():
+            next(p for p in module.parameters() if p.ndim == 4).mul_(1.01)
+        return module
+
+    monkeypatch.setattr(conv, "convert_onnx", broken)
+    out = tmp_path / "out"
+    with pytest.raises(ParityError, match="parity failed"):
+        convert(small_onnx, out=out, verify="cpu")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_source_that_does_not_fit_the_graph(small_onnx, tmp_path):
+    with pytest.raises(MappingError):
+        convert(small_onnx, graph="modnet", out=tmp_path / "o", verify="none")
+    assert not (tmp_path / "o").exists()
+
+
+def test_rewriting_an_output_replaces_it_atomically(small_onnx, tmp_path):
+    out = tmp_path / "out"
+    convert(small_onnx, out=out, verify="none")
+    (out / "stale.txt").write_text("old")
+    convert(small_onnx, out=out, verify="none")
+    assert not (out / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
