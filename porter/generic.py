@@ -148,12 +148,8 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
     module = convert_onnx(model_arg).eval()
     inputs, outputs = onnx_io(model)
     names = [i["name"] for i in inputs]
-    report = MappingReport(method="generic", source_kinds={n: r.kind for n, r in
-                                                           source.tensors.items()})
     params = dict(module.state_dict())
-    for name, ref in source.tensors.items():
-        report.add(name, None, "mapped", None, list(ref.shape), None,
-                   "converted with the op that consumes it (see model.py)")
+    report = account_verbatim(source, params)
     via = "ONNX" if source.format == "onnx" else f"{source.format} -> ONNX"
     report.notes.append(f"generic conversion via {via}; {len(params)} parameters/buffers in "
                         "the generated module")
@@ -171,6 +167,40 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
                         "paddle-inference": "paddle-inference"}.get(source.format, "?"),
         tolerance=Tolerance(max_abs=1e-4), description="generic ONNX conversion")
     return port, ported
+
+
+def account_verbatim(source: Source, params: Mapping[str, Any]) -> MappingReport:
+    """Report, for every source tensor, the module tensor holding exactly its bytes.
+
+    A generic conversion names its own parameters, so the pairing is by content: identical
+    dtype, shape and bytes. Tensors an intermediate exporter changed (folded, transposed) are
+    reported as ``rewritten``; the parity run is what vouches for those.
+    """
+    import hashlib
+
+    def key(arr: np.ndarray) -> tuple:
+        # Shape is left out on purpose: exporters reshape biases ([C] -> [1, C, 1, 1]).
+        arr = np.ascontiguousarray(arr)
+        return arr.dtype.str, arr.size, hashlib.sha256(arr.tobytes()).hexdigest()
+
+    by_content: dict[tuple, list[str]] = {}
+    for name, t in params.items():
+        by_content.setdefault(key(t.detach().cpu().numpy()), []).append(name)
+    report = MappingReport(method="generic",
+                           source_kinds={n: r.kind for n, r in source.tensors.items()})
+    for name, ref in source.tensors.items():
+        arr = ref.numpy()
+        hits, how = by_content.get(key(arr)) or by_content.get(key(arr.astype(np.float32))), None
+        if not hits and arr.ndim == 2:
+            hits, how = by_content.get(key(arr.T)), "transpose_2d"
+        if hits:
+            shape = list(params[hits[0]].shape)
+            report.add(name, hits[0], "mapped", how, list(ref.shape), shape,
+                       "bit-exact" + (f"; also {', '.join(hits[1:3])}" if len(hits) > 1 else ""))
+        else:
+            report.add(name, None, "rewritten", None, list(ref.shape), None,
+                       "not found verbatim in the module; covered by parity")
+    return report
 
 
 def _torch(x: np.ndarray):

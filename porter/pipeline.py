@@ -83,12 +83,15 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
             out: str | Path | None = None, publish: bool = False, name: str | None = None,
             target: str | None = None, images: Sequence[str | Path] = (),
             zoo: str | Path | None = None, shapes: Sequence[str] = (),
+            cross_check: Sequence[str | Path] = (), tolerance: float | None = None,
             progress: Progress = _quiet) -> ConvertResult:
     """Convert ``path`` to a verified torch module and write ``out`` (and the zoo on publish).
 
     ``verify``: "cpu" (parity against the source runtime), "npu" (that, plus NPU-safe
     substitutes and the NPU audit or a real NPU run), "none". ``target="npu"`` applies the
     substitutes without verifying. ``images`` adds real pictures to the parity cases.
+    ``cross_check`` names other ONNX exports of the same model (matched to the module's inputs
+    and outputs by position) that the module must also agree with.
     """
     if verify not in VERIFY_CHOICES:
         raise PorterError(f"--verify must be one of {', '.join(VERIFY_CHOICES)}, not {verify!r}")
@@ -114,6 +117,14 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
 
         port, ported = generic_port(source, dict(parse_shape(s) for s in shapes))
     timings["map"] = time.perf_counter() - t
+    if tolerance is not None:
+        if not tolerance > 0:
+            raise PorterError(f"--tol must be positive, not {tolerance}")
+        from dataclasses import replace
+
+        from porter.verify.parity import Tolerance
+
+        port = replace(port, tolerance=Tolerance(max_abs=tolerance))
     progress(f"         {ported.mapping.summary()}")
 
     module = ported.module.eval()
@@ -125,9 +136,12 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
         progress(f"substitute {len(substitutes)} NPU-safe rewrites")
 
     parity = audit = None
+    checks: list[dict[str, Any]] = []
     if verify != "none":
         t = time.perf_counter()
         parity = _verify_parity(source, port, ported, module, images, progress)
+        checks = [_cross_check(Path(p), port, ported, module, source, progress)
+                  for p in cross_check]
         timings["verify"] = time.perf_counter() - t
         if verify == "npu":
             t = time.perf_counter()
@@ -136,6 +150,8 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
 
     manifest = build_manifest(source, port, ported, module, substitutes, parity, audit,
                               name=name or _default_name(source, port))
+    if checks:
+        manifest["cross_checks"] = checks
     result = ConvertResult(None, manifest, module, timings)
     if out is not None or publish:
         t = time.perf_counter()
@@ -194,6 +210,35 @@ def _verify_parity(source: Source, port: Any, ported: Any, module: torch.nn.Modu
         raise ParityError(f"parity failed: worst max|Δ| {report.worst():.3e} > "
                           f"{port.tolerance.max_abs:g} against {port.reference_name}{detail}")
     return report
+
+
+def _cross_check(path: Path, port: Any, ported: Any, module: torch.nn.Module, source: Source,
+                 progress: Progress) -> dict[str, Any]:
+    """Parity against another ONNX export of the same model, inputs/outputs by position."""
+    from porter.verify.parity import run_parity
+    from porter.verify.runtimes.onnxruntime import OrtRunner
+    from porter.verify.runtimes.torch_ import TorchRunner
+
+    twin = OrtRunner(path)
+    if len(twin.input_names) != len(ported.input_names) or \
+            len(twin.output_names) != len(ported.output_names):
+        raise PorterError(f"{path}: {len(twin.input_names)} inputs / {len(twin.output_names)} "
+                          f"outputs, the module has {len(ported.input_names)} / "
+                          f"{len(ported.output_names)}; not a twin of this model")
+
+    def reference(inputs):
+        outs = twin({t: inputs[m] for t, m in zip(twin.input_names, ported.input_names)})
+        return {m: outs[t] for t, m in zip(twin.output_names, ported.output_names)}
+
+    cases = port.cases(source, ported)
+    progress(f"verify   {len(cases)} cases against {path.name} (onnxruntime)")
+    report = run_parity(reference, TorchRunner(module, ported.input_names, ported.output_names),
+                        cases, tolerance=port.tolerance, reference_name=f"onnxruntime:{path.name}",
+                        candidate_name="torch-cpu")
+    if not report.passed:
+        raise ParityError(f"cross-check against {path} failed: worst max|Δ| "
+                          f"{report.worst():.3e} > {port.tolerance.max_abs:g}")
+    return {"path": str(path), "sha256": sha256_file(path), **report.to_dict()}
 
 
 def _locate_hint(source: Source, ported: Any, case: Any) -> str:

@@ -42,6 +42,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shape", dest="shapes", action="append", default=[],
                    metavar="[NAME=]1x3xHxW", help="input shape for generic verification where "
                    "the model leaves sizes open (repeatable; batch is doubled for a 2nd case)")
+    p.add_argument("--cross-check", action="append", default=[], metavar="FILE.onnx",
+                   help="also require agreement with another ONNX export of the same model "
+                        "(inputs/outputs matched by position; repeatable)")
+    p.add_argument("--tol", type=float, default=None, metavar="MAX_ABS",
+                   help="max |Δ| tolerance for parity (default: the graph's own, 1e-4 generic)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: out/NAME)")
     p.add_argument("--name", help="model name in the manifest and the zoo")
     p.add_argument("--publish", action="store_true",
@@ -59,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     result = convert(args.src, to=args.to, graph=args.graph, verify=args.verify, out=args.out,
                      publish=args.publish, name=args.name, target=args.target,
                      images=args.images, zoo=args.zoo, shapes=args.shapes,
-                     progress=show)
+                     cross_check=args.cross_check, tolerance=args.tol, progress=show)
     if args.json:
         emit_json(result.manifest)
     else:
@@ -85,6 +90,10 @@ def summary(result) -> str:
                              f"cos {met['cosine']:.7f}")
     else:
         lines.append("  parity    not verified (--verify none)")
+    for check in m.get("cross_checks", []):
+        lines.append(f"  cross     vs {check['reference']}: "
+                     f"{'PASS' if check['passed'] else 'FAIL'}, worst max|Δ| "
+                     f"{check['worst_max_abs']:.2e}")
     npu = m.get("npu")
     if npu:
         if npu.get("device") == "npu":

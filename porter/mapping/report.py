@@ -9,7 +9,7 @@ from typing import Any
 __all__ = ["MappingEntry", "MappingReport"]
 
 # What happened to a source tensor (or, for "filled", to a target slot with no source tensor).
-ACTIONS = ("mapped", "dropped", "structure", "filled")
+ACTIONS = ("mapped", "dropped", "structure", "filled", "rewritten")
 
 
 @dataclass
@@ -20,6 +20,8 @@ class MappingEntry:
     (optimizer slot, EMA copy, training-only head), ``note`` says why. ``structure``: a constant of
     the graph (resize scales, a reshape target) checked against the module, not a weight.
     ``filled``: a target slot with no source tensor, filled by rule (``note`` says with what).
+    ``rewritten``: consumed by a generic conversion but not found verbatim in the module (an
+    intermediate exporter folded or re-laid it out); parity is what vouches for it.
     """
 
     source: str | None
@@ -58,6 +60,7 @@ class MappingReport:
             "dropped": c["dropped"],
             "structure": c["structure"],
             "filled": c["filled"],
+            "rewritten": c["rewritten"],
             "accounted": sources,
         }
 
@@ -80,6 +83,8 @@ class MappingReport:
             parts.append(f"{c['structure']} -> graph constants, checked")
         if c["dropped"]:
             parts.append(f"{c['dropped']} dropped")
+        if c["rewritten"]:
+            parts.append(f"{c['rewritten']} rewritten by an intermediate exporter")
         if c["filled"]:
             parts.append(f"{c['filled']} target slots filled by rule")
         line = (f"{c['accounted']}/{c['source_tensors']} source tensors accounted for "
