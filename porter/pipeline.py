@@ -100,6 +100,8 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     src_path = _resolve_source(path)
+    if name is None and src_path != Path(path):  # a catalog name: keep it as the model's name
+        name = str(path)
     progress(f"import   {src_path}")
     from porter.importers import open_source
 
