@@ -11,8 +11,6 @@ import copy
 import datetime as dt
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -360,10 +358,10 @@ def write_output(out: Path, module: torch.nn.Module, manifest: dict[str, Any],
     """Write model.safetensors + manifest.json (+ extra files) to ``out``, atomically."""
     from safetensors.torch import save_file
 
+    from porter.zoo.atomic import staged_folder
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_folder(out) as stage:
         state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
         weights = stage / "model.safetensors"
         save_file(state, str(weights), metadata={"porter_graph": manifest["graph"]["class"]})
@@ -372,14 +370,4 @@ def write_output(out: Path, module: torch.nn.Module, manifest: dict[str, Any],
         manifest["weights"] = {"file": weights.name, "sha256": sha256_file(weights),
                                "bytes": weights.stat().st_size, "tensors": len(state)}
         _write_json_atomic(stage / "manifest.json", manifest)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(stage, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return out

@@ -23,6 +23,7 @@ import networkx as nx
 import numpy as np
 
 from porter.errors import FormatError
+from porter.importers.protowire import iter_fields, varint
 from porter.source import Source, TensorRef
 
 __all__ = ["find_model_files", "load_inference", "parse_program_desc", "read_combined_params",
@@ -83,42 +84,10 @@ def find_model_files(path: Path) -> tuple[Path, Path] | None:
 
 # --- protobuf wire format -------------------------------------------------------------------
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise FormatError("protobuf truncated inside a varint")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise FormatError("protobuf varint longer than 10 bytes")
-
-
 def _fields(buf: bytes) -> list[tuple[int, int, Any]]:
-    """(field number, wire type, value) triples; length-delimited values stay bytes."""
-    out, pos, n = [], 0, len(buf)
-    while pos < n:
-        key, pos = _varint(buf, pos)
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            val, pos = _varint(buf, pos)
-        elif wt == 1:
-            val, pos = buf[pos:pos + 8], pos + 8
-        elif wt == 2:
-            size, pos = _varint(buf, pos)
-            val, pos = buf[pos:pos + size], pos + size
-        elif wt == 5:
-            val, pos = buf[pos:pos + 4], pos + 4
-        else:
-            raise FormatError(f"protobuf wire type {wt} (field {num}) not supported")
-        if pos > n or num == 0:
-            raise FormatError("protobuf truncated or corrupt")
-        out.append((num, wt, val))
-    return out
+    """(field number, wire type, value) triples; length-delimited and fixed values as bytes."""
+    return [(num, wt, bytes(val) if isinstance(val, memoryview) else val)
+            for num, wt, val in iter_fields(buf)]
 
 
 def _signed(v: int) -> int:
@@ -135,7 +104,7 @@ def _repeated_ints(items: list[tuple[int, Any]]) -> list[int]:
         else:
             pos = 0
             while pos < len(val):
-                v, pos = _varint(val, pos)
+                v, pos = varint(val, pos)
                 out.append(_signed(v))
     return out
 

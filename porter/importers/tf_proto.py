@@ -16,6 +16,7 @@ import ml_dtypes
 import numpy as np
 
 from porter.errors import FormatError
+from porter.importers.protowire import iter_fields, varint
 
 __all__ = [
     "DTYPES", "dtype_name", "np_dtype", "parse_fields", "varint", "BundleEntry", "TensorSlice",
@@ -53,50 +54,12 @@ def np_dtype(code: int) -> np.dtype:
 
 # ---------------------------------------------------------------------------------- wire format
 
-def varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
-    """Decode a base-128 varint at ``pos``; returns (value, new position)."""
-    result = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise FormatError("truncated protobuf varint")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise FormatError("malformed protobuf varint (too long)")
-
-
 def parse_fields(buf: bytes | memoryview) -> dict[int, list[Any]]:
     """Field number -> values in order: int for varint/fixed, memoryview for length-delimited."""
-    buf = memoryview(buf)
     out: dict[int, list[Any]] = {}
-    pos, n = 0, len(buf)
-    while pos < n:
-        key, pos = varint(buf, pos)
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            val, pos = varint(buf, pos)
-        elif wire == 1:
-            if pos + 8 > n:
-                raise FormatError("truncated protobuf fixed64")
-            val = int.from_bytes(buf[pos:pos + 8], "little")
-            pos += 8
-        elif wire == 2:
-            size, pos = varint(buf, pos)
-            if pos + size > n:
-                raise FormatError("truncated protobuf message")
-            val = buf[pos:pos + size]
-            pos += size
-        elif wire == 5:
-            if pos + 4 > n:
-                raise FormatError("truncated protobuf fixed32")
-            val = int.from_bytes(buf[pos:pos + 4], "little")
-            pos += 4
-        else:
-            raise FormatError(f"malformed protobuf (wire type {wire} for field {num})")
+    for num, wire, val in iter_fields(buf):
+        if wire in (1, 5):
+            val = int.from_bytes(val, "little")
         out.setdefault(num, []).append(val)
     return out
 

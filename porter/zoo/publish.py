@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from porter.errors import ZooError
+from porter.zoo.atomic import staged_folder
 from porter.zoo.load import MANIFEST, check_weights, entry_dir, read_manifest, zoo_root
 
 __all__ = ["publish", "list_entries", "verify_entry"]
@@ -22,23 +21,12 @@ def publish(out_dir: str | Path, name: str, root: str | Path | None = None) -> P
     zoo.mkdir(parents=True, exist_ok=True)
     if not name or "/" in name or name.startswith("."):
         raise ZooError(f"invalid zoo entry name {name!r}")
-    stage = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=zoo))
-    try:
+    dest = zoo / name
+    with staged_folder(dest) as stage:
         for item in out_dir.iterdir():
             if item.is_file() and not item.name.startswith("."):
                 shutil.copy2(item, stage / item.name)
         check_weights(stage)
-        dest = zoo / name
-        if dest.exists():
-            old = zoo / f".{name}.old-{os.getpid()}"
-            os.replace(dest, old)
-            os.replace(stage, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(stage, dest)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return dest
 
 
