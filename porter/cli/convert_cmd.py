@@ -125,7 +125,7 @@ def _mapping_line(mapping: dict) -> str:
     parts = []
     for kind, v in kinds.items():
         done = v.get("mapped", 0) + v.get("structure", 0)
-        detail = [f"{v.get('mapped', 0)} to weights"]
+        detail = [f"{v['mapped']} to weights"] if v.get("mapped") else []
         if v.get("structure"):
             detail.append(f"{v['structure']} graph constants checked")
         if v.get("dropped"):
