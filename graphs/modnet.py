@@ -235,7 +235,7 @@ def preprocess(image: np.ndarray, multiple: int = 32) -> torch.Tensor:
     """uint8 HxWx3 RGB -> [1, 3, H', W'] in [-1, 1], resized (bilinear) to multiples of 32."""
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 RGB image, got shape {image.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+    x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float() / 255.0
     h, w = x.shape[2:]
     th, tw = max(multiple, round(h / multiple) * multiple), max(multiple, round(w / multiple) * multiple)
     if (th, tw) != (h, w):

@@ -93,3 +93,29 @@ def test_rewriting_an_output_replaces_it_atomically(small_onnx, tmp_path):
     convert(small_onnx, out=out, verify="none")
     assert not (out / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_image_input_case_matches_onnxruntime(modnet_onnx, tmp_path):
+    """--input IMAGE: a real picture, preprocessed by the graph's own preprocess()."""
+    from PIL import Image
+
+    import graphs
+    import porter
+    from porter.pipeline import _image_case
+
+    path, _ = modnet_onnx(11)
+    ported = graphs.get_port("modnet").port(porter.open(path))
+    yy, xx = np.mgrid[0:90, 0:130]
+    rgb = np.stack([xx * 2 % 256, yy * 3 % 256, (xx + yy) % 256], -1).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "pic.png")
+    case = _image_case(tmp_path / "pic.png", ported)
+    x = case.inputs["input"]
+    assert x.shape == (1, 3, 96, 128) and x.min() >= -1.0 and x.max() <= 1.0
+    with torch.no_grad():
+        got = ported.module(torch.from_numpy(x)).numpy()
+    assert np.abs(got - OrtRunner(path)({"input": x})["output"]).max() <= 1e-4
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    from porter.errors import FormatError
+
+    with pytest.raises(FormatError, match="not a readable image"):
+        _image_case(tmp_path / "bad.png", ported)
