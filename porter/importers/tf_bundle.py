@@ -316,6 +316,13 @@ class BundleReader:
                 self.entries[key.decode("utf-8", errors="replace")] = parse_bundle_entry(value)
         n = self.header["num_shards"]
         self.shards = [Path(f"{self.prefix}.data-{i:05d}-of-{n:05d}") for i in range(n)]
+        used = {e.shard_id for e in (*self.entries.values(), *self._slice_entries.values())
+                if e.size}
+        missing = [self.shards[i] for i in sorted(used) if 0 <= i < n and
+                   not self.shards[i].is_file()]
+        if missing:  # say so on opening, not on the first read of a tensor
+            raise FormatError(f"{missing[0]}: data shard missing"
+                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
 
     def dtype(self, name: str) -> np.dtype:
         return np_dtype(self.entries[name].dtype)

@@ -193,6 +193,9 @@ def test_missing_shard_and_crc_mismatch(tf1_fixtures, tmp_path):
     with pytest.raises(FormatError) as exc:
         src.tensors["dtypes/f64"].numpy()
     assert "data shard missing" in _one_line(exc)
+    with pytest.raises(FormatError) as exc:  # and a fresh open says so before any read
+        porter.open(prefix)
+    assert "data shard missing" in _one_line(exc)
 
 
 # ------------------------------------------------------------- CRC32C, snappy, compressed table
