@@ -23,10 +23,27 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+_ML_DTYPES = {"bfloat16": "bfloat16", "float8_e4m3fn": "float8_e4m3fn",
+              "float8_e5m2": "float8_e5m2", "float8_e4m3fnuz": "float8_e4m3fnuz",
+              "float8_e5m2fnuz": "float8_e5m2fnuz"}
+
+
+def _to_numpy(a) -> np.ndarray:
+    from onnx import TensorProto, numpy_helper
+
+    return numpy_helper.to_array(a) if isinstance(a, TensorProto) else np.asarray(a)
+
+
 def _to_torch(a):
+    """A case's input as a torch tensor (ml_dtypes bfloat16 / float8 are reinterpreted)."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(a).copy()) if np.ndim(a) else torch.tensor(a)
+    a = np.array(_to_numpy(a))
+    if a.dtype.name in _ML_DTYPES:
+        raw = a.view(np.uint16 if a.dtype.itemsize == 2 else np.uint8)
+        return torch.from_numpy(raw).view(getattr(torch, _ML_DTYPES[a.dtype.name]))
+    return torch.from_numpy(a) if a.ndim else torch.tensor(a.item(), dtype=torch.from_numpy(
+        a.reshape(1)).dtype)
 
 
 def _compare(outputs, expected, rtol: float, atol: float) -> bool:
@@ -35,8 +52,13 @@ def _compare(outputs, expected, rtol: float, atol: float) -> bool:
     for out, exp in zip(outputs, expected):
         if not hasattr(out, "detach"):
             return False
-        got = out.detach().numpy() if str(out.dtype) != "torch.bfloat16" else out.float().numpy()
-        exp = np.asarray(exp)
+        low = str(out.dtype).removeprefix("torch.") in _ML_DTYPES
+        got = out.detach().float().numpy() if low else out.detach().numpy()
+        exp = _to_numpy(exp)
+        if exp.dtype.name in _ML_DTYPES:
+            if not low:
+                return False
+            exp = exp.astype(np.float32)
         if got.shape != exp.shape:
             return False
         if exp.dtype == object or got.dtype.kind != exp.dtype.kind and not (

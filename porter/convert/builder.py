@@ -251,7 +251,8 @@ class _Builder:
             if holder["names"]:
                 self._register_holder(self.namer.claim(f"{label}_inputs"), holder)
         elif holder["names"]:
-            label = self.namer.claim(base)
+            # weights an op takes as inputs: `/head/Mul` -> `head.mul.weight`
+            label = self.namer.claim(base if base == ordinal else f"{base}.{snake(node.op_type)}")
             self._register_holder(label, holder)
         outs = tuple(self.slot(o) if o else -1 for o in node.outputs[:max(op.n_out, 1)])
         if op.n_out > len(node.outputs):

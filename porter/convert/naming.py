@@ -104,6 +104,9 @@ class Namer:
         return not any(".".join(parts[:k]) in self.taken for k in range(1, len(parts)))
 
     def claim(self, path: str) -> str:
+        parts = path.split(".")
+        if any(".".join(parts[:k]) in self.taken for k in range(1, len(parts))):
+            path = path.replace(".", "_")  # a parent path is already a leaf module
         base, k = path, 1
         while not self._free(path):
             path = f"{base}_{k}"

@@ -228,7 +228,7 @@ def cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x.to(dtype)
 
 
-@converter("Cast", since=(1, 6, 9, 13, 19, 21, 23, 24, 25))
+@converter("Cast", since=(1, 6, 9, 13, 19, 21, 23, 24, 25, 28))
 def _cast(node: Node, ctx: Context) -> Op:
     to = node.attr("to")
     if isinstance(to, str):

@@ -20,6 +20,10 @@ def reduce(x: torch.Tensor, kind: str, axes=None, keepdims: int = 1,
     dims = [d % max(x.dim(), 1) for d in dims]
     if x.dim() == 0:
         return x
+    if x.dtype == torch.bool and kind in ("max", "min"):
+        y = torch.any(x, dims, keepdim=bool(keepdims)) if kind == "max" else torch.all(
+            x, dims, keepdim=bool(keepdims))
+        return y
     if kind == "sum":
         y = torch.sum(x, dims, keepdim=bool(keepdims))
     elif kind == "mean":

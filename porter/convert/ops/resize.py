@@ -152,8 +152,6 @@ def resize(x: torch.Tensor, roi=None, scales=None, sizes=None, mode: str = "near
         if mode == "linear" and (coord == "half_pixel" or (
                 coord == "pytorch_half_pixel" and min(out[2:]) > 1)):
             fast = {"mode": "bilinear", "align_corners": False}
-        elif mode == "linear" and coord == "align_corners":
-            fast = {"mode": "bilinear", "align_corners": True}
         elif mode == "nearest" and coord == "asymmetric" and nearest_mode == "floor" and all(
                 float(full_scales[a]).is_integer() for a in (2, 3)):
             fast = {"mode": "nearest"}
@@ -191,9 +189,9 @@ def _fast(kw: dict, scales) -> Op | None:
         return None
     mode = kw.get("mode", "nearest")
     coord = kw.get("coordinate_transformation_mode", "half_pixel")
-    if mode == "linear" and coord in ("half_pixel", "pytorch_half_pixel", "align_corners"):
+    if mode == "linear" and coord in ("half_pixel", "pytorch_half_pixel"):
         return Op(interpolate, (In(0), scales[2:]), {
-            "mode": "bilinear", "align_corners": coord == "align_corners",
+            "mode": "bilinear", "align_corners": False,
             "pytorch_half_pixel": coord == "pytorch_half_pixel"})
     if (mode == "nearest" and coord == "asymmetric" and kw.get("nearest_mode") == "floor"
             and all(float(s).is_integer() for s in scales)):

@@ -268,14 +268,19 @@ def pad(x: torch.Tensor, pads, mode: str = "constant", value=None, axes=None) ->
         spec = spec[:-2]
     if mode == "constant":
         return F.pad(x, spec, value=float(value or 0))
-    torch_mode = {"reflect": "reflect", "edge": "replicate", "wrap": "circular"}[mode]
-    lead = x.dim() - len(spec) // 2
-    if lead < 1 or not x.is_floating_point():
-        # F.pad's non-constant modes need a batch dim (and floats); add one then drop it
-        y = x.unsqueeze(0).double() if not x.is_floating_point() else x.unsqueeze(0)
-        y = F.pad(y, spec, mode=torch_mode)[0]
-        return y.to(x.dtype)
-    return F.pad(x, spec, mode=torch_mode)
+    for a in range(rank):  # edge / reflect / wrap: gather along each padded axis
+        if begin[a] or end[a]:
+            n = x.shape[a]
+            idx = torch.arange(-begin[a], n + end[a])
+            if mode == "edge":
+                idx = idx.clamp(0, n - 1)
+            elif mode == "wrap":
+                idx = idx % n
+            else:
+                m = idx % (2 * n - 2) if n > 1 else idx * 0
+                idx = torch.where(m >= n, 2 * n - 2 - m, m)
+            x = torch.index_select(x, a, idx)
+    return x
 
 
 @converter("Pad", since=(1, 2, 11, 13, 18, 19, 21, 23, 24, 25))
@@ -302,10 +307,11 @@ def depth_to_space(x: torch.Tensor, blocksize: int, mode: str = "DCR") -> torch.
     return y.reshape(n, c // (b * b), h * b, w * b)
 
 
-def space_to_depth(x: torch.Tensor, blocksize: int) -> torch.Tensor:
+def space_to_depth(x: torch.Tensor, blocksize: int, mode: str = "DCR") -> torch.Tensor:
     n, c, h, w = x.shape
     b = blocksize
-    y = x.reshape(n, c, h // b, b, w // b, b).permute(0, 3, 5, 1, 2, 4)
+    y = x.reshape(n, c, h // b, b, w // b, b)
+    y = y.permute(0, 3, 5, 1, 2, 4) if mode == "DCR" else y.permute(0, 1, 3, 5, 2, 4)
     return y.reshape(n, c * b * b, h // b, w // b)
 
 
@@ -316,7 +322,7 @@ def _d2s(node: Node, ctx: Context) -> Op:
 
 @converter("SpaceToDepth", since=(1, 13, 28))
 def _s2d(node: Node, ctx: Context) -> Op:
-    return Op(space_to_depth, (In(0), node.attr("blocksize")))
+    return Op(space_to_depth, (In(0), node.attr("blocksize"), node.attr("mode", "DCR")))
 
 
 def eye_like(x: torch.Tensor, k: int = 0, dtype: torch.dtype | None = None) -> torch.Tensor:
