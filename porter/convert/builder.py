@@ -161,7 +161,8 @@ class _Builder:
         if name not in self.const_slot_paths:
             value = self.consts[name]
             attr = _formal_name(node, i)
-            is_float = np.asarray(value).dtype.kind == "f" and np.asarray(value).ndim > 0
+            is_float = (np.asarray(value).dtype.kind == "f" and np.asarray(value).ndim > 0
+                        and attr not in ("running_mean", "running_var"))  # statistics: buffers
             bucket = holder["params" if is_float else "buffers"]
             while attr in holder["params"] or attr in holder["buffers"]:
                 attr += "_"
