@@ -1,0 +1,3 @@
+"""attention converters (being written)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""control converters (being written)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""losses converters (being written)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""quantization converters (being written)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""recurrent converters (being written)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""signal converters (being written)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""vision_extra converters (being written)."""
+
+from __future__ import annotations
