@@ -16,7 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", metavar="SRC")
     p.add_argument("--graph", default="auto", metavar="NAME|auto|generic")
     p.add_argument("--locate", action="store_true", help="localise the first divergence")
-    p.add_argument("--tol", type=float, default=1e-4, help="tolerance for --locate")
+    p.add_argument("--tol", type=float, default=1e-4, help="max |Δ| tolerance for --locate")
+    p.add_argument("--shape", dest="shapes", action="append", default=[],
+                   metavar="[NAME=]1x3xHxW", help="input shape where the model leaves sizes open")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run)
 
@@ -39,21 +41,25 @@ def run(args: argparse.Namespace) -> int:
 def _locate(args: argparse.Namespace) -> int:
     import porter
     from porter.errors import PorterError
+    from porter.generic import default_cases, onnx_io, parse_shape
     from porter.verify.locate import locate_divergence
 
     source = porter.open(args.src)
     if source.format != "onnx":
         raise PorterError("--locate works on ONNX sources")
-    from graphs import import_graph  # noqa: F401  (graphs registry import keeps paths uniform)
-    from porter.verify.parity import random_cases
-
-    shape = [d if isinstance(d, int) and d > 0 else 64 for d in source.meta["inputs"][0]["shape"]]
-    shape[0] = 1
-    cases = random_cases(source.meta["inputs"][0]["name"], [shape], seed=0)
-    found = locate_divergence(source.native, cases[0].inputs, tol=args.tol)
+    inputs, _ = onnx_io(source.native)
+    case = default_cases(inputs, dict(parse_shape(s) for s in args.shapes))[0]
+    found = locate_divergence(source.native, case.inputs, tol=args.tol)
     if args.json:
         emit_json(found)
+    elif not found.get("diverged"):
+        print(f"no divergence beyond max|Δ| {args.tol:g}: {found.get('checked')} node outputs "
+              f"checked on input {case.name}")
     else:
-        for k, v in found.items():
-            print(f"{k:<12} {v}")
+        m = found.get("metrics") or {}
+        print(f"first divergence: node {found['node']} ({found['op_type']}) output "
+              f"{found['output']} -> torch module {found.get('module')}")
+        print(f"  max|Δ| {m.get('max_abs', float('nan')):.3e}  mean|Δ| "
+              f"{m.get('mean_abs', float('nan')):.3e}  cos {m.get('cosine', float('nan')):.7f} "
+              f"(node {found.get('index')} in topological order; input {case.name})")
     return 0
