@@ -119,3 +119,30 @@ def test_image_input_case_matches_onnxruntime(modnet_onnx, tmp_path):
 
     with pytest.raises(FormatError, match="not a readable image"):
         _image_case(tmp_path / "bad.png", ported)
+
+
+def test_torch_source_output_runs_in_a_fresh_interpreter(small_onnx, tmp_path):
+    """model.py + model.safetensors load without porter, in a new process, and match."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "src"
+    convert(small_onnx, to="torch-source", out=out, verify="cpu")
+    x = np.random.default_rng(9).uniform(-1, 1, (2, 3, 20, 28)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code = f"""
+import sys, importlib.util, numpy as np, torch
+from safetensors.torch import load_file
+spec = importlib.util.spec_from_file_location("generated", r"{out / 'model.py'}")
+mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+m = mod.Model(); m.load_state_dict(load_file(r"{out / 'model.safetensors'}")); m.eval()
+with torch.no_grad():
+    y = m(torch.from_numpy(np.load(r"{tmp_path / 'x.npy'}")))
+np.save(r"{tmp_path / 'y.npy'}", y.numpy())
+assert "porter" not in sys.modules and "onnx" not in sys.modules
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    want = OrtRunner(small_onnx)({"image": x})["mask"]
+    assert np.abs(np.load(tmp_path / "y.npy") - want).max() <= 1e-5
