@@ -16,7 +16,7 @@ from porter.convert.params import Params
 from porter.convert.registry import lookup
 from porter.errors import FormatError, UnsupportedOpError
 
-__all__ = ["convert_onnx", "load_model"]
+__all__ = ["convert_onnx", "convert_subgraph", "load_model", "outer_names"]
 
 # ops whose result must not be computed once at conversion time
 _NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
@@ -110,15 +110,18 @@ def _nodes(model: Any) -> list[Node]:
     for i, n in enumerate(model.graph.node):
         attrs = {}
         for a in n.attribute:
-            if a.type in (a.GRAPH, a.GRAPHS):
-                raise UnsupportedOpError(f"{n.op_type} (subgraph)", opsets.get(n.domain, 0),
-                                         n.domain)
+            if a.type == a.GRAPH:  # control-flow bodies: converters build sub-plans from them
+                attrs[a.name] = a.g
+                continue
+            if a.type == a.GRAPHS:
+                attrs[a.name] = list(a.graphs)
+                continue
             if a.ref_attr_name:
                 continue
             attrs[a.name] = const_attr_value(a)
         dom = "" if n.domain in ("", "ai.onnx") else n.domain
         nodes.append(Node(n.op_type, dom, n.name, list(n.input), list(n.output), attrs,
-                          opsets.get(dom, opsets.get("", 0)), i))
+                          opsets.get(dom, opsets.get("", 0)), i, opsets))
     return nodes
 
 
@@ -184,8 +187,7 @@ class _Builder:
             present = [n for n in node.inputs if n]
             owns_weights = isinstance(op.fn, nn.Module) and any(True for _ in op.fn.parameters())
             if (node.op_type not in _NO_FOLD and all(n in self.consts for n in present)
-                    and not owns_weights):
-                self._fold(node, op)
+                    and not owns_weights and self._fold(node, op)):
                 continue
             steps.append(self._step(node, op))
         for name in (o.name for o in g.output):
@@ -212,17 +214,21 @@ class _Builder:
             self.const_slot_paths[name] = f"{path}.{attr}"
             self.mod._const_slots.append((self.slot(name), f"{path}.{attr}"))
 
-    def _fold(self, node: Node, op: Op) -> None:
+    def _fold(self, node: Node, op: Op) -> bool:
+        """Evaluate ``node`` now; False (nothing stored) when a result is not a tensor."""
         vals = [_to_torch(self.consts[n]) if n else None for n in node.inputs]
         args = [vals[a.index] if isinstance(a, In) else a for a in op.args]
         with torch.no_grad():
             res = op.fn(*args, **op.kwargs)
         outs = [res] if op.n_out == 1 else list(res)
+        if not all(isinstance(r, torch.Tensor) for r, name in zip(outs, node.outputs) if name):
+            return False  # sequences and optionals stay runtime values
         for name, r in zip(node.outputs, outs):
             if name:
                 self.consts[name] = _to_numpy(r)
                 if node.op_type == "Constant":  # Paddle keeps weights in Constant nodes
                     self.inits[name] = self.consts[name]
+        return True
 
     def _step(self, node: Node, op: Op) -> Step:
         ordinal = self.namer.ordinal(node.op_type)
@@ -275,6 +281,47 @@ class _Builder:
                 frees.setdefault(k, []).append(slot)
         for k, st in enumerate(steps):
             st.free = tuple(frees.get(k, ()))
+
+
+def outer_names(graph: Any) -> list[str]:
+    """Names a subgraph (and the subgraphs nested in it) reads from enclosing scopes."""
+    defined = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    out: list[str] = []
+    for n in graph.node:
+        reads = list(n.input)
+        for a in n.attribute:
+            for g in ([a.g] if a.type == a.GRAPH else list(a.graphs)):
+                reads += outer_names(g)
+        for r in reads:
+            if r and r not in defined and r not in out:
+                out.append(r)
+        defined.update(n.output)
+    out += [o.name for o in graph.output if o.name not in defined and o.name not in out]
+    return out
+
+
+def convert_subgraph(graph: Any, opsets: dict[str, int], outer: dict[str, Any]) -> OnnxModule:
+    """A control-flow body as an OnnxModule.
+
+    ``outer`` maps each name the body reads from enclosing scopes to its constant value
+    (``np.ndarray``, baked into the body) or to ``(shape, elem_type)`` when it is a runtime
+    value; the module's inputs are the body's formal inputs, then those runtime outer values.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    g = onnx.GraphProto()
+    g.CopyFrom(graph)
+    for name, v in outer.items():
+        if isinstance(v, np.ndarray):
+            g.initializer.append(numpy_helper.from_array(v, name))
+        elif v[1]:
+            g.input.append(helper.make_tensor_value_info(name, v[1], v[0]))
+        else:
+            g.input.append(onnx.ValueInfoProto(name=name))
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid(d, v)
+                                                for d, v in opsets.items()])
+    return _Builder(model, {t.name: numpy_helper.to_array(t) for t in g.initializer}).build()
 
 
 def convert_onnx(model_or_path: Any) -> OnnxModule:

@@ -22,6 +22,7 @@ from torch import nn
 from porter.convert.builder import convert_onnx
 from porter.convert.module import OnnxModule, Step
 from porter.convert.params import Params
+from porter.errors import PorterError
 
 __all__ = ["export_source", "render_source"]
 
@@ -172,6 +173,8 @@ def _forward_lines(module: OnnxModule, sources: _Sources) -> tuple[list[str], li
 
 
 def _step_line(st: Step, names: dict[int, str], used: set[str], sources: _Sources) -> str:
+    if getattr(st.fn, "source_unsupported", False):  # e.g. control flow with subgraphs
+        raise PorterError(f"readable source does not support {st.op_type} yet")
     args = [names[v] if s else _literal(v) for s, v in st.args]
     kwargs = [f"{k}={_literal(v)}" for k, v in st.kwargs.items()]
     if isinstance(st.fn, nn.Module):

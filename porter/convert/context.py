@@ -72,6 +72,7 @@ class Node:
     attrs: dict[str, Any]
     opset: int
     index: int
+    opsets: dict[str, int] = field(default_factory=dict)  # the model's imports (for subgraphs)
 
     def attr(self, name: str, default: Any = None) -> Any:
         return self.attrs.get(name, default)
