@@ -1,3 +1,180 @@
-"""attention converters (being written)."""
+"""Attention family: Attention, RotaryEmbedding, SwiGLU, LinearAttention, CausalConvWithState,
+TensorScatter, FlexAttention (ai.onnx.preview)."""
 
 from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from porter.convert.context import Context, In, Node, Op
+from porter.convert.registry import converter
+
+# softmax_precision: the ONNX float element types
+_FLOAT_TYPES = {1: torch.float32, 10: torch.float16, 11: torch.float64, 16: torch.bfloat16}
+
+
+def to_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(batch, seq, heads * size) -> (batch, heads, seq, size)."""
+    b, s, _ = x.shape
+    return x.reshape(b, s, num_heads, -1).transpose(1, 2)
+
+
+def masked_softmax(x: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis where an all ``-inf`` row gives zeros instead of NaN."""
+    m = x.amax(dim=-1, keepdim=True)
+    m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
+    e = torch.exp(x - m)
+    s = e.sum(dim=-1, keepdim=True)
+    return e / torch.where(s == 0, torch.ones_like(s), s)
+
+
+def attention_bias(q_len: int, kv_len: int, dtype: torch.dtype, device: torch.device,
+                   mask: torch.Tensor | None, offset: torch.Tensor | int, is_causal: bool,
+                   left: int, right: int, nonpad: torch.Tensor | None) -> torch.Tensor:
+    """The additive bias (0 / -inf / float mask) from mask, causal frontier, window, padding.
+
+    ``offset`` is the number of valid keys preceding the query block: an int, or a per-batch
+    tensor (external cache) that makes the bias (batch, 1, q, kv).
+    """
+    neg = torch.tensor(-math.inf, dtype=dtype, device=device)
+    zero = torch.tensor(0.0, dtype=dtype, device=device)
+    bias = torch.zeros(q_len, kv_len, dtype=dtype, device=device)
+    if mask is not None:
+        pad = kv_len - mask.shape[-1]
+        if pad > 0:
+            fill = False if mask.dtype == torch.bool else -math.inf
+            mask = F.pad(mask, (0, pad), value=fill)
+        if mask.dtype == torch.bool:
+            mask = torch.where(mask, zero, neg)
+        bias = bias + mask.to(dtype)
+    i = torch.arange(q_len, device=device).reshape(q_len, 1)
+    j = torch.arange(kv_len, device=device).reshape(1, kv_len)
+    if isinstance(offset, torch.Tensor):
+        i = i + offset.reshape(-1, 1, 1, 1).to(i.dtype)  # (batch, 1, q, 1)
+    else:
+        i = i + offset
+    if is_causal:
+        bias = bias + torch.where(j <= i, zero, neg)
+    if left >= 0 or right >= 0:
+        allowed = torch.ones_like(j <= i)
+        if left >= 0:
+            allowed = allowed & (i - j <= left)
+        if right >= 0:
+            allowed = allowed & (j - i <= right)
+        bias = bias + torch.where(allowed, zero, neg)
+    if nonpad is not None:
+        valid = j < nonpad.reshape(-1, 1).to(j.dtype)  # (batch, kv)
+        bias = bias + torch.where(valid, zero, neg).reshape(-1, 1, 1, kv_len)
+    return bias
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              attn_mask: torch.Tensor | None = None, past_key: torch.Tensor | None = None,
+              past_value: torch.Tensor | None = None, nonpad_kv_seqlen: torch.Tensor | None = None,
+              scale: float | None = None, is_causal: int = 0, q_num_heads: int = 0,
+              kv_num_heads: int = 0, softmax_dtype: torch.dtype | None = None,
+              softcap: float = 0.0, qk_mode: int = 0, left_window: int = -1,
+              right_window: int = -1) -> tuple[torch.Tensor, ...]:
+    """ONNX Attention: (Y, present_key, present_value, qk_matmul_output)."""
+    three_d = q.dim() == 3
+    if three_d:
+        q, k, v = to_heads(q, q_num_heads), to_heads(k, kv_num_heads), to_heads(v, kv_num_heads)
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[3])
+    s = torch.tensor(math.sqrt(scale), dtype=q.dtype)
+    if past_key is not None:
+        k = torch.cat((past_key, k), dim=2)
+    if past_value is not None:
+        v = torch.cat((past_value, v), dim=2)
+    present_key, present_value = k, v
+    q_len, kv_len = q.shape[2], k.shape[2]
+    if past_key is not None:
+        offset = past_key.shape[2]
+    elif nonpad_kv_seqlen is not None:
+        offset = nonpad_kv_seqlen.reshape(-1) - q_len
+    else:
+        offset = 0
+    bias = attention_bias(q_len, kv_len, q.dtype, q.device, attn_mask, offset, bool(is_causal),
+                          left_window, right_window, nonpad_kv_seqlen)
+    if q.shape[1] != k.shape[1] and q.shape[1] % k.shape[1] == 0:
+        reps = q.shape[1] // k.shape[1]
+        k = torch.repeat_interleave(k, reps, dim=1)
+        v = torch.repeat_interleave(v, reps, dim=1)
+    qk = torch.matmul(q * s, k.transpose(2, 3) * s)
+    if softcap > 0:
+        qk = torch.tanh(qk / softcap) * softcap
+    scores = qk + bias
+    if qk_mode == 2:
+        qk = scores
+    if softmax_dtype is not None:
+        scores = scores.to(softmax_dtype)
+    probs = masked_softmax(scores)
+    dead = torch.isneginf(bias.amax(dim=-1, keepdim=True))
+    probs = torch.where(dead, torch.zeros_like(probs), probs)
+    if qk_mode == 3:
+        qk = probs
+    y = torch.matmul(probs.to(q.dtype), v)
+    if three_d:
+        y = y.transpose(1, 2).reshape(y.shape[0], y.shape[2], -1)
+    return y, present_key, present_value, qk.to(q.dtype)
+
+
+@converter("Attention", since=(23, 24, 25))
+def _attention(node: Node, ctx: Context) -> Op:
+    prec = node.attr("softmax_precision")
+    kw = {"scale": node.attr("scale"), "is_causal": node.attr("is_causal", 0),
+          "q_num_heads": node.attr("q_num_heads", 0), "kv_num_heads": node.attr("kv_num_heads", 0),
+          "softmax_dtype": _FLOAT_TYPES[prec] if prec is not None else None,
+          "softcap": node.attr("softcap", 0.0), "qk_mode": node.attr("qk_matmul_output_mode", 0),
+          "left_window": node.attr("left_window_size", -1),
+          "right_window": node.attr("right_window_size", -1)}
+    args = tuple(In(i) if ctx.has(i) else None for i in range(7))
+    return Op(attention, args, kw, n_out=4)
+
+
+def rotary_embedding(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                     position_ids: torch.Tensor | None = None, interleaved: int = 0,
+                     rotary_dim: int = 0, num_heads: int = 0) -> torch.Tensor:
+    """ONNX RotaryEmbedding on (batch, heads, seq, size) or (batch, seq, heads * size)."""
+    shape = x.shape
+    if x.dim() == 4:
+        x = x.transpose(1, 2)
+    else:
+        x = x.reshape(shape[0], shape[1], num_heads, -1)
+    dim = rotary_dim or x.shape[3]
+    rot, keep = x[..., :dim], x[..., dim:]
+    if position_ids is not None:
+        cos, sin = cos[position_ids], sin[position_ids]
+    cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
+    if interleaved:
+        x1, x2 = rot[..., 0::2], rot[..., 1::2]
+    else:
+        x1, x2 = rot[..., :dim // 2], rot[..., dim // 2:]
+    real = cos * x1 - sin * x2
+    imag = sin * x1 + cos * x2
+    if interleaved:
+        rot = torch.stack((real, imag), dim=-1).reshape(rot.shape)
+    else:
+        rot = torch.cat((real, imag), dim=-1)
+    y = torch.cat((rot, keep), dim=-1)
+    return y.transpose(1, 2) if len(shape) == 4 else y.reshape(shape)
+
+
+@converter("RotaryEmbedding", since=(23,))
+def _rotary_embedding(node: Node, ctx: Context) -> Op:
+    return Op(rotary_embedding, (In(0), In(1), In(2), In(3) if ctx.has(3) else None),
+              {"interleaved": node.attr("interleaved", 0),
+               "rotary_dim": node.attr("rotary_embedding_dim", 0),
+               "num_heads": node.attr("num_heads", 0)})
+
+
+def swiglu(a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """SwiGLU: a * sigmoid(alpha * a) * b."""
+    return a * torch.sigmoid(alpha * a) * b
+
+
+@converter("SwiGLU", since=(28,))
+def _swiglu(node: Node, ctx: Context) -> Op:
+    return Op(swiglu, (In(0), In(1)), {"alpha": node.attr("alpha", 1.0)})
