@@ -221,8 +221,8 @@ class _Builder:
         with torch.no_grad():
             res = op.fn(*args, **op.kwargs)
         outs = [res] if op.n_out == 1 else list(res)
-        if not all(isinstance(r, torch.Tensor) for r, name in zip(outs, node.outputs) if name):
-            return False  # sequences and optionals stay runtime values
+        if any(r is None or isinstance(r, list) for r, name in zip(outs, node.outputs) if name):
+            return False  # sequences (lists) and empty optionals stay runtime values
         for name, r in zip(node.outputs, outs):
             if name:
                 self.consts[name] = _to_numpy(r)

@@ -165,6 +165,23 @@ def test_scan_reverse_and_axes() -> None:
                "w": rng.standard_normal(2).astype(np.float32)})
 
 
+def test_scan8_sequence_lens() -> None:
+    body = helper.make_graph([
+        helper.make_node("Add", ["s", "xt"], ["s_out"]),
+        helper.make_node("Identity", ["s_out"], ["y"]),
+    ], "body", [_f("s", [2]), _f("xt", [2])], [_f("s_out", [2]), _f("y", [2])])
+    scan = helper.make_node("Scan", ["lens", "s0", "x"], ["s_fin", "ys"], body=body,
+                            num_scan_inputs=1, directions=[1])
+    m = _model([scan], [helper.make_tensor_value_info("lens", TensorProto.INT64, [2]),
+                        _f("s0", [2, 2]), _f("x", [2, 3, 2])],
+               [_f("s_fin", [2, 2]), _f("ys", [2, 3, 2])], opset=8)
+    m.ir_version = 3
+    rng = np.random.default_rng(3)
+    _check(m, {"lens": np.array([3, 2], np.int64),
+               "s0": rng.standard_normal((2, 2)).astype(np.float32),
+               "x": rng.standard_normal((2, 3, 2)).astype(np.float32)})
+
+
 def test_sequence_ops() -> None:
     """SplitToSequence -> Insert / Erase / At / Length / ConcatFromSequence / Construct."""
     i64 = TensorProto.INT64

@@ -201,7 +201,12 @@ class Scan(nn.Module):
         per = []
         for b in range(xs[0].shape[0]):
             n = None if lens is None else int(lens[b])
-            per.append(self._scan([s[b] for s in states], [x[b] for x in xs], outer, n))
+            res = self._scan([s[b] for s in states], [x[b] for x in xs], outer, n)
+            # scan outputs of a shorter sequence are zero-padded to the batch's length
+            full = xs[0].shape[1]
+            per.append(res[:self.n_state] + [
+                torch.cat([y, y.new_zeros((full - y.shape[0], *y.shape[1:]))]) if y.shape[0] < full
+                else y for y in res[self.n_state:]])
         return tuple(torch.stack([p[k] for p in per]) for k in range(len(per[0])))
 
 
@@ -357,7 +362,8 @@ def _split_to_sequence(node: Node, ctx: Context) -> Op:
 
 # ---- optionals ------------------------------------------------------------------------------
 
-def optional(x=None):
+def optional_value(x=None):
+    """An optional holding ``x`` (None: empty)."""
     return x
 
 
@@ -373,7 +379,7 @@ def optional_get_element(x):
 
 @converter("Optional", since=(15, 28))
 def _optional(node: Node, ctx: Context) -> Op:
-    return Op(optional, (In(0) if ctx.has(0) else None,))
+    return Op(optional_value, (In(0) if ctx.has(0) else None,))
 
 
 @converter("OptionalHasElement", since=(15, 18, 28))
