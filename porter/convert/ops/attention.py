@@ -178,3 +178,99 @@ def swiglu(a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0) -> torch.Tensor
 @converter("SwiGLU", since=(28,))
 def _swiglu(node: Node, ctx: Context) -> Op:
     return Op(swiglu, (In(0), In(1)), {"alpha": node.attr("alpha", 1.0)})
+
+
+def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     past_state: torch.Tensor | None = None, decay: torch.Tensor | None = None,
+                     beta: torch.Tensor | None = None, q_num_heads: int = 1,
+                     kv_num_heads: int = 1, scale: float = 0.0,
+                     update_rule: str = "gated_delta") -> tuple[torch.Tensor, torch.Tensor]:
+    """ONNX LinearAttention: the token-by-token recurrence, computed in float32."""
+    b, t, _ = q.shape
+    out_dtype = q.dtype
+    q4 = to_heads(q, q_num_heads).float()
+    k4 = to_heads(k, kv_num_heads).float()
+    v4 = to_heads(v, kv_num_heads).float()
+    d_k, d_v = q4.shape[3], v4.shape[3]
+    group = q_num_heads // kv_num_heads
+    if decay is not None:
+        if decay.shape[-1] == kv_num_heads:
+            decay = decay.reshape(b, t, kv_num_heads, 1).transpose(1, 2)
+        else:
+            decay = to_heads(decay, kv_num_heads)
+        decay = decay.float()
+    if beta is not None:
+        beta = beta.reshape(b, t, beta.shape[-1], 1).transpose(1, 2).float()
+    if past_state is not None:
+        state_dtype, state = past_state.dtype, past_state.float()
+    else:
+        state_dtype = out_dtype
+        state = torch.zeros(b, kv_num_heads, d_k, d_v, dtype=torch.float32, device=q.device)
+    scale = scale or 1.0 / math.sqrt(d_k)
+    outs = []
+    for i in range(t):
+        k_t, v_t = k4[:, :, i], v4[:, :, i]
+        if decay is not None and update_rule in ("gated", "gated_delta"):
+            state = state * torch.exp(decay[:, :, i]).unsqueeze(-1)
+        if beta is not None and update_rule in ("delta", "gated_delta"):
+            retrieved = torch.einsum("bhdm,bhd->bhm", state, k_t)
+            v_t = beta[:, :, i] * (v_t - retrieved)
+        state = state + k_t.unsqueeze(-1) * v_t.unsqueeze(-2)
+        read = state if group == 1 else torch.repeat_interleave(state, group, dim=1)
+        outs.append(scale * torch.einsum("bhd,bhdm->bhm", q4[:, :, i], read))
+    y = torch.stack(outs, dim=2).transpose(1, 2).reshape(b, t, q_num_heads * d_v)
+    return y.to(out_dtype), state.to(state_dtype)
+
+
+@converter("LinearAttention", since=(27,))
+def _linear_attention(node: Node, ctx: Context) -> Op:
+    args = tuple(In(i) if ctx.has(i) else None for i in range(6))
+    return Op(linear_attention, args,
+              {"q_num_heads": node.attr("q_num_heads"), "kv_num_heads": node.attr("kv_num_heads"),
+               "scale": node.attr("scale", 0.0),
+               "update_rule": node.attr("update_rule", "gated_delta")}, n_out=2)
+
+
+def causal_conv_with_state(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                           past_state: torch.Tensor | None = None,
+                           activation: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
+    """Depthwise causal conv1d over (batch, channels, length), left-padded by the carried state."""
+    k = weight.shape[2]
+    if past_state is None:
+        past_state = torch.zeros(x.shape[0], x.shape[1], k - 1, dtype=x.dtype, device=x.device)
+    padded = torch.cat((past_state, x), dim=2)
+    y = F.conv1d(padded.float(), weight.float(), None if bias is None else bias.float(),
+                 groups=x.shape[1])
+    if activation in ("silu", "swish"):
+        y = F.silu(y.to(x.dtype).float())
+    return y.to(x.dtype), padded[:, :, padded.shape[2] - (k - 1):]
+
+
+@converter("CausalConvWithState", since=(27,))
+def _causal_conv_with_state(node: Node, ctx: Context) -> Op:
+    args = tuple(In(i) if ctx.has(i) else None for i in range(4))
+    return Op(causal_conv_with_state, args, {"activation": node.attr("activation", "none")},
+              n_out=2)
+
+
+def tensor_scatter(cache: torch.Tensor, update: torch.Tensor,
+                   write_indices: torch.Tensor | None = None, circular: bool = False,
+                   axis: int = -2) -> torch.Tensor:
+    """Write ``update`` into ``cache`` along ``axis`` at per-batch offsets ``write_indices``."""
+    axis = axis % cache.dim()
+    b, s = update.shape[0], update.shape[axis]
+    if write_indices is None:
+        write_indices = torch.zeros(b, dtype=torch.int64, device=cache.device)
+    pos = write_indices.reshape(b, 1).to(torch.int64) + torch.arange(s, device=cache.device)
+    if circular:
+        pos = pos % cache.shape[axis]
+    view = [b] + [1] * (cache.dim() - 1)
+    view[axis] = s
+    return cache.scatter(axis, pos.reshape(view).expand(update.shape), update)
+
+
+@converter("TensorScatter", since=(24,))
+def _tensor_scatter(node: Node, ctx: Context) -> Op:
+    return Op(tensor_scatter, (In(0), In(1), In(2) if ctx.has(2) else None),
+              {"circular": node.attr("mode", "linear") == "circular",
+               "axis": node.attr("axis", -2)})
