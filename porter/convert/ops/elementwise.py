@@ -40,7 +40,7 @@ _UNARY = {
     "Atanh": (torch.atanh, (9, 22)), "Tanh": (torch.tanh, (1, 6, 13)),
     "Sigmoid": (torch.sigmoid, (1, 6, 13)), "Relu": (torch.relu, (1, 6, 13, 14)),
     "Erf": (torch.erf, (9, 13)), "IsNaN": (torch.isnan, (9, 13, 20)),
-    "Not": (torch.logical_not, (1,)), "BitwiseNot": (torch.bitwise_not, (18,)),
+    "Not": (torch.logical_not, (1,)),
     "Round": (torch.round, (11, 22)), "Softsign": (F.softsign, (1, 22)),
     "Mish": (F.mish, (18, 22)),
 }
@@ -75,18 +75,108 @@ def identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+# ---- uint16/32/64: torch lacks most CPU kernels, so compute on int64 bit patterns ---------------
+
+def _is_wide_uint(x: torch.Tensor) -> bool:
+    return x.dtype in (torch.uint16, torch.uint32, torch.uint64)
+
+
+def _u_bits(x: torch.Tensor) -> torch.Tensor:
+    """An unsigned tensor as int64 holding the same value modulo 2**64."""
+    return x.view(torch.int64) if x.dtype == torch.uint64 else x.to(torch.int64)
+
+
+def _u_wrap(r: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """int64 bits back to the unsigned ``dtype``, wrapping modulo its width."""
+    return r.view(torch.uint64) if dtype == torch.uint64 else r.to(dtype)
+
+
+def _u_key(x: torch.Tensor) -> torch.Tensor:
+    """int64 with the same ordering as the unsigned 64-bit value whose bits ``x`` holds."""
+    return x ^ torch.iinfo(torch.int64).min
+
+
+def _u_order(x: torch.Tensor) -> torch.Tensor:
+    """An order-preserving int64 image of an unsigned tensor."""
+    return _u_key(x.view(torch.int64)) if x.dtype == torch.uint64 else x.to(torch.int64)
+
+
+def _u_divmod(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype):
+    """Unsigned quotient and remainder of int64 bit patterns (Hacker's Delight divu for uint64)."""
+    if dtype != torch.uint64:
+        q = torch.div(a, b, rounding_mode="floor")
+        return q, a - q * b
+    a, b = torch.broadcast_tensors(a, b)
+    big = b < 0  # divisor >= 2**63: the quotient is 0 or 1
+    bs = torch.where(big, torch.ones_like(b), b)
+    q = torch.div((a >> 1) & torch.iinfo(torch.int64).max, bs, rounding_mode="floor") << 1
+    q = q + (_u_key(a - q * bs) >= _u_key(bs)).to(torch.int64)
+    q = torch.where(big, (_u_key(a) >= _u_key(b)).to(torch.int64), q)
+    return q, a - q * b
+
+
+def add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if _is_wide_uint(a):
+        return _u_wrap(_u_bits(a) + _u_bits(b), a.dtype)
+    return a + b
+
+
+def sub(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if _is_wide_uint(a):
+        return _u_wrap(_u_bits(a) - _u_bits(b), a.dtype)
+    return a - b
+
+
+def mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if _is_wide_uint(a):
+        return _u_wrap(_u_bits(a) * _u_bits(b), a.dtype)
+    return a * b
+
+
 def div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """ONNX Div: integer division truncates toward zero."""
     if a.is_floating_point() or a.is_complex():
         return a / b
+    if _is_wide_uint(a):
+        return _u_wrap(_u_divmod(_u_bits(a), _u_bits(b), a.dtype)[0], a.dtype)
     return torch.div(a, b, rounding_mode="trunc")
 
 
 def mod(a: torch.Tensor, b: torch.Tensor, fmod: int = 0) -> torch.Tensor:
     """ONNX Mod: the result takes the divisor's sign unless ``fmod`` (C fmod)."""
+    if _is_wide_uint(a):  # no signs: both definitions agree
+        return _u_wrap(_u_divmod(_u_bits(a), _u_bits(b), a.dtype)[1], a.dtype)
     if fmod or a.is_floating_point():
         return torch.fmod(a, b) if fmod else torch.remainder(a, b)
     return torch.remainder(a, b)
+
+
+def compare(a: torch.Tensor, b: torch.Tensor, op: str) -> torch.Tensor:
+    """Greater / Less / GreaterOrEqual / LessOrEqual / Equal, unsigned types included."""
+    if _is_wide_uint(a):
+        a, b = _u_order(a), _u_order(b)
+    if op == "gt":
+        return a > b
+    if op == "lt":
+        return a < b
+    if op == "ge":
+        return a >= b
+    if op == "le":
+        return a <= b
+    return a == b
+
+
+def bitwise_not(x: torch.Tensor) -> torch.Tensor:
+    if _is_wide_uint(x):
+        return _u_wrap(~_u_bits(x), x.dtype)
+    return torch.bitwise_not(x)
+
+
+@converter("BitwiseNot", since=(18,))
+def _bitwise_not(node: Node, ctx: Context) -> Op:
+    if ctx.elem_type(0) in _NATIVE_TYPES:
+        return Op(torch.bitwise_not, (In(0),))
+    return Op(bitwise_not, (In(0),))
 
 
 def pow_(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -103,43 +193,72 @@ def bit_shift(x: torch.Tensor, y: torch.Tensor, left: bool) -> torch.Tensor:
     return x << y if left else x >> y
 
 
-_BINARY = {
-    "Add": (torch.add, (1, 6, 7, 13, 14), "{0} + {1}"),
-    "Sub": (torch.sub, (1, 6, 7, 13, 14), "{0} - {1}"),
-    "Mul": (torch.mul, (1, 6, 7, 13, 14), "{0} * {1}"),
-    "Div": (div, (1, 6, 7, 13, 14), None),
-    "Pow": (pow_, (1, 7, 12, 13, 15), None),
-    "And": (torch.logical_and, (1, 7), None), "Or": (torch.logical_or, (1, 7), None),
-    "Xor": (torch.logical_xor, (1, 7), None),
-    "Equal": (torch.eq, (1, 7, 11, 13, 19), None), "Less": (torch.lt, (1, 7, 9, 13), None),
-    "Greater": (torch.gt, (1, 7, 9, 13), None), "LessOrEqual": (torch.le, (12, 16), None),
-    "GreaterOrEqual": (torch.ge, (12, 16), None),
-    "BitwiseAnd": (torch.bitwise_and, (18,), None),
-    "BitwiseOr": (torch.bitwise_or, (18,), None),
-    "BitwiseXor": (torch.bitwise_xor, (18,), None),
+_BINARY = {  # op: (fn for torch-native types, general fn or compare key, since, template, key)
+    "Add": (torch.add, add, (1, 6, 7, 13, 14), "{0} + {1}"),
+    "Sub": (torch.sub, sub, (1, 6, 7, 13, 14), "{0} - {1}"),
+    "Mul": (torch.mul, mul, (1, 6, 7, 13, 14), "{0} * {1}"),
+    "Div": (div, div, (1, 6, 7, 13, 14), None),
+    "Pow": (pow_, pow_, (1, 7, 12, 13, 15), None),
+    "And": (torch.logical_and, None, (1, 7), None), "Or": (torch.logical_or, None, (1, 7), None),
+    "Xor": (torch.logical_xor, None, (1, 7), None),
+    "Equal": (torch.eq, None, (1, 7, 11, 13, 19), None),
+    "Less": (torch.lt, "lt", (1, 7, 9, 13), None),
+    "Greater": (torch.gt, "gt", (1, 7, 9, 13), None),
+    "LessOrEqual": (torch.le, "le", (12, 16), None),
+    "GreaterOrEqual": (torch.ge, "ge", (12, 16), None),
+    "BitwiseAnd": (torch.bitwise_and, None, (18,), None),
+    "BitwiseOr": (torch.bitwise_or, None, (18,), None),
+    "BitwiseXor": (torch.bitwise_xor, None, (18,), None),
 }
+_NATIVE_TYPES = {1, 2, 3, 5, 6, 7, 9, 10, 11, 14, 15, 16}  # ONNX types torch's CPU kernels cover
 
 
-def _binary(fn, template):
+def binary(a: torch.Tensor, b: torch.Tensor, op: str) -> torch.Tensor:
+    """An element-wise binary op by ONNX name (the form opset < 7 broadcasting goes through)."""
+    if op == "Add":
+        return add(a, b)
+    if op == "Sub":
+        return sub(a, b)
+    if op == "Mul":
+        return mul(a, b)
+    if op == "Div":
+        return div(a, b)
+    if op == "Pow":
+        return pow_(a, b)
+    if op == "And":
+        return torch.logical_and(a, b)
+    if op == "Or":
+        return torch.logical_or(a, b)
+    if op == "Xor":
+        return torch.logical_xor(a, b)
+    return compare(a, b, {"Equal": "eq", "Less": "lt", "Greater": "gt"}[op])
+
+
+def legacy_broadcast(a: torch.Tensor, b: torch.Tensor, axis: int, op: str) -> torch.Tensor:
+    """Opset < 7 ``broadcast=1, axis``: ``b`` lines up with ``a``'s dims from ``axis``."""
+    axis = axis % a.dim()
+    b = b.reshape(tuple(b.shape) + (1,) * (a.dim() - axis - b.dim()))
+    return binary(a, b, op)
+
+
+def _binary(fn, general, template):
+    """``fn`` when the input type is known to be native to torch, else the general form."""
+
     def convert(node: Node, ctx: Context) -> Op:
         if node.opset < 7 and node.attr("broadcast", 0) and node.attr("axis") is not None:
-            return Op(legacy_broadcast(fn), (In(0), In(1)), {"axis": node.attr("axis")})
-        return Op(fn, (In(0), In(1)), template=template)
+            return Op(legacy_broadcast, (In(0), In(1)), {"axis": node.attr("axis"),
+                                                         "op": node.op_type})
+        if general is None or ctx.elem_type(0) in _NATIVE_TYPES:
+            return Op(fn, (In(0), In(1)), template=template)
+        if isinstance(general, str):
+            return Op(compare, (In(0), In(1)), {"op": general})
+        return Op(general, (In(0), In(1)))
 
     return convert
 
 
-def legacy_broadcast(fn):
-    def call(a: torch.Tensor, b: torch.Tensor, axis: int) -> torch.Tensor:
-        axis = axis % a.dim()
-        b = b.reshape(tuple(b.shape) + (1,) * (a.dim() - axis - b.dim()))
-        return fn(a, b)
-
-    return call
-
-
-for _name, (_fn, _since, _tpl) in _BINARY.items():
-    converter(_name, since=_since)(_binary(_fn, _tpl))
+for _name, (_fn, _general, _since, _tpl) in _BINARY.items():
+    converter(_name, since=_since)(_binary(_fn, _general, _tpl))
 
 
 @converter("Mod", since=(10, 13, 28))
@@ -154,6 +273,10 @@ def _bitshift(node: Node, ctx: Context) -> Op:
 
 def variadic(op: str, *xs: torch.Tensor) -> torch.Tensor:
     """Max / Min / Sum / Mean over any number of broadcast inputs."""
+    dtype = xs[0].dtype
+    wide = _is_wide_uint(xs[0])
+    if wide:  # order-preserving int64 images for max/min, wrapping bits for sum
+        xs = tuple(_u_order(x) if op in ("max", "min") else _u_bits(x) for x in xs)
     out = xs[0]
     for x in xs[1:]:
         if op == "max":
@@ -164,6 +287,10 @@ def variadic(op: str, *xs: torch.Tensor) -> torch.Tensor:
             out = out + x
     if op == "mean":
         out = out / len(xs)
+    if wide:
+        if op in ("max", "min") and dtype == torch.uint64:
+            out = _u_key(out)
+        out = _u_wrap(out, dtype)
     return out
 
 
@@ -220,7 +347,24 @@ def _where(node: Node, ctx: Context) -> Op:
     return Op(torch.where, (In(0), In(1), In(2)))
 
 
-def cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def cast(x: torch.Tensor, dtype: torch.dtype, saturate: int = 1) -> torch.Tensor:
+    """ONNX Cast; float8 targets saturate to the type's finite range unless ``saturate`` is 0.
+
+    Without saturation an out-of-range value becomes NaN, or +-inf for float8e5m2 (the only
+    float8 type with infinities).
+    """
+    f8 = (torch.float8_e4m3fn, torch.float8_e4m3fnuz, torch.float8_e5m2, torch.float8_e5m2fnuz)
+    if dtype in f8:
+        if not x.is_floating_point():
+            x = x.to(torch.float32)
+        fmax = torch.finfo(dtype).max
+        if saturate:
+            return torch.clamp(x, -fmax, fmax).to(dtype)
+        if dtype == torch.float8_e4m3fn:
+            # torch saturates this one; past max + ulp/2 (464) round-to-nearest overflows
+            over = x.abs() > fmax + 16.0
+            return torch.where(over, torch.full_like(x, math.nan), x).to(dtype)
+        return x.to(dtype)
     if x.dtype.is_floating_point and not dtype.is_floating_point and dtype != torch.bool:
         x = torch.trunc(x)
         if dtype in (torch.uint8, torch.uint16, torch.uint32, torch.uint64):
@@ -228,23 +372,37 @@ def cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x.to(dtype)
 
 
-@converter("Cast", since=(1, 6, 9, 13, 19, 21, 23, 24, 25, 28))
-def _cast(node: Node, ctx: Context) -> Op:
-    to = node.attr("to")
-    if isinstance(to, str):
+def _to_attr(to) -> int:
+    if isinstance(to, str):  # opset < 6 names the type
         from onnx import TensorProto
 
-        to = getattr(TensorProto, to.upper())
-    return Op(cast, (In(0),), {"dtype": onnx_dtype(to)})
+        return getattr(TensorProto, to.upper())
+    return int(to)
 
 
-def cast_like(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return cast(x, like.dtype)
+@converter("Cast", since=(1, 6, 9, 13, 19, 21, 23, 24, 25, 28))
+def _cast(node: Node, ctx: Context) -> Op:
+    return Op(cast, (In(0),), {"dtype": onnx_dtype(_to_attr(node.attr("to"))),
+                               "saturate": node.attr("saturate", 1)})
+
+
+def cast_like(x: torch.Tensor, like: torch.Tensor, saturate: int = 1) -> torch.Tensor:
+    return cast(x, like.dtype, saturate)
 
 
 @converter("CastLike", since=(15, 19, 21, 23, 24, 25))
 def _cast_like(node: Node, ctx: Context) -> Op:
-    return Op(cast_like, (In(0), In(1)))
+    return Op(cast_like, (In(0), In(1)), {"saturate": node.attr("saturate", 1)})
+
+
+def bit_cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """ONNX BitCast: the same bits read as ``dtype`` (same element width)."""
+    return x.view(dtype)
+
+
+@converter("BitCast", since=(26,))
+def _bit_cast(node: Node, ctx: Context) -> Op:
+    return Op(bit_cast, (In(0),), {"dtype": onnx_dtype(_to_attr(node.attr("to")))})
 
 
 def is_inf(x: torch.Tensor, detect_negative: int = 1, detect_positive: int = 1) -> torch.Tensor:
@@ -291,11 +449,15 @@ def prelu(x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
 
 
 def elu(x: torch.Tensor, alpha: float) -> torch.Tensor:
-    return torch.where(x > 0, x, alpha * (torch.exp(x) - 1))
+    """x if x > 0 else alpha * expm1(x); half types are computed in float32."""
+    y = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    return torch.where(y > 0, y, alpha * torch.expm1(y)).to(x.dtype)
 
 
 def celu(x: torch.Tensor, alpha: float) -> torch.Tensor:
-    return torch.clamp(x, min=0) + torch.clamp(alpha * (torch.exp(x / alpha) - 1), max=0)
+    """max(0, x) + min(0, alpha * expm1(x / alpha)); half types are computed in float32."""
+    y = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    return (torch.clamp(y, min=0) + torch.clamp(alpha * torch.expm1(y / alpha), max=0)).to(x.dtype)
 
 
 def selu(x: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
