@@ -35,8 +35,17 @@ def _to_numpy(a) -> np.ndarray:
 
 
 def _to_torch(a):
-    """A case's input as a torch tensor (ml_dtypes bfloat16 / float8 are reinterpreted)."""
+    """A case's input as a torch tensor (ml_dtypes bfloat16 / float8 are reinterpreted).
+
+    ONNX sequence inputs (python lists, possibly of differently shaped tensors) become lists of
+    tensors and an empty optional (None) stays None, the runtime forms porter uses for them.
+    """
     import torch
+
+    if a is None:
+        return None
+    if isinstance(a, (list, tuple)):
+        return [_to_torch(x) for x in a]
 
     a = np.array(_to_numpy(a))
     if a.dtype.name in _ML_DTYPES:
@@ -50,6 +59,16 @@ def _compare(outputs, expected, rtol: float, atol: float) -> bool:
     if len(outputs) < len(expected):
         return False
     for out, exp in zip(outputs, expected):
+        if isinstance(exp, (list, tuple)) or exp is None:  # a sequence or an optional output
+            if exp is None or out is None:
+                if not (exp is None and out is None):
+                    return False
+                continue
+            if not isinstance(out, (list, tuple)) or len(out) != len(exp):
+                return False
+            if not _compare(list(out), list(exp), rtol, atol):
+                return False
+            continue
         if not hasattr(out, "detach"):
             return False
         low = str(out.dtype).removeprefix("torch.") in _ML_DTYPES
