@@ -19,7 +19,7 @@ from onnx_conformance import run_porter  # noqa: E402
 from porter.convert import convert_onnx  # noqa: E402
 
 OPS = {"Attention", "RotaryEmbedding", "SwiGLU", "LinearAttention", "CausalConvWithState",
-       "TensorScatter"}
+       "TensorScatter", "FlexAttention"}
 # bf16 cases whose reference rounds every partial softmax sum to bf16; torch accumulates in fp32
 GAPS = re.compile(r"^test_attention_(4d_causal_bf16|4d_padded_kv_bf16|4d_causal_padded_kv_bf16"
                   r"|3d_causal_bf16)$")
@@ -39,7 +39,7 @@ CASES = _cases()
 
 
 def test_selection() -> None:
-    assert len(CASES) >= 130
+    assert len(CASES) >= 140
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -152,3 +152,32 @@ def test_swiglu_vs_ort() -> None:
     model = _model("SwiGLU", [("a", F, [2, 5]), ("b", F, [2, 5])], [("y", F, None)], 28,
                    alpha=1.5)
     _vs_ort(model, feeds)
+
+
+def test_flex_attention_outer_scope_score_mod() -> None:
+    """A score_mod subgraph reading an outer-scope graph input (a runtime bias).
+
+    onnx's reference evaluator cannot feed outer-scope values to this subgraph, so the expected
+    value is the spec's formula in numpy.
+    """
+    rng = np.random.default_rng(0)
+    body = helper.make_graph([helper.make_node("Add", ["s", "bias"], ["out"])], "score_mod",
+                             [helper.make_tensor_value_info("s", F, None)],
+                             [helper.make_tensor_value_info("out", F, None)])
+    node = helper.make_node("FlexAttention", ["q", "k", "v"], ["y"], domain="ai.onnx.preview",
+                            score_mod=body, scale=0.5)
+    shapes = {"q": [1, 4, 3, 8], "k": [1, 2, 5, 8], "v": [1, 2, 5, 6], "bias": [3, 5]}
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, F, s)
+                                            for n, s in shapes.items()],
+                              [helper.make_tensor_value_info("y", F, None)])
+    model = helper.make_model(graph, ir_version=10, opset_imports=[
+        helper.make_opsetid("", 26), helper.make_opsetid("ai.onnx.preview", 1)])
+    feeds = {n: rng.standard_normal(s, np.float32) for n, s in shapes.items()}
+    k = np.repeat(feeds["k"], 2, axis=1)
+    v = np.repeat(feeds["v"], 2, axis=1)
+    scores = feeds["q"] @ k.swapaxes(-1, -2) * 0.5 + feeds["bias"]
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    expected = probs / probs.sum(-1, keepdims=True) @ v
+    with torch.no_grad():
+        got = convert_onnx(model)(*[torch.from_numpy(v) for v in feeds.values()])
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6)

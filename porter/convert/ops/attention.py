@@ -7,6 +7,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from porter.convert.context import Context, In, Node, Op
 from porter.convert.registry import converter
@@ -274,3 +275,47 @@ def _tensor_scatter(node: Node, ctx: Context) -> Op:
     return Op(tensor_scatter, (In(0), In(1), In(2) if ctx.has(2) else None),
               {"circular": node.attr("mode", "linear") == "circular",
                "axis": node.attr("axis", -2)})
+
+
+class FlexAttention(nn.Module):
+    """ai.onnx.preview FlexAttention: attention whose scores / probabilities pass through the
+    node's ``score_mod`` / ``prob_mod`` subgraphs (sub-plans fed with the outer values they read).
+    """
+
+    source_unsupported = True
+
+    def __init__(self, score_mod: nn.Module | None, prob_mod: nn.Module | None,
+                 scale: float | None, softmax_dtype: torch.dtype | None) -> None:
+        super().__init__()
+        self.score_mod, self.prob_mod = score_mod, prob_mod
+        self.scale, self.softmax_dtype = scale, softmax_dtype
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                *outer: torch.Tensor) -> torch.Tensor:
+        if q.shape[1] != k.shape[1]:
+            reps = q.shape[1] // k.shape[1]
+            k = torch.repeat_interleave(k, reps, dim=1)
+            v = torch.repeat_interleave(v, reps, dim=1)
+        scale = self.scale if self.scale is not None else 1.0 / math.sqrt(q.shape[3])
+        s = torch.sqrt(torch.tensor(scale, dtype=torch.float32)).to(q.dtype)
+        dtype = self.softmax_dtype or (q.dtype if q.dtype == torch.float64 else torch.float32)
+        scores = torch.matmul(q * s, (k * s).transpose(-1, -2)).to(dtype)
+        if self.score_mod is not None:
+            scores = self.score_mod([scores], outer)[0].to(dtype)
+        probs = torch.softmax(scores, dim=-1)
+        if self.prob_mod is not None:
+            probs = self.prob_mod([probs], outer)[0].to(dtype)
+        return torch.matmul(probs, v.to(dtype)).to(v.dtype)
+
+
+@converter("FlexAttention", since=(1,), domain="ai.onnx.preview")
+def _flex_attention(node: Node, ctx: Context) -> Op:
+    from porter.convert.ops.control import _bodies
+
+    names = [n for n in ("score_mod", "prob_mod") if node.attr(n) is not None]
+    mods, outer = _bodies(node, ctx, [node.attr(n) for n in names])
+    by_name = dict(zip(names, mods))
+    prec = node.attr("softmax_precision")
+    flex = FlexAttention(by_name.get("score_mod"), by_name.get("prob_mod"), node.attr("scale"),
+                         _FLOAT_TYPES[prec] if prec is not None else None)
+    return Op(flex, (In(0), In(1), In(2), *outer))
