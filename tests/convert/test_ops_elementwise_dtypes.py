@@ -24,7 +24,7 @@ from onnx_conformance import run_porter  # noqa: E402
 from porter.convert import convert_onnx  # noqa: E402
 
 _OPS = re.compile(
-    r"^test_(cast|castlike|bitcast|celu|elu|bitwise_not|"
+    r"^test_(cast|castlike|bitcast|celu|elu|bitwise_not|bitshift|"
     r"(add|sub|mul|div|mod|max|min|greater|greater_equal|less|less_equal|equal)_u?int\d+)"
     r"(_|$)")
 # types without a torch tensor type the harness could feed or compare
@@ -136,6 +136,16 @@ def test_bitwise_not_uint16_wraps() -> None:
     model = _model("BitwiseNot", [("x", TensorProto.UINT16, [4])], TensorProto.UINT16, 18)
     got = convert_onnx(model)(torch.from_numpy(x))
     np.testing.assert_array_equal(got.numpy(), ~x)
+
+
+@pytest.mark.parametrize("direction", ["LEFT", "RIGHT"])
+def test_bitshift_uint64_is_logical(direction: str) -> None:
+    x = np.array([2**64 - 1, 2**63, 12345, 1], np.uint64)
+    s = np.array([0, 1, 7, 63], np.uint64)
+    model = _model("BitShift", [("x", TensorProto.UINT64, [4]), ("s", TensorProto.UINT64, [4])],
+                   TensorProto.UINT64, 11, direction=direction)
+    got = convert_onnx(model)(torch.from_numpy(x), torch.from_numpy(s))
+    np.testing.assert_array_equal(got.numpy(), x << s if direction == "LEFT" else x >> s)
 
 
 @pytest.mark.parametrize("op", ["Celu", "Elu"])

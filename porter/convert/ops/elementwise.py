@@ -185,11 +185,13 @@ def pow_(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def bit_shift(x: torch.Tensor, y: torch.Tensor, left: bool) -> torch.Tensor:
-    # unsigned tensors: torch lacks shifts for uint32/64, go through int64 when safe
-    if x.dtype in (torch.uint16, torch.uint32, torch.uint64):
-        r = (x.to(torch.int64) << y.to(torch.int64)) if left else (
-            x.to(torch.int64) >> y.to(torch.int64))
-        return r.to(x.dtype)
+    """ONNX BitShift; wide unsigned types shift their int64 bits (logically, to the right)."""
+    if _is_wide_uint(x):
+        v, s = _u_bits(x), _u_bits(y)
+        if left:
+            return _u_wrap(v << s, x.dtype)
+        low = ~((torch.full_like(v, -1) << (63 - s)) << 1)  # the 64 - s low bits
+        return _u_wrap((v >> s) & low, x.dtype)
     return x << y if left else x >> y
 
 
