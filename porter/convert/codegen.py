@@ -1,6 +1,7 @@
 """Write a converted model as readable python: one nn.Module class plus its safetensors weights.
 
-The generated ``model.py`` imports only torch (and the standard ``math`` module): layers that own
+The generated ``model.py`` imports only torch (plus the standard ``math`` module where a helper
+needs it, e.g. for inf/nan literals): layers that own
 weights are declared in ``__init__`` (``nn.Conv2d(...)``), and ``forward`` is one line per graph
 node. Op helpers that have no torch one-liner are copied verbatim from ``porter.convert.ops``.
 """
@@ -215,7 +216,10 @@ def render_source(module: OnnxModule, class_name: str = "Model", origin: str = "
     out.append("")
     out.append(f"    def forward(self, {', '.join(sig)}):")
     out += [f"        {line}" for line in body]
-    return "\n".join(out) + "\n"
+    text = "\n".join(out) + "\n"
+    if "math." not in text.replace("import math", ""):  # import only what the model uses
+        text = text.replace("\nimport math\n", "\n", 1)
+    return text
 
 
 def export_source(model_or_path: Any, out_dir: str | Path, class_name: str = "Model") -> Path:

@@ -61,7 +61,11 @@ def test_modnet_source_export_is_short_and_matches(tmp_path) -> None:
     from porter.convert import export_source
 
     path = export_source(MODNET, tmp_path / "modnet")
-    assert len(path.read_text().splitlines()) < 600
+    text = path.read_text()
+    assert len(text.splitlines()) < 600
+    imports = [ln for ln in text.splitlines() if ln.startswith(("import ", "from "))]
+    assert imports == ["from __future__ import annotations", "import torch",
+                       "import torch.nn.functional as F", "from torch import nn"]
     x = np.random.default_rng(2).random((1, 3, 256, 320), dtype=np.float32)
     np.save(tmp_path / "x.npy", x)
     code = ("import sys, numpy as np, torch; sys.path.insert(0, sys.argv[1]);"

@@ -174,9 +174,10 @@ def interpolate(x: torch.Tensor, scales: tuple[float, float], mode: str = "bilin
     """Resize of H and W by constant scales through F.interpolate (the common 2-D case)."""
     sh, sw = scales
     if pytorch_half_pixel:  # an output of size 1 samples the first row / column
-        if math.floor(x.shape[2] * sh) == 1:
+        # sizes and scales are positive, so int() is floor (and the helper needs no math)
+        if int(x.shape[2] * sh) == 1:
             x, sh = x[:, :, :1], 1.0
-        if math.floor(x.shape[3] * sw) == 1:
+        if int(x.shape[3] * sw) == 1:
             x, sw = x[:, :, :, :1], 1.0
     return F.interpolate(x, scale_factor=(sh, sw), mode=mode, align_corners=align_corners,
                          recompute_scale_factor=False)
