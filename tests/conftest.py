@@ -76,3 +76,19 @@ def modnet_onnx(tmp_path_factory: pytest.TempPathFactory):
         return cache[opset]
 
     return build
+
+
+@pytest.fixture(scope="session")
+def paddle_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Paddle fixtures (``params``, ``legacy`` ProgramDesc, ``pir`` JSON), each in its own
+    sub-folder, built once per session by Paddle itself in child processes
+    (scripts/build_paddle_fixtures.py records what Paddle reads back)."""
+    import os
+
+    out = tmp_path_factory.mktemp("paddle_models")
+    for mode in ("params", "legacy", "pir"):
+        env = {**os.environ, "OMP_NUM_THREADS": "1",
+               "FLAGS_enable_pir_api": "0" if mode == "legacy" else "1"}
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "build_paddle_fixtures.py"),
+                        str(out), mode], check=True, capture_output=True, env=env, timeout=600)
+    return out

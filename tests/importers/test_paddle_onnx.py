@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("paddle_onnx")
-    for mode in ("legacy", "pir"):
-        env = {**os.environ, "OMP_NUM_THREADS": "1",
-               "FLAGS_enable_pir_api": "0" if mode == "legacy" else "1"}
-        subprocess.run([sys.executable, str(ROOT / "scripts/build_paddle_fixtures.py"),
-                        str(out), mode], check=True, capture_output=True, env=env)
-    return out
+def models(paddle_models: Path) -> Path:
+    return paddle_models
 
 
 @pytest.mark.parametrize("mode", ["legacy", "pir"])

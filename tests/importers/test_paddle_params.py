@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +16,9 @@ FILES = ["net.pdparams", "net_p2.pdparams", "dtypes.pdparams", "nested.pdparams"
 
 
 @pytest.fixture(scope="module")
-def fixtures(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("paddle_params")
-    subprocess.run([sys.executable, str(ROOT / "scripts/build_paddle_fixtures.py"), str(out),
-                    "params"], check=True, capture_output=True,
-                   env={**os.environ, "OMP_NUM_THREADS": "1"})
-    return out
+def fixtures(paddle_models: Path) -> Path:
+    assert (paddle_models / FILES[0]).is_file(), sorted(p.name for p in paddle_models.iterdir())
+    return paddle_models
 
 
 def _reference(path: Path) -> dict:
