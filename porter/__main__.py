@@ -1,5 +1,5 @@
 """`python -m porter` runs the CLI."""
 
-from porter.cli.main import main
+from porter.cli.main import entry
 
-raise SystemExit(main())
+entry()

@@ -123,3 +123,16 @@ def test_verify_locate_reports_no_divergence_and_tiny_tolerance(capsys, tiny_onn
     assert main(["verify", str(tiny_onnx), "--locate", "--json"]) == 0
     found = json.loads(capsys.readouterr().out)
     assert found["diverged"] is False and found["checked"] == 1
+
+
+def test_console_entry_exit_codes_and_broken_pipe(tmp_path, tiny_onnx):
+    """The installed entry point (fast exit) keeps exit codes and tolerates a closed pipe."""
+    ok = subprocess.run([sys.executable, "-m", "porter", "inspect", str(tiny_onnx)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and "onnx" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "porter", "inspect", str(tmp_path / "no.onnx")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("porter: error:")
+    piped = subprocess.run(f'"{sys.executable}" -m porter inspect "{tiny_onnx}" --limit 0 | head -c 1',
+                           shell=True, capture_output=True, text=True)
+    assert piped.returncode == 0 and "error" not in piped.stderr
