@@ -102,10 +102,19 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--keep-freed-memory", action="store_true",
+                    help="porter.perf.keep_freed_memory(): glibc keeps freed blocks for reuse, "
+                         "as onnxruntime's arena does (the whole process, both runtimes)")
     args = ap.parse_args()
     if not args.model.is_file():
         print(f"bench_modnet: error: {args.model} not found", file=sys.stderr)
         return 2
+    if args.keep_freed_memory:
+        from porter.perf import keep_freed_memory
+
+        if not keep_freed_memory():
+            print("bench_modnet: error: this C library has no mallopt", file=sys.stderr)
+            return 2
     conv = measure_conversion(args.model)
     lat = measure_latency(args.model, args.threads, args.size, args.runs)
     if args.json:
@@ -115,7 +124,8 @@ def main() -> int:
           f"imports {conv['imports_s']:.2f} s; whole child process {conv['process_s']:.2f} s; "
           f"peak RSS {conv['peak_rss_mib']:.0f} MiB")
     print(f"  {conv['summary']}")
-    print(f"latency 1x3x{lat['size']}x{lat['size']}, {lat['threads']} threads, median of "
+    alloc = "freed memory kept" if args.keep_freed_memory else "default malloc"
+    print(f"latency 1x3x{lat['size']}x{lat['size']}, {lat['threads']} threads, {alloc}, median of "
           f"{lat['runs']}: torch {lat['torch_ms']:.1f} ms, onnxruntime {lat['onnxruntime_ms']:.1f} "
           f"ms, ratio torch/onnxruntime {lat['ratio_torch_over_ort']:.2f}x; with torch.fx "
           f"Conv+BN fusion {lat['torch_fused_ms']:.1f} ms, "
