@@ -38,7 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--size", type=int, nargs=2, default=(512, 512))
     ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--keep-freed-memory", action="store_true",
+                    help="porter.perf.keep_freed_memory() first (glibc keeps freed blocks, as "
+                         "onnxruntime's arena does; affects both runtimes)")
     args = ap.parse_args(argv)
+    if args.keep_freed_memory:
+        from porter.perf import keep_freed_memory
+
+        if not keep_freed_memory():
+            print("bench_generic: error: this C library has no mallopt", file=sys.stderr)
+            return 2
 
     import onnxruntime as ort
     import torch
