@@ -130,6 +130,8 @@ def _mapping_line(mapping: dict) -> str:
             detail.append(f"{v['structure']} graph constants checked")
         if v.get("dropped"):
             detail.append(f"{v['dropped']} deliberately dropped")
+        if v.get("rewritten"):
+            detail.append(f"{v['rewritten']} rewritten by an intermediate exporter")
         verb = "mapped" if done == v["total"] else "accounted"
         parts.append(f"{kind}s {v['total']}/{v['total']} {verb} ({', '.join(detail)})")
     return "; ".join(parts)
