@@ -300,26 +300,12 @@ CASE_SHAPES = ((1, 3, 64, 64), (2, 3, 96, 128), (1, 3, 50, 70))
 def matches_bshm(source: Any) -> bool:
     """True when every source tensor has a BSHM rule and every module slot a fitting tensor."""
     try:
-        module = BSHM(**infer_kwargs(source))
+        with torch.device("meta"):  # shapes are all that matching needs
+            module = BSHM(**infer_kwargs(source))
     except (MappingError, TypeError, ValueError, IndexError):
         return False
-    targets = {k: tuple(v.shape) for k, v in module.state_dict().items()
-               if not k.endswith("num_batches_tracked")}
     weights, _ = _split_preprocess(_tensors(source))
-    seen = set()
-    for name, ref in weights.items():
-        target, transform, _, matched = BSHM_FROM_TF1.target_of(name)
-        if not matched:
-            return False
-        if target is None:
-            continue
-        shape = tuple(ref.shape)
-        if transform is hwio_to_oihw and len(shape) == 4:
-            shape = (shape[3], shape[2], shape[0], shape[1])
-        if targets.get(target) != shape:
-            return False
-        seen.add(target)
-    return seen == set(targets)
+    return BSHM_FROM_TF1.fits(weights, module)
 
 
 def bshm_cases(source: Any, ported: graphs.Ported) -> list[Case]:

@@ -114,30 +114,10 @@ def pnet_tf1(tf: Any, height: int | None = None, width: int | None = None,
 
 # ----------------------------------------------------------------------------------- port
 
-def _weight_shapes() -> dict[str, tuple[int, ...]]:
-    with torch.device("meta"):
-        return {k: tuple(v.shape) for k, v in PNet().state_dict().items()}
-
-
 def _matches(source: Any) -> bool:
     """Exactly P-Net: every tensor maps or drops by the recipe, every slot filled, shapes fit."""
-    targets = _weight_shapes()
-    filled = set()
-    for name, ref in source.tensors.items():
-        target, transform, _, matched = PNET_FROM_TF1.target_of(name)
-        if not matched:
-            return False
-        if target is None:
-            continue
-        shape = tuple(ref.shape)
-        if transform is hwio_to_oihw:
-            if len(shape) != 4:
-                return False
-            shape = (shape[3], shape[2], shape[0], shape[1])
-        if targets.get(target) != shape or target in filled:
-            return False
-        filled.add(target)
-    return filled == set(targets)
+    with torch.device("meta"):
+        return PNET_FROM_TF1.fits(source.tensors, PNet())
 
 
 def _metagraph_path(source: Any) -> str | None:

@@ -56,6 +56,32 @@ class Recipe:
                 return re.sub(pattern, repl, source_name), transform, "", True
         return None, None, "", False
 
+    def fits(self, tensors: Mapping[str, Any], module: torch.nn.Module) -> bool:
+        """Would :meth:`apply` succeed? Decided from names and shapes alone, reading no data.
+
+        Each transform runs on an uninitialised array of the source's shape, so any layout
+        transform is judged by what it really does. ``module`` may live on the meta device.
+        """
+        targets = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        filled: set[str] = set()
+        for name, ref in tensors.items():
+            target, transform, _, matched = self.target_of(name)
+            if not matched:
+                return False
+            if target is None:
+                continue
+            shape = tuple(getattr(ref, "shape", np.shape(ref)))
+            if transform is not None:
+                dtype = getattr(ref, "dtype", np.float32)
+                try:
+                    shape = tuple(transform(np.empty(shape, dtype)).shape)
+                except (ValueError, TypeError):
+                    return False
+            if targets.get(target) != shape or target in filled:
+                return False
+            filled.add(target)
+        return all(t in filled or any(re.search(p, t) for p in self.fill) for t in targets)
+
     def apply(self, tensors: Mapping[str, Any], module: torch.nn.Module,
               keep: Sequence[str] = ()) -> tuple[dict[str, torch.Tensor], MappingReport]:
         """Map ``tensors`` (name -> TensorRef or array) onto ``module``'s state dict, strictly.

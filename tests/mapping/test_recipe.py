@@ -73,3 +73,27 @@ def test_shape_mismatch_is_reported():
 def test_keep_turns_a_drop_into_a_leftover():
     with pytest.raises(MappingError, match="Momentum"):
         RECIPE.apply(_tensors(), _Net(), keep=[r"Momentum"])
+
+
+def test_fits_agrees_with_apply_without_reading_data():
+    class Unreadable:  # shape and dtype only: fits must never call .numpy()
+        def __init__(self, a: np.ndarray) -> None:
+            self.shape, self.dtype = a.shape, a.dtype
+
+        def numpy(self):
+            raise AssertionError("fits read tensor data")
+
+    good = _tensors()
+    with torch.device("meta"):
+        net = _Net()
+    assert RECIPE.fits({k: Unreadable(v) for k, v in good.items()}, net)
+    RECIPE.apply(good, _Net())  # the same tensors really load
+
+    bad_shape = dict(good, **{"fc.bias": np.zeros(3, np.float32)})
+    extra = dict(good, **{"extra.thing": np.zeros(5, np.float32)})
+    missing = {k: v for k, v in good.items() if k != "bn._mean"}
+    wrong_rank = dict(good, **{"fc.weight": np.zeros((3, 2, 1), np.float32)})  # transpose_2d refuses
+    for tensors in (bad_shape, extra, missing, wrong_rank):
+        assert not RECIPE.fits(tensors, _Net())
+        with pytest.raises((MappingError, ValueError)):
+            RECIPE.apply(tensors, _Net())
