@@ -139,14 +139,22 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     checks: list[dict[str, Any]] = []
     if verify != "none":
         t = time.perf_counter()
-        parity = _verify_parity(source, port, ported, module, images, progress)
-        checks = [_cross_check(Path(p), port, ported, module, source, progress)
-                  for p in cross_check]
-        timings["verify"] = time.perf_counter() - t
-        if verify == "npu":
-            t = time.perf_counter()
-            audit = _npu_check(source, port, ported, module, progress)
-            timings["npu"] = time.perf_counter() - t
+        cases = port.cases(source, ported)
+        reference = port.reference(source, ported)  # one source runtime for every check below
+        try:
+            parity = _verify_parity(source, port, ported, module, reference,
+                                    cases + [_image_case(p, ported) for p in images], progress)
+            checks = [_cross_check(Path(p), port, ported, module, cases, progress)
+                      for p in cross_check]
+            timings["verify"] = time.perf_counter() - t
+            if verify == "npu":
+                t = time.perf_counter()
+                audit = _npu_check(port, ported, module, reference, cases, progress)
+                timings["npu"] = time.perf_counter() - t
+        finally:
+            close = getattr(reference, "close", None)
+            if close is not None:
+                close()
 
     manifest = build_manifest(source, port, ported, module, substitutes, parity, audit,
                               name=name or _default_name(source, port))
@@ -187,22 +195,14 @@ def ported_files(ported: Any) -> dict[str, str]:
 
 
 def _verify_parity(source: Source, port: Any, ported: Any, module: torch.nn.Module,
-                   images: Sequence[str | Path], progress: Progress):
+                   reference: Any, cases: list, progress: Progress):
     from porter.verify.parity import run_parity
     from porter.verify.runtimes.torch_ import TorchRunner
 
-    cases = port.cases(source, ported)
-    cases += [_image_case(p, ported) for p in images]
-    reference = port.reference(source, ported)
     candidate = TorchRunner(module, ported.input_names, ported.output_names)
     progress(f"verify   {len(cases)} cases against {port.reference_name} on the CPU")
-    try:
-        report = run_parity(reference, candidate, cases, tolerance=port.tolerance,
-                            reference_name=port.reference_name, candidate_name=candidate.name)
-    finally:
-        close = getattr(reference, "close", None)
-        if close is not None:
-            close()
+    report = run_parity(reference, candidate, cases, tolerance=port.tolerance,
+                        reference_name=port.reference_name, candidate_name=candidate.name)
     for line in report.lines():
         progress(f"         {line}")
     if not report.passed:
@@ -212,7 +212,7 @@ def _verify_parity(source: Source, port: Any, ported: Any, module: torch.nn.Modu
     return report
 
 
-def _cross_check(path: Path, port: Any, ported: Any, module: torch.nn.Module, source: Source,
+def _cross_check(path: Path, port: Any, ported: Any, module: torch.nn.Module, cases: list,
                  progress: Progress) -> dict[str, Any]:
     """Parity against another ONNX export of the same model, inputs/outputs by position."""
     from porter.verify.parity import run_parity
@@ -230,7 +230,6 @@ def _cross_check(path: Path, port: Any, ported: Any, module: torch.nn.Module, so
         outs = twin({t: inputs[m] for t, m in zip(twin.input_names, ported.input_names)})
         return {m: outs[t] for t, m in zip(twin.output_names, ported.output_names)}
 
-    cases = port.cases(source, ported)
     progress(f"verify   {len(cases)} cases against {path.name} (onnxruntime)")
     report = run_parity(reference, TorchRunner(module, ported.input_names, ported.output_names),
                         cases, tolerance=port.tolerance, reference_name=f"onnxruntime:{path.name}",
@@ -278,39 +277,31 @@ def _image_case(path: str | Path, ported: Any):
     return Case(f"image:{Path(path).name}", {ported.input_names[0]: x}, None)
 
 
-def _npu_check(source: Source, port: Any, ported: Any, module: torch.nn.Module,
+def _npu_check(port: Any, ported: Any, module: torch.nn.Module, reference: Any, cases: list,
                progress: Progress) -> dict[str, Any]:
     from porter.verify.npu.device import npu_available
     from porter.verify.parity import Tolerance, run_parity
     from porter.verify.runtimes.torch_ import TorchRunner
 
-    cases = port.cases(source, ported)
-    reference = port.reference(source, ported)
-    try:
-        if npu_available():
-            progress("npu      running on the Ascend device")
-            cand = TorchRunner(copy.deepcopy(module), ported.input_names, ported.output_names,
-                               device="npu")
-            rep = run_parity(reference, cand, cases, tolerance=port.tolerance,
-                             reference_name=port.reference_name, candidate_name=cand.name,
-                             device="npu")
-            result = {"device": "npu", "parity": rep.to_dict(), "passed": rep.passed}
-            if not rep.passed:
-                raise AuditError(f"NPU parity failed: worst max|Δ| {rep.worst():.3e}")
-            return result
-        from porter.verify.npu.audit import audit_module
+    if npu_available():
+        progress("npu      running on the Ascend device")
+        cand = TorchRunner(copy.deepcopy(module), ported.input_names, ported.output_names,
+                           device="npu")
+        rep = run_parity(reference, cand, cases, tolerance=port.tolerance,
+                         reference_name=port.reference_name, candidate_name=cand.name,
+                         device="npu")
+        if not rep.passed:
+            raise AuditError(f"NPU parity failed: worst max|Δ| {rep.worst():.3e}")
+        return {"device": "npu", "parity": rep.to_dict(), "passed": rep.passed}
+    from porter.verify.npu.audit import audit_module
 
-        progress("npu      no Ascend device: static audit against the torch_npu registry")
-        result = audit_module(module, port.example_inputs(ported))
-        half = TorchRunner(copy.deepcopy(module), ported.input_names, ported.output_names,
-                           dtype=torch.float16)
-        smallest = min(cases, key=lambda c: sum(v.size for v in c.inputs.values()))
-        fp16 = run_parity(reference, half, [smallest], tolerance=Tolerance(max_abs=float("inf")),
-                          reference_name=port.reference_name, candidate_name=half.name)
-    finally:
-        close = getattr(reference, "close", None)
-        if close is not None:
-            close()
+    progress("npu      no Ascend device: static audit against the torch_npu registry")
+    result = audit_module(module, port.example_inputs(ported))
+    half = TorchRunner(copy.deepcopy(module), ported.input_names, ported.output_names,
+                       dtype=torch.float16)
+    smallest = min(cases, key=lambda c: sum(v.size for v in c.inputs.values()))
+    fp16 = run_parity(reference, half, [smallest], tolerance=Tolerance(max_abs=float("inf")),
+                      reference_name=port.reference_name, candidate_name=half.name)
     result["fp16"] = {"note": "the NPU may compute convolutions in float16; informational",
                       **fp16.to_dict()}
     progress(f"         {len(result.get('ops', []))} ATen ops, "
