@@ -91,24 +91,29 @@ def default_cases(inputs: Sequence[dict[str, Any]],
     return cases
 
 
-def _reference(source: Source, model: Any, input_names: list[str], output_names: list[str]):
-    """(runner over the source's own runtime, its name) for the supported formats."""
+# The runtime each convertible format is verified against (never the intermediate ONNX).
+REFERENCE_NAMES = {"onnx": "onnxruntime", "tf1-frozen": "tensorflow",
+                   "paddle-inference": "paddle-inference"}
+
+
+def _reference(source: Source, input_names: list[str], output_names: list[str]):
+    """A runner over the source's own runtime (named in REFERENCE_NAMES)."""
     fmt = source.format
     if fmt == "onnx":
         from porter.verify.runtimes.onnxruntime import OrtRunner
 
-        return OrtRunner(source.path), "onnxruntime"
+        return OrtRunner(source.path)
     if fmt == "tf1-frozen":
         from porter.verify.runtimes.child import ChildRuntime
 
         payload = {"graph": str(source.path), "layout": "none",
                    "inputs": {n: n for n in input_names}, "outputs": {n: n for n in output_names}}
         return ChildRuntime("porter.verify.runtimes.tf1:frozen", payload,
-                            name="tensorflow"), "tensorflow"
+                            name="tensorflow")
     if fmt == "paddle-inference":
         from porter.verify.runtimes.paddle import paddle_inference_runtime
 
-        return paddle_inference_runtime(source.path), "paddle-inference"
+        return paddle_inference_runtime(source.path)
     raise PorterError(f"no reference runtime for {fmt} sources")
 
 
@@ -161,10 +166,9 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
         name="generic", formats=(source.format,), graph=ported.graph,
         matches=lambda s: True, port=lambda s, **_: ported,
         cases=lambda s, p: list(cases),
-        reference=lambda s, p: _reference(s, model, names, outputs)[0],
+        reference=lambda s, p: _reference(s, names, outputs),
         example_inputs=lambda p: tuple(_torch(cases[0].inputs[n]) for n in names),
-        reference_name={"onnx": "onnxruntime", "tf1-frozen": "tensorflow",
-                        "paddle-inference": "paddle-inference"}.get(source.format, "?"),
+        reference_name=REFERENCE_NAMES[source.format],
         tolerance=Tolerance(max_abs=1e-4), description="generic ONNX conversion")
     return port, ported
 
