@@ -10,10 +10,12 @@ import torch
 from torch import nn
 
 from porter.convert.context import Context, In, Node, Op, const_attr_value
+from porter.convert.kernels import plan_kernels
 from porter.convert.module import OnnxModule, Step
 from porter.convert.naming import Namer, node_scope, snake, weight_scope
 from porter.convert.params import Params
 from porter.convert.registry import lookup
+from porter.convert.reuse import plan_reuse
 from porter.errors import FormatError, UnsupportedOpError
 
 __all__ = ["convert_onnx", "convert_subgraph", "load_model", "outer_names"]
@@ -281,6 +283,8 @@ class _Builder:
                 frees.setdefault(k, []).append(slot)
         for k, st in enumerate(steps):
             st.free = tuple(frees.get(k, ()))
+        plan_reuse(steps, keep | set(self.mod._input_slots))
+        plan_kernels(steps, keep)
 
 
 def outer_names(graph: Any) -> list[str]:

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from porter.convert.reuse import Reuse, reuse_enabled, run_in_place
+
 __all__ = ["OnnxModule", "Step"]
 
 
@@ -25,6 +27,8 @@ class Step:
     op_type: str
     free: tuple[int, ...] = ()  # slots whose last reader is this step
     template: str | None = None
+    reuse: Reuse | None = None  # in-place form for CPU inference (porter.convert.reuse)
+    kernel: Callable | None = None  # faster CPU inference kernel (porter.convert.kernels)
 
 
 class OnnxModule(nn.Module):
@@ -67,9 +71,17 @@ class OnnxModule(nn.Module):
             env[slot] = t
         for slot, v in self._literal_outputs.items():
             env[slot] = v
+        inference = record is None and reuse_enabled()
         for st in self._steps:
             vals = [env[v] if s else v for s, v in st.args]
-            res = st.fn(*vals, **st.kwargs)
+            res = None
+            if inference:
+                if st.kernel is not None:
+                    res = st.kernel(*vals)
+                elif st.reuse is not None:
+                    res = run_in_place(st, vals, env)
+            if res is None:
+                res = st.fn(*vals, **st.kwargs)
             if len(st.outs) == 1:
                 env[st.outs[0]] = res
             else:
