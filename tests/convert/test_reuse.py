@@ -123,3 +123,12 @@ def test_backward_through_converted_module_unaffected():
     module = convert_onnx(model).train()
     module(torch.randn(1, 4, 6, 6)).sum().backward()
     assert all(p.grad is not None for p in module.parameters())
+
+
+@pytest.mark.parametrize("op", ["Sub", "Mul"])
+def test_non_commutative_or_scaling_binary_into_second_operand(op):
+    k = numpy_helper.from_array(RNG.standard_normal((1, 4, 1, 1)).astype(np.float32), "k")
+    nodes = [helper.make_node("Neg", ["k"], ["nk"]),
+             helper.make_node(op, ["nk", "c"], ["y"])]  # the full-size operand comes second
+    names = _check(_graph(nodes, ["y"], [k]))
+    assert f"{op.lower()}.out" in names
