@@ -22,6 +22,9 @@ from porter.verify.parity import Case, Tolerance
 __all__ = ["generic_port", "onnx_io", "default_cases", "parse_shape"]
 
 CLASS_NAME = "Model"
+# 1e-4 absolute, widened by 1e-6 of the output's largest magnitude (about 8 float32 ulps), so
+# outputs in pixels (detector boxes) get the same relative strictness as those in [0, 1].
+GENERIC_TOLERANCE = Tolerance(max_abs=1e-4, rel_to_peak=1e-6)
 DEFAULT_SPATIAL = (64, 96)  # stand-ins for unknown spatial sizes, distinct to catch transposes
 
 
@@ -169,7 +172,7 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
         reference=lambda s, p: _reference(s, names, outputs),
         example_inputs=lambda p: tuple(_torch(cases[0].inputs[n]) for n in names),
         reference_name=REFERENCE_NAMES[source.format],
-        tolerance=Tolerance(max_abs=1e-4), description="generic ONNX conversion")
+        tolerance=GENERIC_TOLERANCE, description="generic ONNX conversion")
     return port, ported
 
 

@@ -122,9 +122,7 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
             raise PorterError(f"--tol must be positive, not {tolerance}")
         from dataclasses import replace
 
-        from porter.verify.parity import Tolerance
-
-        port = replace(port, tolerance=Tolerance(max_abs=tolerance))
+        port = replace(port, tolerance=replace(port.tolerance, max_abs=tolerance))
     progress(f"         {ported.mapping.summary()}")
 
     module = ported.module.eval()
@@ -206,9 +204,10 @@ def _verify_parity(source: Source, port: Any, ported: Any, module: torch.nn.Modu
     for line in report.lines():
         progress(f"         {line}")
     if not report.passed:
-        detail = _locate_hint(source, ported, cases[0]) if source.format == "onnx" else ""
+        detail = (_locate_hint(source, ported, cases[0], port.tolerance)
+                  if source.format == "onnx" else "")
         raise ParityError(f"parity failed: worst max|Δ| {report.worst():.3e} > "
-                          f"{port.tolerance.max_abs:g} against {port.reference_name}{detail}")
+                          f"{port.tolerance.describe()} against {port.reference_name}{detail}")
     return report
 
 
@@ -236,16 +235,17 @@ def _cross_check(path: Path, port: Any, ported: Any, module: torch.nn.Module, ca
                         candidate_name="torch-cpu")
     if not report.passed:
         raise ParityError(f"cross-check against {path} failed: worst max|Δ| "
-                          f"{report.worst():.3e} > {port.tolerance.max_abs:g}")
+                          f"{report.worst():.3e} > {port.tolerance.describe()}")
     return {"path": str(path), "sha256": sha256_file(path), **report.to_dict()}
 
 
-def _locate_hint(source: Source, ported: Any, case: Any) -> str:
+def _locate_hint(source: Source, ported: Any, case: Any, tolerance: Any) -> str:
     """On a failing ONNX verify, name the first diverging node (best effort)."""
     try:
         from porter.verify.locate import locate_divergence
 
-        found = locate_divergence(source.native, case.inputs, module=ported.module)
+        found = locate_divergence(source.native, case.inputs, module=ported.module,
+                                  tol=tolerance.max_abs, rel_to_peak=tolerance.rel_to_peak)
     except Exception:  # localisation is a hint; the parity failure is the error
         return ""
     node = found.get("node") if isinstance(found, dict) else None

@@ -46,7 +46,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also require agreement with another ONNX export of the same model "
                         "(inputs/outputs matched by position; repeatable)")
     p.add_argument("--tol", type=float, default=None, metavar="MAX_ABS",
-                   help="max |Δ| tolerance for parity (default: the graph's own, 1e-4 generic)")
+                   help="max |Δ| tolerance for parity (default: the graph's own; generic: 1e-4, "
+                        "widened by 1e-6 x each output's largest magnitude)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: out/NAME)")
     p.add_argument("--name", help="model name in the manifest and the zoo")
     p.add_argument("--publish", action="store_true",
@@ -72,6 +73,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tolerance(tol: dict) -> str:
+    from porter.verify.parity import Tolerance
+
+    return Tolerance(tol["max_abs"], tol.get("mean_abs"), tol.get("rel_to_peak", 0.0)).describe()
+
+
 def summary(result) -> str:
     """The readable end-of-run summary."""
     m = result.manifest
@@ -82,7 +89,7 @@ def summary(result) -> str:
     if parity:
         lines.append(f"  parity    vs {parity['reference']}: "
                      f"{'PASS' if parity['passed'] else 'FAIL'}, worst max|Δ| "
-                     f"{parity['worst_max_abs']:.2e} (tolerance {parity['tolerance']['max_abs']:g})")
+                     f"{parity['worst_max_abs']:.2e} (tolerance {_tolerance(parity['tolerance'])})")
         for case in parity["cases"]:
             for out, met in case["outputs"].items():
                 lines.append(f"            {case['name']:<26} {out:<16} max|Δ| "
@@ -131,7 +138,7 @@ def _mapping_line(mapping: dict) -> str:
         if v.get("dropped"):
             detail.append(f"{v['dropped']} deliberately dropped")
         if v.get("rewritten"):
-            detail.append(f"{v['rewritten']} rewritten by an intermediate exporter")
+            detail.append(f"{v['rewritten']} folded or rewritten in conversion, covered by parity")
         verb = "mapped" if done == v["total"] else "accounted"
         parts.append(f"{kind}s {v['total']}/{v['total']} {verb} ({', '.join(detail)})")
     return "; ".join(parts)

@@ -16,7 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", metavar="SRC")
     p.add_argument("--graph", default="auto", metavar="NAME|auto|generic")
     p.add_argument("--locate", action="store_true", help="localise the first divergence")
-    p.add_argument("--tol", type=float, default=1e-4, help="max |Δ| tolerance for --locate")
+    p.add_argument("--tol", type=float, default=1e-4,
+                   help="max |Δ| tolerance for --locate, widened by 1e-6 x the tensor's largest "
+                        "magnitude as in a generic verify (default 1e-4)")
     p.add_argument("--shape", dest="shapes", action="append", default=[],
                    metavar="[NAME=]1x3xHxW", help="input shape where the model leaves sizes open")
     p.add_argument("--json", action="store_true")
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 def _locate(args: argparse.Namespace) -> int:
     import porter
     from porter.errors import PorterError
-    from porter.generic import default_cases, onnx_io, parse_shape
+    from porter.generic import GENERIC_TOLERANCE, default_cases, onnx_io, parse_shape
     from porter.verify.locate import locate_divergence
 
     source = porter.open(args.src)
@@ -49,11 +51,13 @@ def _locate(args: argparse.Namespace) -> int:
         raise PorterError("--locate works on ONNX sources")
     inputs, _ = onnx_io(source.native)
     case = default_cases(inputs, dict(parse_shape(s) for s in args.shapes))[0]
-    found = locate_divergence(source.native, case.inputs, tol=args.tol)
+    rel = GENERIC_TOLERANCE.rel_to_peak
+    found = locate_divergence(source.native, case.inputs, tol=args.tol, rel_to_peak=rel)
     if args.json:
         emit_json(found)
     elif not found.get("diverged"):
-        print(f"no divergence beyond max|Δ| {args.tol:g}: {found.get('checked')} node outputs "
+        print(f"no divergence beyond max|Δ| {args.tol:g} + {rel:g} x max|ref|: "
+              f"{found.get('checked')} node outputs "
               f"checked on input {case.name}")
     else:
         m = found.get("metrics") or {}

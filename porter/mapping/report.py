@@ -84,7 +84,7 @@ class MappingReport:
         if c["dropped"]:
             parts.append(f"{c['dropped']} dropped")
         if c["rewritten"]:
-            parts.append(f"{c['rewritten']} rewritten by an intermediate exporter")
+            parts.append(f"{c['rewritten']} folded or rewritten in conversion, covered by parity")
         if c["filled"]:
             parts.append(f"{c['filled']} target slots filled by rule")
         line = (f"{c['accounted']}/{c['source_tensors']} source tensors accounted for "

@@ -37,15 +37,16 @@ def _with_all_outputs(model: Any) -> Any:
 
 
 def locate_divergence(onnx_model: Any, inputs: dict[str, np.ndarray], module: Any = None,
-                      tol: float = 1e-4) -> dict[str, Any]:
+                      tol: float = 1e-4, rel_to_peak: float = 0.0) -> dict[str, Any]:
     """Report the first node (topological order) whose output diverges beyond ``tol``.
 
     ``onnx_model``: a path, ``onnx.ModelProto`` or porter Source; ``inputs``: graph input name
     -> array; ``module``: the converted module (converted here when None). Returns a dict with
     ``diverged`` (bool), ``node``, ``op_type``, ``output`` (tensor name), ``module`` (the torch
     module path it maps to), ``index`` (node position), ``metrics`` (``compare_arrays``) and
-    ``checked`` (how many tensors were compared). Float tensors diverge when max |Δ| > tol,
-    others when they differ at all.
+    ``checked`` (how many tensors were compared). Float tensors diverge when max |Δ| exceeds
+    ``tol + rel_to_peak * max|ref|`` (as :class:`porter.verify.parity.Tolerance`), others when
+    they differ at all.
     """
     import onnxruntime as ort
     import torch
@@ -78,7 +79,7 @@ def locate_divergence(onnx_model: Any, inputs: dict[str, np.ndarray], module: An
                 bad, metrics = True, {"shape": list(r.shape), "candidate_shape": list(c.shape)}
             elif r.dtype.kind == "f":
                 metrics = compare_arrays(r, c)
-                bad = not metrics["max_abs"] <= tol
+                bad = not metrics["max_abs"] <= tol + rel_to_peak * metrics["ref_peak"]
             else:
                 metrics = {"shape": list(r.shape), "mismatched": int((r != c).sum())}
                 bad = metrics["mismatched"] > 0

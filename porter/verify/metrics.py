@@ -12,8 +12,10 @@ __all__ = ["compare_arrays"]
 def compare_arrays(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float | list[int]]:
     """max |Δ|, mean |Δ|, cosine similarity, max relative error and PSNR of two arrays.
 
-    Computed in float64 so the metric itself adds no error. PSNR uses the reference's peak-to-peak
-    range (at least 1e-12) as the signal peak; identical arrays give ``inf``.
+    Computed in float64 so the metric itself adds no error. PSNR uses the reference's
+    peak-to-peak range, or its largest magnitude where that is bigger (a one-element or constant
+    output has no range), as the signal peak; identical arrays give ``inf``. ``ref_peak`` is the
+    reference's largest finite magnitude.
     """
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)
@@ -21,7 +23,7 @@ def compare_arrays(reference: np.ndarray, candidate: np.ndarray) -> dict[str, fl
         raise ValueError(f"shape mismatch: reference {ref.shape} vs candidate {cand.shape}")
     if ref.size == 0:
         return {"shape": list(ref.shape), "max_abs": 0.0, "mean_abs": 0.0, "cosine": 1.0,
-                "max_rel": 0.0, "psnr": math.inf, "nonfinite": 0}
+                "max_rel": 0.0, "psnr": math.inf, "nonfinite": 0, "ref_peak": 0.0}
     diff = np.abs(ref - cand)
     finite = np.isfinite(diff)
     nonfinite = int((~finite).sum() - (~np.isfinite(ref) & (ref == cand)).sum())
@@ -32,7 +34,9 @@ def compare_arrays(reference: np.ndarray, candidate: np.ndarray) -> dict[str, fl
     cosine = 1.0 if nr == 0 and nc == 0 else float(np.dot(r[fin], c[fin]) / (nr * nc or 1.0))
     rel = diff / np.maximum(np.abs(ref), 1e-6)
     mse = float(np.mean(diff**2))
-    peak = max(float(np.ptp(ref[np.isfinite(ref)])) if np.isfinite(ref).any() else 0.0, 1e-12)
+    finite_ref = ref[np.isfinite(ref)]
+    ref_peak = float(np.abs(finite_ref).max()) if finite_ref.size else 0.0
+    peak = max(float(np.ptp(finite_ref)) if finite_ref.size else 0.0, ref_peak, 1e-12)
     if mse == 0:
         psnr = math.inf
     elif not math.isfinite(mse):
@@ -47,4 +51,5 @@ def compare_arrays(reference: np.ndarray, candidate: np.ndarray) -> dict[str, fl
         "max_rel": float(rel.max()),
         "psnr": psnr,
         "nonfinite": max(nonfinite, 0),
+        "ref_peak": ref_peak,
     }

@@ -36,15 +36,30 @@ class Case:
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Bounds an output must meet: max |Δ| always, mean |Δ| where set."""
+    """Bounds an output must meet: max |Δ| always, mean |Δ| where set.
+
+    ``rel_to_peak`` widens the max |Δ| bound by that fraction of the reference's largest
+    magnitude: float32 spacing grows with magnitude, so an output in pixels (YOLO boxes up to
+    640) cannot be held to the absolute bound of one in [0, 1] (one ulp at 640 is 6e-5).
+    """
 
     max_abs: float = 1e-4
     mean_abs: float | None = None
+    rel_to_peak: float = 0.0
+
+    def bound(self, metrics: Mapping[str, Any]) -> float:
+        """The max |Δ| allowed for an output with these metrics."""
+        return self.max_abs + self.rel_to_peak * float(metrics.get("ref_peak", 0.0))
 
     def check(self, metrics: Mapping[str, Any]) -> bool:
-        if not metrics["max_abs"] <= self.max_abs:  # NaN fails too
+        if not metrics["max_abs"] <= self.bound(metrics):  # NaN fails too
             return False
         return self.mean_abs is None or metrics["mean_abs"] <= self.mean_abs
+
+    def describe(self) -> str:
+        """``1e-4`` or ``1e-4 + 1e-6 x max|ref|``."""
+        text = f"{self.max_abs:g}"
+        return text + (f" + {self.rel_to_peak:g} x max|ref|" if self.rel_to_peak else "")
 
 
 def _finite(x: float) -> float | str:
@@ -82,7 +97,8 @@ class ParityReport:
             cases.append({**c, "outputs": outs})
         return {
             "reference": self.reference, "candidate": self.candidate, "device": self.device,
-            "tolerance": {"max_abs": self.tolerance.max_abs, "mean_abs": self.tolerance.mean_abs},
+            "tolerance": {"max_abs": self.tolerance.max_abs, "mean_abs": self.tolerance.mean_abs,
+                          "rel_to_peak": self.tolerance.rel_to_peak},
             "passed": self.passed, "worst_max_abs": _finite(self.worst("max_abs")),
             "cases": cases, "versions": self.versions, "note": self.note,
         }

@@ -21,7 +21,7 @@ def test_metrics_values():
     assert m["mean_abs"] == pytest.approx(0.1875)
     assert m["max_rel"] == pytest.approx(0.25)
     mse = (0.25 + 0.0625) / 4
-    assert m["psnr"] == pytest.approx(10 * math.log10(9.0 / mse))
+    assert m["psnr"] == pytest.approx(10 * math.log10(16.0 / mse))  # peak: max(range 3, |4|)
     expected_cos = float(np.dot(ref, cand) / (np.linalg.norm(ref) * np.linalg.norm(cand)))
     assert m["cosine"] == pytest.approx(expected_cos)
     same = compare_arrays(ref, ref)
@@ -34,6 +34,22 @@ def test_metrics_flag_nan_and_shape():
     assert compare_arrays(ref, bad)["max_abs"] == math.inf
     with pytest.raises(ValueError):
         compare_arrays(ref, np.zeros(4))
+
+
+def test_metrics_peak_and_psnr_of_a_single_value():
+    m = compare_arrays(np.array([[-40.0]]), np.array([[-40.001]]))
+    assert m["ref_peak"] == 40.0
+    assert m["psnr"] == pytest.approx(10 * math.log10(40.0**2 / 1e-6), rel=1e-6)  # not -95 dB
+
+
+def test_tolerance_widens_with_the_output_magnitude():
+    tol = Tolerance(max_abs=1e-4, rel_to_peak=1e-6)
+    pixels = compare_arrays(np.array([640.0, 3.0]), np.array([640.0 + 3e-4, 3.0]))
+    unit = compare_arrays(np.array([0.5, 1.0]), np.array([0.5 + 3e-4, 1.0]))
+    assert tol.bound(pixels) == pytest.approx(1e-4 + 6.4e-4)
+    assert tol.check(pixels) and not tol.check(unit)  # same |Δ|: fine at 640, not at 1
+    assert not Tolerance(max_abs=1e-4).check(pixels)
+    assert tol.describe() == "0.0001 + 1e-06 x max|ref|"
 
 
 def test_run_parity_passes_and_fails_on_tolerance():
