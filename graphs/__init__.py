@@ -38,6 +38,8 @@ class Ported:
     input_names: list[str]
     output_names: list[str]
     files: dict[str, str] = field(default_factory=dict)  # extra output files (generated source)
+    # extra files produced only when an output is written (generated source is checked then)
+    render_files: Callable[[], dict[str, str]] | None = None
 
 
 @dataclass

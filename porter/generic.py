@@ -145,8 +145,6 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
     """(GraphPort, Ported) for ``source`` through porter's generic ONNX converter."""
     from graphs import GraphPort, Ported
     from porter.convert import convert_onnx
-    from porter.convert.codegen import render_source
-
     model = _to_onnx(source)
     if source.format == "onnx" and any(
             t.data_location == 1 for t in model.graph.initializer):  # external data on disk
@@ -161,10 +159,9 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
     via = "ONNX" if source.format == "onnx" else f"{source.format} -> ONNX"
     report.notes.append(f"generic conversion via {via}; {len(params)} parameters/buffers in "
                         "the generated module")
-    text = render_source(module, class_name=CLASS_NAME)
-    ported = Ported(module, f"model.py:{CLASS_NAME}", {}, report, names, outputs,
-                    files={"model.py": text})
     cases = default_cases(inputs, shapes)
+    ported = Ported(module, f"model.py:{CLASS_NAME}", {}, report, names, outputs,
+                    render_files=lambda: {"model.py": checked_source(module, cases[0])})
     port = GraphPort(
         name="generic", formats=(source.format,), graph=ported.graph,
         matches=lambda s: True, port=lambda s, **_: ported,
@@ -174,6 +171,67 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
         reference_name=REFERENCE_NAMES[source.format],
         tolerance=GENERIC_TOLERANCE, description="generic ONNX conversion")
     return port, ported
+
+
+def image_input(rgb: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """An RGB image as a generic model's first input, shaped and typed like ``like``.
+
+    The model's own normalisation is unknown, so pixels are scaled to [0, 1] and resized
+    (bilinear) to the input's size, NCHW or NHWC by where the 3 channels sit. Real image
+    statistics still exercise a detector far better than uniform noise, whose outputs can
+    vanish below the tolerance.
+    """
+    from PIL import Image
+
+    if like.ndim != 4 or like.dtype.kind != "f" or 3 not in (like.shape[1], like.shape[3]):
+        raise PorterError(f"--input IMAGE needs a float image input (N,3,H,W or N,H,W,3); the "
+                          f"model's first input is {like.dtype} {'x'.join(map(str, like.shape))}")
+    nchw = like.shape[1] == 3
+    h, w = (like.shape[2], like.shape[3]) if nchw else (like.shape[1], like.shape[2])
+    img = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR), dtype=np.float32) / 255
+    x = np.ascontiguousarray(img.transpose(2, 0, 1) if nchw else img)[None]
+    return np.repeat(x, like.shape[0], axis=0).astype(like.dtype)
+
+
+def checked_source(module: Any, case: Case) -> str:
+    """The generated ``model.py`` of ``module``, after running it once against the module.
+
+    Parity vouches for the in-memory module; this vouches for the file that ships: the source
+    is executed, given the module's weights and run on ``case``, and must agree with the plan
+    (run without its CPU inference kernels, so both sides use the same torch ops).
+    """
+    import types
+
+    import torch
+
+    from porter.convert.codegen import render_source
+    from porter.verify.metrics import compare_arrays
+
+    text = render_source(module, class_name=CLASS_NAME)
+    namespace = types.ModuleType("porter_generated_model")
+    try:
+        exec(compile(text, "model.py", "exec"), namespace.__dict__)  # porter's own output
+        generated = getattr(namespace, CLASS_NAME)()
+        generated.load_state_dict(module.state_dict())
+        args = [_torch(case.inputs[n]) for n in module.input_names]
+        with torch.no_grad():
+            got = generated.eval()(*args)
+            want = module.run_with_intermediates(*args)
+    except Exception as exc:  # a generated file that cannot run must never ship
+        raise PorterError(f"generated model.py does not run ({type(exc).__name__}: {exc}); "
+                          "this is a porter bug, please report it") from exc
+    got = [got] if not isinstance(got, (tuple, list)) else list(got)
+    for name, g in zip(module.output_names, got):
+        w = want[name]
+        if isinstance(w, torch.Tensor) and w.is_floating_point():
+            m = compare_arrays(w.detach().float().numpy(), g.detach().float().numpy())
+            ok = GENERIC_TOLERANCE.check(m)
+        else:
+            ok = isinstance(g, torch.Tensor) and torch.equal(torch.as_tensor(w), g)
+        if not ok:
+            raise PorterError(f"generated model.py disagrees with the converted module on output "
+                              f"{name!r}; this is a porter bug, please report it")
+    return text
 
 
 def account_verbatim(source: Source, params: Mapping[str, Any]) -> MappingReport:

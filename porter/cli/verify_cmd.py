@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from porter.cli.convert_cmd import summary
     from porter.pipeline import convert
 
-    result = convert(args.src, graph=args.graph, verify="cpu",
+    result = convert(args.src, graph=args.graph, verify="cpu", shapes=args.shapes,
                      progress=progress_printer(not args.json))
     if args.json:
         emit_json(result.manifest["parity"])

@@ -156,8 +156,17 @@ def _literal_dict(d: dict) -> str:
     return "{" + ", ".join(f"{k!r}: ({_literal(s)}, {dt})" for k, (s, dt) in d.items()) + "}"
 
 
+def _called_names(module: OnnxModule) -> set[str]:
+    """Module-level names ``forward`` calls, which no local variable may shadow."""
+    names = {"_holder"}
+    for st in module._steps:
+        if not isinstance(st.fn, nn.Module) and _torch_name(st.fn) is None:
+            names.add(getattr(st.fn, "__name__", ""))
+    return names
+
+
 def _forward_lines(module: OnnxModule, sources: _Sources) -> tuple[list[str], list[str]]:
-    used: set[str] = set()
+    used: set[str] = _called_names(module)  # a node scoped `/transpose/…` must not hide transpose()
     names: dict[int, str] = {}
     args_sig = []
     for slot, name in zip(module._input_slots, module.input_names):

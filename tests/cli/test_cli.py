@@ -137,3 +137,71 @@ def test_console_entry_exit_codes_and_broken_pipe(tmp_path, tiny_onnx):
     piped = subprocess.run(f'"{sys.executable}" -m porter inspect "{tiny_onnx}" --limit 0 | head -c 1',
                            shell=True, capture_output=True, text=True)
     assert piped.returncode == 0 and "error" not in piped.stderr
+
+
+def _save(tmp_path, name, nodes, x_shape, inits=(), x_type=TensorProto.FLOAT):
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", x_type, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], list(inits))
+    path = tmp_path / name
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                                ir_version=9), path)
+    return path
+
+
+def test_generated_source_never_shadows_the_helpers_it_calls(tmp_path, capsys):
+    """A node scoped /transpose/ must not name a local `transpose` before transpose() runs."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from porter.zoo.load import load_output
+
+    path = _save(tmp_path, "shadow.onnx",
+                 [helper.make_node("Relu", ["x"], ["r"], name="/transpose/Relu"),
+                  helper.make_node("Transpose", ["r"], ["y"], name="/head/T", perm=[0, 2, 1])],
+                 [1, 3, 4])
+    out = tmp_path / "out"
+    assert main(["convert", str(path), "--graph", "generic", "--out", str(out), "-q"]) == 0
+    x = np.random.default_rng(0).standard_normal((1, 3, 4)).astype(np.float32)
+    got = load_output(out)(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(got, ort.InferenceSession(str(path)).run(None, {"x": x})[0])
+
+
+def test_broken_generated_source_is_never_written(tmp_path, capsys, tiny_onnx, monkeypatch):
+    import porter.convert.codegen as codegen
+
+    real = codegen.render_source
+    monkeypatch.setattr(codegen, "render_source",
+                        lambda *a, **k: real(*a, **k).replace("        return ", "        return 1 + "))
+    out = tmp_path / "out"
+    assert main(["convert", str(tiny_onnx), "--graph", "generic", "--out", str(out)]) == 2
+    assert "generated model.py disagrees with the converted module" in _error(capsys)
+    assert not out.exists()
+
+
+def test_reference_runtime_refusing_the_inputs_is_one_clear_line(tmp_path, capsys):
+    shape = numpy_helper.from_array(__import__("numpy").array([2, 6], "int64"), "s")
+    path = _save(tmp_path, "rigid.onnx", [helper.make_node("Reshape", ["x", "s"], ["y"])],
+                 [1, "C", 4], [shape])
+    assert main(["verify", str(path), "--graph", "generic"]) == 2  # C=64 by default, not 3
+    assert "onnxruntime cannot run the model on x=1x64x4" in _error(capsys)
+    assert main(["verify", str(path), "--graph", "generic", "--shape", "x=1x3x4"]) == 0
+
+
+def test_generic_input_image_and_weak_check_note(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    w = numpy_helper.from_array(np.full((1, 3, 1, 1), 1e-7, np.float32), "w")
+    path = _save(tmp_path, "faint.onnx", [helper.make_node("Conv", ["x", "w"], ["y"])],
+                 [1, 3, "H", "W"], [w])
+    assert main(["verify", str(path), "--graph", "generic", "--json"]) == 0
+    assert "weak check" in json.loads(capsys.readouterr().out)["note"]
+    img = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (20, 30, 3), np.uint8)).save(img)
+    out = tmp_path / "o"
+    assert main(["convert", str(path), "--graph", "generic", "--input", str(img),
+                 "--out", str(out), "--json"]) == 0
+    cases = json.loads((out / "manifest.json").read_text())["parity"]["cases"]
+    assert cases[-1]["name"] == "image:img.png" and cases[-1]["shapes"]["x"] == [1, 3, 64, 96]

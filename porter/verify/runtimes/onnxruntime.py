@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from porter.errors import FormatError
+from porter.errors import FormatError, PorterError
 
 __all__ = ["OrtRunner"]
 
@@ -47,5 +47,12 @@ class OrtRunner:
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {k: np.ascontiguousarray(v) for k, v in inputs.items() if k in self.input_names}
-        outs = self.session.run(self.output_names, feeds)
+        try:
+            outs = self.session.run(self.output_names, feeds)
+        except Exception as exc:  # the model rejects these inputs (shape, value, type)
+            shapes = ", ".join(f"{k}={'x'.join(map(str, v.shape))}" for k, v in feeds.items())
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PorterError(f"onnxruntime cannot run the model on {shapes}: "
+                              f"{detail.split(' : ')[-1]}; set input sizes with --shape "
+                              "NAME=DIMS") from exc
         return dict(zip(self.output_names, outs))
