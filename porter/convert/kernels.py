@@ -2,7 +2,7 @@
 
 Each kernel computes the same function as the op it stands in for (tests compare them) and may
 decline a call by returning None, in which case the plan runs the op itself. They are used only
-when :func:`porter.convert.reuse.reuse_enabled` holds (no autograd, no tracing or export), so
+when :func:`porter.convert.reuse.inference_fast_paths` holds (no autograd, tracing or export), so
 training, ``torch.export``, the NPU audit and generated source all see the plain torch op.
 """
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from porter.convert.reuse import Reuse, reuse_enabled, run_in_place
+from porter.convert.reuse import Reuse, inference_fast_paths, run_in_place
 
 __all__ = ["OnnxModule", "Step"]
 
@@ -71,7 +71,7 @@ class OnnxModule(nn.Module):
             env[slot] = t
         for slot, v in self._literal_outputs.items():
             env[slot] = v
-        inference = record is None and reuse_enabled()
+        inference = record is None and inference_fast_paths()
         for st in self._steps:
             vals = [env[v] if s else v for s, v in st.args]
             res = None

@@ -29,7 +29,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Reuse", "plan_reuse", "reuse_enabled", "run_in_place"]
+__all__ = ["Reuse", "inference_fast_paths", "plan_reuse", "run_in_place"]
+
 
 @dataclass(frozen=True)
 class Reuse:
@@ -111,9 +112,12 @@ def _probe() -> tuple[int, int] | None:
 _SOLE = _probe()
 
 
-def reuse_enabled() -> bool:
-    """Whether a forward pass may overwrite dying activations right now."""
-    return (_SOLE is not None and not torch.is_grad_enabled() and not torch.jit.is_tracing()
+def inference_fast_paths() -> bool:
+    """Whether a forward pass may take its CPU inference paths (in-place steps, kernels) now.
+
+    Not under autograd, tracing or compilation, so those always see the plain torch ops.
+    """
+    return (not torch.is_grad_enabled() and not torch.jit.is_tracing()
             and not torch.compiler.is_compiling())
 
 
@@ -138,6 +142,8 @@ def run_in_place(st: Any, vals: list, env: list) -> torch.Tensor | None:
 
     The dying slots are cleared from ``env`` first so that ``vals`` holds the only reference.
     """
+    if _SOLE is None:  # this torch cannot report storage use counts: never overwrite
+        return None
     reuse = st.reuse
     for k in reuse.positions:
         env[st.args[k][1]] = None
