@@ -53,7 +53,9 @@ def locate_divergence(onnx_model: Any, inputs: dict[str, np.ndarray], module: An
 
     from porter.convert import convert_onnx
     from porter.convert.builder import load_model
+    from porter.verify.parity import Tolerance
 
+    bound = Tolerance(max_abs=tol, rel_to_peak=rel_to_peak)
     model, _ = load_model(onnx_model)
     if module is None:
         module = convert_onnx(model)
@@ -79,7 +81,7 @@ def locate_divergence(onnx_model: Any, inputs: dict[str, np.ndarray], module: An
                 bad, metrics = True, {"shape": list(r.shape), "candidate_shape": list(c.shape)}
             elif r.dtype.kind == "f":
                 metrics = compare_arrays(r, c)
-                bad = not metrics["max_abs"] <= tol + rel_to_peak * metrics["ref_peak"]
+                bad = not bound.check(metrics)
             else:
                 metrics = {"shape": list(r.shape), "mismatched": int((r != c).sum())}
                 bad = metrics["mismatched"] > 0

@@ -13,6 +13,12 @@ from porter.errors import FormatError, PorterError
 __all__ = ["OrtRunner"]
 
 
+def _message(exc: Exception) -> str:
+    """onnxruntime's own message, first line, without its ``[ONNXRuntimeError] : 2 : …`` prefix."""
+    text = str(exc).strip()
+    return text.splitlines()[0].split(" : ")[-1] if text else type(exc).__name__
+
+
 class OrtRunner:
     """Callable runner over an ONNX model (path, bytes or ModelProto)."""
 
@@ -38,9 +44,8 @@ class OrtRunner:
                 model if isinstance(model, bytes) else str(model), so,
                 providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise FormatError(f"onnxruntime {ort.__version__} cannot load the model: "
-                              f"{detail.split(' : ')[-1]}") from exc
+                              f"{_message(exc)}") from exc
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.version = ort.__version__
@@ -51,8 +56,6 @@ class OrtRunner:
             outs = self.session.run(self.output_names, feeds)
         except Exception as exc:  # the model rejects these inputs (shape, value, type)
             shapes = ", ".join(f"{k}={'x'.join(map(str, v.shape))}" for k, v in feeds.items())
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise PorterError(f"onnxruntime cannot run the model on {shapes}: "
-                              f"{detail.split(' : ')[-1]}; set input sizes with --shape "
-                              "NAME=DIMS") from exc
+            raise PorterError(f"onnxruntime cannot run the model on {shapes}: {_message(exc)}; "
+                              "set input sizes with --shape NAME=DIMS") from exc
         return dict(zip(self.output_names, outs))
