@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(PY) -m porter convert modnet_photographic --to torch --verify npu --out $(OUT) --publish
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -n 2 -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check porter graphs tests scripts

@@ -30,6 +30,6 @@ def convert(path, **kwargs):
 
 def convert_onnx(model_or_path, **kwargs):
     """Generic ONNX graph -> torch.nn.Module, for models with no clean definition."""
-    from porter.convert import convert_onnx as _convert_onnx
+    from porter.converters import convert_onnx as _convert_onnx
 
     return _convert_onnx(model_or_path, **kwargs)

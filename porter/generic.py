@@ -132,7 +132,7 @@ def _to_onnx(source: Source) -> Any:
         from porter.importers.paddle import to_onnx
 
         return to_onnx(source)
-    from graphs import PORTS, _load
+    from porter.graphs import PORTS, _load
 
     _load()
     known = sorted({p.name for p in PORTS.values() if fmt in p.formats})
@@ -143,8 +143,8 @@ def _to_onnx(source: Source) -> Any:
 
 def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | None = None):
     """(GraphPort, Ported) for ``source`` through porter's generic ONNX converter."""
-    from graphs import GraphPort, Ported
-    from porter.convert import convert_onnx
+    from porter.graphs import GraphPort, Ported
+    from porter.converters import convert_onnx
     model = _to_onnx(source)
     if source.format == "onnx" and any(
             t.data_location == 1 for t in model.graph.initializer):  # external data on disk
@@ -204,7 +204,7 @@ def checked_source(module: Any, case: Case) -> str:
 
     import torch
 
-    from porter.convert.codegen import render_source
+    from porter.converters.codegen import render_source
     from porter.verify.metrics import compare_arrays
 
     text = render_source(module, class_name=CLASS_NAME)

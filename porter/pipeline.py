@@ -60,7 +60,7 @@ def _resolve_source(path: str | Path) -> Path:
 
 
 def _select_port(source: Source, graph: str):
-    from graphs import find_ports, get_port
+    from porter.graphs import find_ports, get_port
 
     if graph == "generic":
         return None

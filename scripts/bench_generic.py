@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
     import torch
 
-    from porter.convert import convert_onnx
+    from porter.converters import convert_onnx
     from porter.perf import keep_freed_memory
 
     torch.set_num_threads(args.threads)

@@ -25,7 +25,10 @@ DEFAULT = ROOT.parent / "shared" / "models" / "modnet_photographic_portrait_matt
 _CHILD = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
-import porter, graphs, torch
+import torch
+
+import porter
+from porter import graphs
 t1 = time.perf_counter()
 source = porter.open(sys.argv[1])
 port = graphs.get_port("modnet")
@@ -51,7 +54,7 @@ def measure_latency(model: Path, threads: int, size: int, runs: int) -> dict:
     import numpy as np
     import torch
 
-    import graphs
+    from porter import graphs
     import porter
     from porter.verify.runtimes.onnxruntime import OrtRunner
 

@@ -178,7 +178,7 @@ def build_frozen(out: str) -> dict:
 def build_pnet(out: str) -> dict:
     """A random-weight P-Net (graphs.mtcnn.pnet_tf1), two Momentum steps, MetaGraph saved."""
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from graphs.mtcnn import pnet_tf1
+    from porter.graphs.mtcnn import pnet_tf1
 
     rng = np.random.default_rng(4)
     g = tf.Graph()

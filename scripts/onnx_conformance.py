@@ -98,7 +98,7 @@ def _compare(outputs, expected, rtol: float, atol: float) -> bool:
 def run_porter(case) -> str:
     import torch
 
-    from porter.convert import convert_onnx
+    from porter.converters import convert_onnx
 
     module = convert_onnx(case.model)
     for inputs, expected in case.data_sets:

@@ -48,7 +48,7 @@ def modnet_onnx(tmp_path_factory: pytest.TempPathFactory):
 
     import torch
 
-    from graphs.modnet import MODNet
+    from porter.graphs.modnet import MODNet
 
     cache: dict[int, tuple[Path, object]] = {}
     gen = torch.Generator().manual_seed(1234)

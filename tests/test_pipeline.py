@@ -63,7 +63,7 @@ def test_generic_convert_writes_a_verified_output_that_reloads(small_onnx, tmp_p
 
 
 def test_failed_parity_writes_nothing(small_onnx, tmp_path, monkeypatch):
-    import porter.convert as conv
+    import porter.converters as conv
 
     real = conv.convert_onnx
 
@@ -99,7 +99,7 @@ def test_image_input_case_matches_onnxruntime(modnet_onnx, tmp_path):
     """--input IMAGE: a real picture, preprocessed by the graph's own preprocess()."""
     from PIL import Image
 
-    import graphs
+    from porter import graphs
     import porter
     from porter.pipeline import _image_case
 

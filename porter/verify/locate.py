@@ -2,7 +2,7 @@
 
 Every intermediate tensor of the ONNX graph is exposed as an extra graph output and computed by
 onnxruntime; the converted module records its own value for each tensor
-(:meth:`porter.convert.OnnxModule.run_with_intermediates`). Nodes are walked in topological
+(:meth:`porter.converters.OnnxModule.run_with_intermediates`). Nodes are walked in topological
 (file) order and the first whose output differs beyond ``tol`` is reported with its metrics and
 the torch module it maps to.
 """
@@ -51,8 +51,8 @@ def locate_divergence(onnx_model: Any, inputs: dict[str, np.ndarray], module: An
     import onnxruntime as ort
     import torch
 
-    from porter.convert import convert_onnx
-    from porter.convert.builder import load_model
+    from porter.converters import convert_onnx
+    from porter.converters.builder import load_model
     from porter.verify.parity import Tolerance
 
     bound = Tolerance(max_abs=tol, rel_to_peak=rel_to_peak)

@@ -70,7 +70,7 @@ def load_output(folder: str | Path, map_location: str = "cpu") -> torch.nn.Modul
     """Rebuild the module named by the manifest and load its verified weights."""
     from safetensors.torch import load_file
 
-    from graphs import import_graph
+    from porter.graphs import import_graph
     from porter.mapping.recipe import load_strict
 
     folder = Path(folder)

@@ -169,7 +169,7 @@ def test_generated_source_never_shadows_the_helpers_it_calls(tmp_path, capsys):
 
 
 def test_broken_generated_source_is_never_written(tmp_path, capsys, tiny_onnx, monkeypatch):
-    import porter.convert.codegen as codegen
+    import porter.converters.codegen as codegen
 
     real = codegen.render_source
     monkeypatch.setattr(codegen, "render_source",

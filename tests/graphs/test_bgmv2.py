@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import porter
-from graphs import bgmv2, get_port
+from porter.graphs import bgmv2, get_port
 from porter.errors import MappingError
 from porter.verify.parity import Case, run_parity
 from porter.verify.runtimes.torch_ import TorchRunner
@@ -166,7 +166,7 @@ def test_matting_base_parity(weights, port):
     source = porter.open(weights / "base.pdparams")
     assert source.format == "paddle-params" and port.matches(source)
     ported = port.port(source)
-    assert ported.graph == "graphs.bgmv2:MattingBase"
+    assert ported.graph == "porter.graphs.bgmv2:MattingBase"
     assert ported.kwargs == {"backbone": "resnet50"}
     assert ported.mapping.counts()["mapped"] == len(PADDLE_TABLE["MattingBase_resnet50"])
     report = _parity(port, source, ported, port.cases(source, ported))
@@ -183,7 +183,7 @@ def test_matting_refine_full_parity(weights, port):
     source = porter.open(weights / "refine.pdparams")
     assert port.matches(source)
     ported = port.port(source, refine_mode="full")
-    assert ported.graph == "graphs.bgmv2:MattingRefine"
+    assert ported.graph == "porter.graphs.bgmv2:MattingRefine"
     assert ported.kwargs == {"backbone": "resnet50", "refine_kernel_size": 3,
                              **bgmv2.REFINE_DEFAULTS, "refine_mode": "full"}
     assert bgmv2.REFINE_DEFAULTS == {k: FACTS["_refine_defaults"][k]

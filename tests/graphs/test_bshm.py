@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-import graphs
+from porter import graphs
 import porter
-from graphs.bshm import BSHM, BSHM_FROM_TF1, port_bshm
+from porter.graphs.bshm import BSHM, BSHM_FROM_TF1, port_bshm
 from porter.errors import MappingError
 from porter.verify.parity import run_parity
 from porter.verify.runtimes.torch_ import TorchRunner

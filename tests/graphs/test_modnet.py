@@ -1,4 +1,4 @@
-"""graphs.modnet ported from ONNX exports of itself (opsets 11 and 17), checked by onnxruntime."""
+"""porter.graphs.modnet ported from ONNX exports of itself (opsets 11 and 17), checked by onnxruntime."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-import graphs
+from porter import graphs
 import porter
-from graphs.modnet import MODNet, preprocess
+from porter.graphs.modnet import MODNet, preprocess
 from porter.verify.runtimes.onnxruntime import OrtRunner
 
 

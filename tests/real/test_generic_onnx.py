@@ -28,7 +28,7 @@ def _ort(path: Path, name: str, x: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def modnet():
-    from porter.convert import convert_onnx
+    from porter.converters import convert_onnx
 
     return convert_onnx(MODNET)
 
@@ -46,7 +46,7 @@ def test_modnet_matches_onnxruntime(modnet, hw) -> None:
 def test_ppocr_cls_constant_weights_match(tmp_path) -> None:
     import torch
 
-    from porter.convert import convert_onnx
+    from porter.converters import convert_onnx
 
     module = convert_onnx(PPOCR)
     assert all("initializer" not in n for n, _ in module.named_parameters())
@@ -58,7 +58,7 @@ def test_ppocr_cls_constant_weights_match(tmp_path) -> None:
 
 
 def test_modnet_source_export_is_short_and_matches(tmp_path) -> None:
-    from porter.convert import export_source
+    from porter.converters import export_source
 
     path = export_source(MODNET, tmp_path / "modnet")
     text = path.read_text()

@@ -37,7 +37,7 @@ def test_manifest_accounts_for_every_tensor_and_passes_checks(flagship):
         "timings_s": manifest["timings_s"]}
     assert manifest["source"]["sha256"] == \
         "07c308cf0fc7e6e8b2065a12ed7fc07e1de8febb7dc7839d7b7f15dd66584df9"
-    assert manifest["graph"] == {"class": "graphs.modnet:MODNet",
+    assert manifest["graph"] == {"class": "porter.graphs.modnet:MODNet",
                                  "kwargs": {"in_channels": 3, "hr_channels": 32},
                                  "port": "modnet"}
     inits = manifest["mapping"]["by_kind"]["initializer"]
@@ -55,7 +55,7 @@ def test_manifest_accounts_for_every_tensor_and_passes_checks(flagship):
 def test_output_reloads_by_hand_and_matches_onnxruntime_on_unseen_inputs(flagship):
     from safetensors.torch import load_file
 
-    from graphs import import_graph
+    from porter.graphs import import_graph
     from porter.verify.runtimes.onnxruntime import OrtRunner
 
     src, out, manifest = flagship
@@ -71,7 +71,7 @@ def test_output_reloads_by_hand_and_matches_onnxruntime_on_unseen_inputs(flagshi
 
 
 def test_from_zoo_after_publish(flagship, tmp_path):
-    from graphs.modnet import MODNet
+    from porter.graphs.modnet import MODNet
     from porter.zoo.publish import publish, verify_entry
 
     _, out, _ = flagship

@@ -78,7 +78,7 @@ def test_generic_path_parity_with_paddle_and_twin(inputs, paddle_out) -> None:
     assert paddle_out.shape == (4, 2)
     assert np.max(np.abs(ort_out - paddle_out)) <= 1e-5
     try:
-        from porter.convert import convert_onnx
+        from porter.converters import convert_onnx
     except ImportError:  # the generic converter is optional for this check
         convert_onnx = None
     if convert_onnx is not None:

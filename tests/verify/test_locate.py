@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from porter.convert import convert_onnx
+from porter.converters import convert_onnx
 from porter.verify.locate import locate_divergence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "convert"))

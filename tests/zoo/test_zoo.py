@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from graphs.modnet import MODNet
+from porter.graphs.modnet import MODNet
 from porter.errors import IntegrityError, ZooError
 from porter.pipeline import build_manifest, write_output
 from porter.zoo.load import load_output
@@ -16,7 +16,7 @@ from porter.zoo.publish import list_entries, publish, verify_entry
 def published(tmp_path):
     torch.manual_seed(0)
     module = MODNet().eval()
-    manifest = {"name": "tiny", "graph": {"class": "graphs.modnet:MODNet",
+    manifest = {"name": "tiny", "graph": {"class": "porter.graphs.modnet:MODNet",
                                           "kwargs": module.constructor_kwargs(), "port": "modnet"},
                 "parity": {"worst_max_abs": 1e-6}, "npu": {"device": "audit"},
                 "source": {"sha256": "0" * 64}}
@@ -30,7 +30,7 @@ def test_publish_list_verify_and_load(published):
     module, zoo, dest = published
     assert dest == zoo / "tiny" and not [p for p in zoo.iterdir() if p.name.startswith(".")]
     [entry] = list_entries(zoo)
-    assert entry["name"] == "tiny" and entry["graph"] == "graphs.modnet:MODNet"
+    assert entry["name"] == "tiny" and entry["graph"] == "porter.graphs.modnet:MODNet"
     assert verify_entry("tiny", zoo)["ok"]
     loaded = MODNet.from_zoo("tiny", zoo)
     for k, v in module.state_dict().items():
@@ -59,7 +59,7 @@ def test_unknown_entry_and_bad_names(tmp_path):
 
 
 def test_manifest_builder_records_mapping_and_versions(tmp_path):
-    from graphs import Ported
+    from porter.graphs import Ported
     from porter.mapping.report import MappingReport
     from porter.source import Source
 
@@ -67,7 +67,7 @@ def test_manifest_builder_records_mapping_and_versions(tmp_path):
     src_file.write_bytes(b"abc")
     source = Source(src_file, "onnx", {}, meta={"opset": 11})
     rep = MappingReport("structure")
-    ported = Ported(torch.nn.Identity(), "graphs.modnet:MODNet", {}, rep, ["x"], ["y"])
+    ported = Ported(torch.nn.Identity(), "porter.graphs.modnet:MODNet", {}, rep, ["x"], ["y"])
     port = type("P", (), {"name": "modnet"})()
     m = build_manifest(source, port, ported, ported.module, [], None, None, name="n")
     assert m["source"]["sha256"] == \
