@@ -143,8 +143,8 @@ def _to_onnx(source: Source) -> Any:
 
 def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | None = None):
     """(GraphPort, Ported) for ``source`` through porter's generic ONNX converter."""
-    from porter.graphs import GraphPort, Ported
     from porter.converters import convert_onnx
+    from porter.graphs import GraphPort, Ported
     model = _to_onnx(source)
     if source.format == "onnx" and any(
             t.data_location == 1 for t in model.graph.initializer):  # external data on disk

@@ -54,8 +54,8 @@ def measure_latency(model: Path, threads: int, size: int, runs: int) -> dict:
     import numpy as np
     import torch
 
-    from porter import graphs
     import porter
+    from porter import graphs
     from porter.verify.runtimes.onnxruntime import OrtRunner
 
     torch.set_num_threads(threads)

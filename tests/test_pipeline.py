@@ -99,8 +99,8 @@ def test_image_input_case_matches_onnxruntime(modnet_onnx, tmp_path):
     """--input IMAGE: a real picture, preprocessed by the graph's own preprocess()."""
     from PIL import Image
 
-    from porter import graphs
     import porter
+    from porter import graphs
     from porter.pipeline import _image_case
 
     path, _ = modnet_onnx(11)

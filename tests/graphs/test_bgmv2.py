@@ -19,8 +19,8 @@ import pytest
 import torch
 
 import porter
-from porter.graphs import bgmv2, get_port
 from porter.errors import MappingError
+from porter.graphs import bgmv2, get_port
 from porter.verify.parity import Case, run_parity
 from porter.verify.runtimes.torch_ import TorchRunner
 

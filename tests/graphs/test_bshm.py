@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from porter import graphs
 import porter
-from porter.graphs.bshm import BSHM, BSHM_FROM_TF1, port_bshm
+from porter import graphs
 from porter.errors import MappingError
+from porter.graphs.bshm import BSHM, BSHM_FROM_TF1, port_bshm
 from porter.verify.parity import run_parity
 from porter.verify.runtimes.torch_ import TorchRunner
 

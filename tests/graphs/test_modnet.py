@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from porter import graphs
 import porter
+from porter import graphs
 from porter.graphs.modnet import MODNet, preprocess
 from porter.verify.runtimes.onnxruntime import OrtRunner
 

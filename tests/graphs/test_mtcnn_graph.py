@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import porter
+from porter.errors import MappingError
 from porter.graphs import find_ports, get_port
 from porter.graphs.mtcnn import PNET_OUTPUTS, PNet
-from porter.errors import MappingError
 from porter.verify.parity import random_cases, run_parity
 from porter.verify.runtimes.torch_ import TorchRunner
 

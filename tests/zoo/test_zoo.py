@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from porter.graphs.modnet import MODNet
 from porter.errors import IntegrityError, ZooError
+from porter.graphs.modnet import MODNet
 from porter.pipeline import build_manifest, write_output
 from porter.zoo.load import load_output
 from porter.zoo.publish import list_entries, publish, verify_entry
