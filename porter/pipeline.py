@@ -82,19 +82,21 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
             target: str | None = None, images: Sequence[str | Path] = (),
             zoo: str | Path | None = None, shapes: Sequence[str] = (),
             cross_check: Sequence[str | Path] = (), tolerance: float | None = None,
-            progress: Progress = _quiet) -> ConvertResult:
+            options: dict[str, Any] | None = None, progress: Progress = _quiet) -> ConvertResult:
     """Convert ``path`` to a verified torch module and write ``out`` (and the zoo on publish).
 
     ``verify``: "cpu" (parity against the source runtime), "npu" (that, plus NPU-safe
     substitutes and the NPU audit or a real NPU run), "none". ``target="npu"`` applies the
     substitutes without verifying. ``images`` adds real pictures to the parity cases.
     ``cross_check`` names other ONNX exports of the same model (matched to the module's inputs
-    and outputs by position) that the module must also agree with.
+    and outputs by position) that the module must also agree with. ``to`` names an output kind
+    in ``porter.targets`` (which writes and verifies the output); ``options`` go to it.
     """
     if verify not in VERIFY_CHOICES:
         raise PorterError(f"--verify must be one of {', '.join(VERIFY_CHOICES)}, not {verify!r}")
-    if to not in ("torch", "torch-source"):
-        raise PorterError(f"--to must be torch or torch-source, not {to!r}")
+    from porter.targets import get_target
+
+    kind = get_target(to, target)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     src_path = _resolve_source(path)
@@ -107,7 +109,7 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     timings["import"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    port = None if to == "torch-source" else _select_port(source, graph)
+    port = _select_port(source, kind.graph or graph)
     if port is not None:
         progress(f"map      {source.format} -> {port.graph} (port {port.name})")
         ported = port.port(source)
@@ -135,6 +137,7 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
 
     parity = audit = None
     checks: list[dict[str, Any]] = []
+    cases: list = []
     if verify != "none":
         t = time.perf_counter()
         cases = port.cases(source, ported)
@@ -158,11 +161,16 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
                               name=name or _default_name(source, port))
     if checks:
         manifest["cross_checks"] = checks
+    from porter.targets import Job
+
+    job = Job(module, manifest, list(ported.input_names), list(ported.output_names), cases,
+              ported_files(ported), dict(options or {}), progress, source, port, ported)
+    writer = kind.prepare(job)  # builds and verifies the output; nothing is written yet
     result = ConvertResult(None, manifest, module, timings)
     if out is not None or publish:
         t = time.perf_counter()
         out_dir = Path(out) if out is not None else Path("out") / manifest["name"]
-        write_output(out_dir, module, manifest, extra_files=ported_files(ported))
+        _write_staged(out_dir, writer, manifest)
         result.out = out_dir
         progress(f"write    {out_dir}")
         if publish:
@@ -368,21 +376,37 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _write_staged(out: Path, writer: Callable[[Path], dict[str, Any]],
+                  manifest: dict[str, Any]) -> None:
+    """Let a target's writer fill a staged folder, add its manifest entries, rename into place."""
+    from porter.zoo.atomic import staged_folder
+
+    with staged_folder(Path(out)) as stage:
+        manifest.update(writer(stage))
+        _write_json_atomic(stage / "manifest.json", manifest)
+
+
+def write_weights(stage: Path, module: torch.nn.Module, manifest: dict[str, Any],
+                  extra_files: dict[str, str] | None = None) -> dict[str, Any]:
+    """Write model.safetensors (+ extra files) into ``stage``; returns the manifest's weights entry."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    weights = stage / "model.safetensors"
+    save_file(state, str(weights), metadata={"porter_graph": manifest["graph"]["class"]})
+    for rel, text in (extra_files or {}).items():
+        (stage / rel).write_text(text)
+    return {"file": weights.name, "sha256": sha256_file(weights),
+            "bytes": weights.stat().st_size, "tensors": len(state)}
+
+
 def write_output(out: Path, module: torch.nn.Module, manifest: dict[str, Any],
                  extra_files: dict[str, str] | None = None) -> Path:
     """Write model.safetensors + manifest.json (+ extra files) to ``out``, atomically."""
-    from safetensors.torch import save_file
-
-    from porter.zoo.atomic import staged_folder
-
     out = Path(out)
-    with staged_folder(out) as stage:
-        state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-        weights = stage / "model.safetensors"
-        save_file(state, str(weights), metadata={"porter_graph": manifest["graph"]["class"]})
-        for rel, text in (extra_files or {}).items():
-            (stage / rel).write_text(text)
-        manifest["weights"] = {"file": weights.name, "sha256": sha256_file(weights),
-                               "bytes": weights.stat().st_size, "tensors": len(state)}
-        _write_json_atomic(stage / "manifest.json", manifest)
+
+    def writer(stage: Path) -> dict[str, Any]:
+        return {"weights": write_weights(stage, module, manifest, extra_files)}
+
+    _write_staged(out, writer, manifest)
     return out
