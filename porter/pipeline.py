@@ -97,8 +97,20 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     from porter.targets import get_target
 
     kind = get_target(to, target)
+    options = {"target": target, **(options or {})}
+    if tolerance is not None:
+        options.setdefault("tolerance", tolerance)
+    if publish and kind.name not in ("torch", "torch-source"):
+        raise PorterError(f"--publish stores torch weights in the zoo; not available for --to {to}")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    if kind.from_module:
+        from porter.module_sources import open_module_source
+
+        msrc = open_module_source(path, shapes, zoo)
+        if msrc is not None:
+            return _convert_module(msrc, kind, out=out, name=name, options=options,
+                                   progress=progress, t0=t0)
     src_path = _resolve_source(path)
     if name is None and src_path != Path(path):  # a catalog name: keep it as the model's name
         name = str(path)
@@ -163,8 +175,10 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
         manifest["cross_checks"] = checks
     from porter.targets import Job
 
+    if not cases and kind.from_module:  # the target verifies its own output on these
+        cases = port.cases(source, ported)
     job = Job(module, manifest, list(ported.input_names), list(ported.output_names), cases,
-              ported_files(ported), dict(options or {}), progress, source, port, ported)
+              ported_files(ported), options, progress, source, port, ported)
     writer = kind.prepare(job)  # builds and verifies the output; nothing is written yet
     result = ConvertResult(None, manifest, module, timings)
     if out is not None or publish:
@@ -185,6 +199,41 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
         _write_json_atomic(result.out / "manifest.json", result.manifest)
         if result.published is not None:
             _write_json_atomic(result.published / "manifest.json", result.manifest)
+    return result
+
+
+def _convert_module(msrc: Any, kind: Any, *, out: str | Path | None, name: str | None,
+                    options: dict[str, Any], progress: Progress, t0: float) -> ConvertResult:
+    """A module source (porter output, zoo entry, HF folder) straight to the target's output."""
+    import porter
+    from porter.targets import Job
+    from porter.verify.parity import runtime_versions
+
+    progress(f"load     {msrc.source['path']} ({msrc.source['format']})")
+    manifest: dict[str, Any] = {
+        "porter": porter.__version__, "name": name or msrc.name,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": msrc.source, "graph": msrc.graph,
+        "io": {"inputs": msrc.input_names, "outputs": msrc.output_names},
+    }
+    timings = {"load": time.perf_counter() - t0}
+    t = time.perf_counter()
+    job = Job(msrc.module.eval(), manifest, msrc.input_names, msrc.output_names, msrc.cases, {},
+              options, progress)
+    writer = kind.prepare(job)
+    timings["export"] = time.perf_counter() - t
+    manifest["versions"] = runtime_versions()
+    result = ConvertResult(None, manifest, msrc.module, timings)
+    if out is not None:
+        t = time.perf_counter()
+        _write_staged(Path(out), writer, manifest)
+        result.out = Path(out)
+        progress(f"write    {out}")
+        timings["write"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    manifest["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+    if result.out is not None:
+        _write_json_atomic(result.out / "manifest.json", manifest)
     return result
 
 

@@ -59,7 +59,7 @@ class Target:
 
 
 _TARGETS: dict[str, Target] = {}
-_MODULES = ("porter.targets.torch_",)
+_MODULES = ("porter.targets.torch_", "porter.targets.onnx")
 
 
 def register_target(t: Target) -> Target:

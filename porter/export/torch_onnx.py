@@ -1,0 +1,132 @@
+"""Trace a torch module to ONNX at the lowest opset that every op needs (and that an optional
+``accept`` check, the ATC table, takes), then simplify it.
+
+Uses the TorchScript exporter (``dynamo=False``): the dynamo exporter fails inside Swin-style
+attention reshapes ("Cannot view a tensor ...") on the models this was written for. The
+exporter names each node after the module scope it came from (``/backbone/layers.0/.../Op``),
+which is how a refused node is traced back to its torch module.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from porter.errors import PorterError
+
+__all__ = ["ExportError", "Exported", "export_lowest_opset", "module_of_node", "simplify"]
+
+OPSET_FLOOR = 11
+OPSET_CEILING = 18
+_NEEDS = re.compile(r"added in (?:opset |version )?(\d+)")
+
+
+class ExportError(PorterError):
+    """torch.onnx cannot export the module at any opset tried."""
+
+
+@dataclass
+class Exported:
+    """An exported model, the opset it landed on, and why lower opsets were passed over."""
+
+    model: Any
+    opset: int
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Tupled(torch.nn.Module):
+    """Calls the module and returns its outputs as a flat tuple in ``pick``'s order."""
+
+    def __init__(self, module: torch.nn.Module, pick: Callable[[Any], tuple]) -> None:
+        super().__init__()
+        self.m = module
+        self.pick = pick
+
+    def forward(self, *args: torch.Tensor) -> tuple:
+        return self.pick(self.m(*args))
+
+
+def _export_once(module: torch.nn.Module, example: tuple, opset: int, input_names: list[str],
+                 output_names: list[str], dynamic_axes: dict | None) -> Any:
+    import onnx
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, example, buf, opset_version=opset, dynamo=False,
+                          input_names=input_names, output_names=output_names,
+                          dynamic_axes=dynamic_axes, do_constant_folding=True)
+    return onnx.load_from_string(buf.getvalue())
+
+
+def export_lowest_opset(module: torch.nn.Module, example: Sequence[torch.Tensor],
+                        input_names: list[str], output_names: list[str], *,
+                        pick: Callable[[Any], tuple], opset: int | None = None,
+                        dynamic_axes: dict | None = None,
+                        accept: Callable[[Any, int], str | None] | None = None,
+                        ceiling: int = OPSET_CEILING) -> Exported:
+    """Export at ``opset``, or at the lowest opset in [11, ceiling] that works.
+
+    A failed export that says which opset an op was "added in" jumps straight there.
+    ``accept(model, opset)`` returns a reason to try the next opset (None accepts).
+    """
+    wrapped = _Tupled(module.eval(), pick).eval()
+    tries = [opset] if opset is not None else list(range(OPSET_FLOOR, ceiling + 1))
+    attempts: list[dict[str, Any]] = []
+    v = tries[0]
+    while v <= tries[-1]:
+        try:
+            with torch.no_grad():
+                model = _export_once(wrapped, tuple(example), v, input_names, output_names,
+                                     dynamic_axes)
+        except Exception as exc:  # torch.onnx raises many kinds; the message is what matters
+            msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            attempts.append({"opset": v, "result": msg})
+            m = _NEEDS.search(str(exc))
+            nxt = int(m.group(1)) if m and int(m.group(1)) > v else v + 1
+            if opset is not None or nxt > tries[-1]:
+                raise ExportError(f"torch.onnx cannot export this module at opset "
+                                  f"{v if opset is not None else f'{tries[0]}..{tries[-1]}'}: "
+                                  f"{msg}") from exc
+            v = nxt
+            continue
+        reason = accept(model, v) if accept is not None else None
+        if reason is None or opset is not None or v == tries[-1]:
+            attempts.append({"opset": v, "result": "exported" if reason is None else reason})
+            return Exported(model, v, attempts)
+        attempts.append({"opset": v, "result": reason})
+        v += 1
+    raise ExportError("no opset tried")  # unreachable: the loop returns or raises
+
+
+def module_of_node(node_name: str, module: torch.nn.Module) -> str | None:
+    """The torch module a TorchScript-exported node came from: ``/m/a/b.0/Conv`` -> ``a.b.0``
+    (and its class), or None when the name carries no scope."""
+    parts = [p for p in node_name.split("/") if p]
+    if len(parts) < 2 or parts[0] != "m":  # "m" is _Tupled's attribute
+        return None
+    path = ".".join(parts[1:-1])
+    mods = dict(module.named_modules())
+    while path and path not in mods:
+        path = path.rpartition(".")[0]
+    target = mods.get(path, module)
+    return f"{path or '(root)'} ({type(target).__name__})"
+
+
+def simplify(model: Any) -> tuple[Any, str]:
+    """Constant folding, shape inference and dead-code removal with onnxslim (chosen over onnxsim
+    after measuring both, see BENCHMARKS.md). Returns the model and the tool's version."""
+    try:
+        import onnxslim
+    except ImportError as exc:
+        raise PorterError("--to onnx needs onnxslim (pip install 'porter[onnx]')") from exc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        slim = onnxslim.slim(model)
+    return slim, f"onnxslim {onnxslim.__version__}"
