@@ -22,7 +22,7 @@ import torch
 from porter.errors import AuditError, FormatError, ParityError, PorterError
 from porter.source import Source, sha256_file
 
-__all__ = ["convert", "ConvertResult", "write_output", "VERIFY_CHOICES"]
+__all__ = ["convert", "export_module", "ConvertResult", "write_output", "VERIFY_CHOICES"]
 
 VERIFY_CHOICES = ("cpu", "npu", "none")
 Progress = Callable[[str], None]
@@ -200,6 +200,28 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
         if result.published is not None:
             _write_json_atomic(result.published / "manifest.json", result.manifest)
     return result
+
+
+def export_module(module: torch.nn.Module, cases: list, *, input_names: Sequence[str],
+                  output_names: Sequence[str], to: str = "onnx", target: str | None = None,
+                  out: str | Path | None = None, name: str = "model",
+                  options: dict[str, Any] | None = None,
+                  progress: Progress = _quiet) -> ConvertResult:
+    """A torch module already in hand (with parity ``cases``) to an output kind that starts
+    from modules (``onnx``): the Python-API twin of ``porter convert SRC --to onnx``."""
+    from porter.module_sources import ModuleSource
+    from porter.targets import get_target
+
+    kind = get_target(to, target)
+    if not kind.from_module:
+        raise PorterError(f"--to {to} needs a source model, not a torch module")
+    msrc = ModuleSource(module, list(input_names), list(output_names), list(cases),
+                        {"path": f"<{type(module).__name__}>", "format": "torch-module"},
+                        {"class": f"{type(module).__module__}:{type(module).__qualname__}",
+                         "kwargs": {}}, name)
+    return _convert_module(msrc, kind, out=out, name=name,
+                           options={"target": target, **(options or {})}, progress=progress,
+                           t0=time.perf_counter())
 
 
 def _convert_module(msrc: Any, kind: Any, *, out: str | Path | None, name: str | None,

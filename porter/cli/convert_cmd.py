@@ -19,24 +19,35 @@ requested check passes.
 examples:
   porter convert modnet.onnx --to torch --verify npu --out out/modnet
   porter convert PNet-18 --to torch --graph mtcnn_pnet --verify cpu
-  porter convert model.onnx --to torch-source --out out/model"""
+  porter convert model.onnx --to torch-source --out out/model
+  porter convert out/modnet --to onnx --target atc --out out/modnet_atc
+  porter convert hf_mask2former/ --to onnx --target atc --shape 1x3x384x384 --out out/m2f"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert a model to a verified torch module",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", metavar="SRC")
-    p.add_argument("--to", choices=("torch", "torch-source"), default="torch",
+    p.add_argument("--to", choices=("torch", "torch-source", "onnx"), default="torch",
                    help="torch: weights for a clean graph (or generic module); torch-source: "
-                        "a generated, readable model.py plus weights (default: torch)")
+                        "a generated, readable model.py plus weights; onnx: one verified ONNX "
+                        "file (SRC may also be a porter output, a zoo entry or a Hugging Face "
+                        "folder) (default: torch)")
     p.add_argument("--graph", default="auto", metavar="NAME|auto|generic",
                    help="clean graph to port onto; auto picks one only when the structure "
                         "matches exactly, else converts generically (default: auto)")
     p.add_argument("--verify", choices=("cpu", "npu", "none"), default="cpu",
                    help="cpu: parity against the source runtime; npu: also NPU-safe substitutes "
                         "and the NPU audit (a real device when present); default: cpu")
-    p.add_argument("--target", choices=("cpu", "npu"), default=None,
-                   help="npu: apply the NPU-safe substitutes even without --verify npu")
+    p.add_argument("--target", choices=("cpu", "npu", "onnxruntime", "atc"), default=None,
+                   help="npu: apply the NPU-safe substitutes even without --verify npu; with "
+                        "--to onnx: atc (audit for Ascend ATC, write the atc command) or "
+                        "onnxruntime (default)")
+    p.add_argument("--opset", type=int, default=None,
+                   help="--to onnx: export at this opset (default: the lowest that works)")
+    p.add_argument("--dynamic", choices=("auto", "hw", "none"), default="auto",
+                   help="--to onnx: dynamic H/W; auto keeps it only where parity proves it at "
+                        "other sizes, hw requires it, none exports static (default: auto)")
     p.add_argument("--input", dest="images", action="append", default=[], metavar="IMAGE",
                    help="also verify on this image (repeatable)")
     p.add_argument("--shape", dest="shapes", action="append", default=[],
@@ -65,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     result = convert(args.src, to=args.to, graph=args.graph, verify=args.verify, out=args.out,
                      publish=args.publish, name=args.name, target=args.target,
                      images=args.images, zoo=args.zoo, shapes=args.shapes,
-                     cross_check=args.cross_check, tolerance=args.tol, progress=show)
+                     cross_check=args.cross_check, tolerance=args.tol, progress=show,
+                     options={"opset": args.opset, "dynamic": args.dynamic})
     if args.json:
         emit_json(result.manifest)
     else:
@@ -83,8 +95,17 @@ def summary(result) -> str:
     """The readable end-of-run summary."""
     m = result.manifest
     lines = [f"porter: converted {m['source']['path']}",
-             f"  graph     {m['graph']['class']} {m['graph']['kwargs']}",
-             f"  tensors   {_mapping_line(m['mapping'])}"]
+             f"  graph     {m['graph'].get('class')} {m['graph'].get('kwargs', {})}"]
+    if "mapping" in m:
+        lines.append(f"  tensors   {_mapping_line(m['mapping'])}")
+    if "onnx" in m:
+        o = m["onnx"]
+        lines.append(f"  onnx      opset {o['opset']}, {o['nodes']['exported']} -> "
+                     f"{o['nodes']['final']} nodes ({o['simplifier']}), dynamic H/W "
+                     f"{o['dynamic']['gears'] or 'no'}")
+    if "atc" in m:
+        lines.append(f"  atc       {len(m['atc']['ops'])} op types all in the ATC table; "
+                     f"{m['atc']['command']}")
     parity = m.get("parity")
     if parity:
         lines.append(f"  parity    vs {parity['reference']}: "
@@ -117,8 +138,8 @@ def summary(result) -> str:
     if m.get("substitutes"):
         lines.append(f"  substitutes {len(m['substitutes'])} NPU-safe rewrites")
     if result.out is not None:
-        lines.append(f"  output    {result.out}/model.safetensors "
-                     f"(sha256 {m['weights']['sha256'][:16]}…)")
+        w = m.get("weights") or m.get("onnx")
+        lines.append(f"  output    {result.out}/{w['file']} (sha256 {w['sha256'][:16]}…)")
     if result.published is not None:
         lines.append(f"  zoo       published as {m['name']} -> {result.published}")
     t = m.get("timings_s", {})

@@ -1,0 +1,200 @@
+"""``--to onnx --target atc``: Mask2Former (transformers, built offline), MODNet (porter's clean
+graph, random and real weights), a refused op, and the round trip back to torch."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from porter.errors import AuditError
+from porter.export.atc import load_atc_table
+from porter.pipeline import convert, export_module
+from porter.verify.parity import random_cases
+
+from pathlib import Path
+
+TABLE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "atc_onnx_ops.tsv"
+
+
+@pytest.fixture(scope="module")
+def atc_table():
+    if not TABLE.is_file():
+        pytest.skip(f"ATC operator table {TABLE} not available (../shared is missing; CI has it)")
+    return load_atc_table(str(TABLE))
+
+
+def _mask2former_folder(tmp_path, **overrides):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("scipy")
+    if overrides.get("default"):
+        cfg = transformers.Mask2FormerConfig()
+    else:
+        backbone = transformers.SwinConfig(
+            embed_dim=32, depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8], window_size=4,
+            image_size=64, out_features=["stage1", "stage2", "stage3", "stage4"])
+        cfg = transformers.Mask2FormerConfig(
+            backbone_config=backbone, hidden_dim=32, mask_feature_size=32, feature_size=32,
+            num_queries=8, encoder_layers=1, decoder_layers=2, encoder_feedforward_dim=64,
+            dim_feedforward=64, num_attention_heads=2, num_labels=5, common_stride=4)
+    torch.manual_seed(0)
+    model = transformers.Mask2FormerForUniversalSegmentation(cfg).eval()
+    folder = tmp_path / "m2f"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save_pretrained(folder)
+    return folder, model
+
+
+def _check_atc_output(out, table, *, min_cases: int):
+    m = json.loads((out / "manifest.json").read_text())
+    model = onnx.load(str(out / "model.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    assert m["onnx"]["opset"] == opset == m["atc"]["opset"]
+    # every node independently re-judged against the table, not taken from the manifest
+    outside = [(n.op_type, n.name) for n in model.graph.node if not table.accepts(n.op_type, opset)]
+    assert outside == []
+    assert m["atc"]["passed"] and m["atc"]["refused"] == []
+    assert m["atc"]["nodes"] == len(model.graph.node)
+    assert "data_type: 11" not in str(model.graph)  # no float64 anywhere
+    assert m["atc"]["float64"] == [] and m["atc"]["mixed_int32_int64"] == []
+    cmd = m["atc"]["command"]
+    assert cmd.startswith("atc --framework=5 --model=model.onnx ")
+    assert "--soc_version=" in cmd and "--precision_mode=" in cmd and "--input_shape=" in cmd
+    assert m["atc"]["caveats"]
+    parity = m["parity"]
+    assert parity["passed"] and len(parity["cases"]) >= min_cases
+    for case in parity["cases"]:
+        for name, met in case["outputs"].items():
+            assert met["max_abs"] <= 1e-6 + 1e-4 * met["ref_peak"], (case["name"], name)
+    return m, model
+
+
+def test_mask2former_small_exports_for_atc(tmp_path, atc_table):
+    folder, model = _mask2former_folder(tmp_path)
+    out = tmp_path / "m2f_atc"
+    res = convert(folder, to="onnx", target="atc", out=out, options={"dynamic": "auto"})
+    m, exported = _check_atc_output(out, atc_table, min_cases=1)
+    # opset 11/13 cannot hold scaled_dot_product_attention, 14 not grid_sampler
+    assert m["onnx"]["opset"] == 16
+    assert [a["opset"] for a in m["onnx"]["opset_attempts"]] == [11, 14, 16]
+    f64 = next(p for p in m["onnx"]["passes"] if p["pass"] == "float64-to-float32")
+    assert f64["changed"] > 0 and f64["parity_max_abs"] < 1e-4
+    ops = {n.op_type for n in exported.graph.node}
+    assert "GridSample" in ops and m["atc"]["keep_dtype"] == "atc_keep_dtype.cfg"
+    assert (out / "atc_keep_dtype.cfg").read_text().split() == \
+        [n.name for n in exported.graph.node if n.op_type == "GridSample"]
+    # Swin's window padding keeps the traced sizes: dynamic H/W would fail, so static, said so
+    assert m["onnx"]["dynamic"]["hw"] is False and "static export" in m["onnx"]["dynamic"]["note"]
+    assert all(d.HasField("dim_value") for d in exported.graph.input[0].type.tensor_type.shape.dim)
+    assert "--dynamic_image_size" not in m["atc"]["command"]
+    assert res.manifest["source"]["format"] == "transformers"
+    # the file itself against the transformers model, outside porter's parity code
+    import onnxruntime as ort
+
+    x = np.random.default_rng(7).normal(size=(1, 3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(pixel_values=torch.from_numpy(x))
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"pixel_values": x})))
+    for key in ("class_queries_logits", "masks_queries_logits"):
+        r = ref[key].numpy()
+        assert np.abs(got[key] - r).max() <= 1e-4 * np.abs(r).max()
+
+
+def test_mask2former_dynamic_hw_required_is_refused_not_faked(tmp_path, atc_table):
+    from porter.errors import ParityError
+
+    folder, _ = _mask2former_folder(tmp_path)
+    with pytest.raises(ParityError, match="fails at other sizes"):
+        convert(folder, to="onnx", target="atc", out=tmp_path / "o",
+                options={"dynamic": "hw"})
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_mask2former_default_config_exports_for_atc(tmp_path, atc_table):
+    folder, model = _mask2former_folder(tmp_path, default=True)
+    assert 68_000_000 < sum(p.numel() for p in model.parameters()) < 69_500_000
+    out = tmp_path / "m2f_atc"
+    convert(folder, to="onnx", target="atc", out=out, shapes=["1x3x224x224"],
+            options={"dynamic": "none"})
+    m, _ = _check_atc_output(out, atc_table, min_cases=1)
+    assert m["onnx"]["opset"] == 16
+
+
+def _modnet_output(tmp_path, modnet_onnx):
+    path, module = modnet_onnx(11)
+    out = tmp_path / "modnet_torch"
+    convert(path, to="torch", out=out, shapes=["input=1x3x64x64"])
+    return out, module
+
+
+def test_modnet_output_exports_with_dynamic_hw_gears_and_round_trips(tmp_path, atc_table,
+                                                                     modnet_onnx):
+    src, module = _modnet_output(tmp_path, modnet_onnx)
+    out = tmp_path / "modnet_atc"
+    convert(src, to="onnx", target="atc", out=out)
+    m, exported = _check_atc_output(out, atc_table, min_cases=3)
+    gears = m["onnx"]["dynamic"]["gears"]
+    assert m["onnx"]["dynamic"]["hw"] and len(gears) >= 3
+    dims = exported.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param != "" for d in dims] == [False, False, True, True]
+    assert '--input_shape="input:1,3,-1,-1"' in m["atc"]["command"]
+    assert "--dynamic_image_size=\"" + ";".join(f"{h},{w}" for h, w in gears) in m["atc"]["command"]
+    shapes = {tuple(c["shapes"]["input"][2:]) for c in m["parity"]["cases"]}
+    assert {tuple(g) for g in gears} <= shapes  # every declared gear proven by parity
+    # round trip: the exported file converts back to torch and matches the original module
+    back = convert(out / "model.onnx", to="torch", out=tmp_path / "back",
+                   shapes=["input=1x3x96x128"])
+    assert back.manifest["parity"]["passed"]
+    x = torch.from_numpy(np.random.default_rng(3).uniform(-1, 1, (1, 3, 96, 128))
+                         .astype(np.float32))
+    with torch.no_grad():
+        a, b = module.eval()(x), back.module(x)
+    assert float((a - b).abs().max()) < 1e-4
+
+
+def test_modnet_real_zoo_entry_exports_for_atc(tmp_path, atc_table, real_model):
+    onnx_path = real_model("modnet_photographic_portrait_matting.onnx")
+    zoo = tmp_path / "zoo"
+    convert(onnx_path, to="torch", publish=True, zoo=zoo, name="modnet_photographic",
+            out=tmp_path / "modnet")
+    out = tmp_path / "modnet_atc"
+    res = convert("modnet_photographic", to="onnx", target="atc", out=out, zoo=zoo)
+    assert res.manifest["source"]["format"] == "porter-output"
+    m, _ = _check_atc_output(out, atc_table, min_cases=3)
+    assert m["onnx"]["opset"] == 11 and m["onnx"]["dynamic"]["hw"]
+
+
+class _WithRnn(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(8, 8)
+        self.temporal = torch.nn.RNN(8, 8, batch_first=True)
+
+    def forward(self, x):
+        return self.temporal(self.proj(x))[0]
+
+
+def test_op_outside_the_table_is_refused_naming_node_and_module(tmp_path, atc_table):
+    torch.manual_seed(0)
+    cases = random_cases("x", [(1, 5, 8)])
+    out = tmp_path / "rnn"
+    with pytest.raises(AuditError) as err:
+        export_module(_WithRnn().eval(), cases, input_names=["x"], output_names=["y"],
+                      target="atc", out=out)
+    msg = str(err.value)
+    assert "RNN (opset 11) at node /m/temporal/RNN" in msg
+    assert "torch module temporal (RNN)" in msg
+    assert not out.exists() and not list(tmp_path.iterdir())  # no half output, no stage left
+    # the same module is fine for onnxruntime, and parity holds there
+    res = export_module(_WithRnn().eval(), cases, input_names=["x"], output_names=["y"],
+                        target="onnxruntime", out=out)
+    assert res.manifest["parity"]["passed"] and (out / "model.onnx").is_file()
+    assert "atc" not in res.manifest
