@@ -73,6 +73,18 @@ def _gear_sizes(first: Any, cases: list, shapes: list[tuple[int, int]]) -> list[
     return sizes or [(h + 32, w + 64), (h + 64, w + 32)]
 
 
+def _same_but_hw(case: Any, first: Any) -> bool:
+    """Same input shapes as ``first`` except possibly H and W of NCHW inputs."""
+    for k, v in first.inputs.items():
+        other = case.inputs.get(k)
+        if other is None or other.ndim != v.ndim:
+            return False
+        fixed = range(2) if v.ndim == 4 else range(v.ndim)
+        if any(other.shape[i] != v.shape[i] for i in fixed):
+            return False
+    return True
+
+
 class _Export:
     """One export attempt's state: the model, what was done to it, its parity."""
 
@@ -164,6 +176,10 @@ def _prepare(job: Job):
     if dynamic == "hw" and not has_image:
         raise PorterError("--dynamic hw needs an NCHW input")
 
+    # the export fixes batch (and every non-H/W dim) to the traced case's: parity on those
+    job.cases = [c for c in job.cases if _same_but_hw(c, job.cases[0])]
+    if not want_dynamic:
+        job.cases = [c for c in job.cases if c.shapes() == job.cases[0].shapes()]
     ex = _Export(job, flavour, table, want_dynamic)
     model = ex.run()
     cases = list(job.cases)
@@ -188,6 +204,7 @@ def _prepare(job: Job):
             dyn_note = (f"static export: with dynamic H/W the graph failed at sizes other than "
                         f"the traced one ({failed[:300]}), so H/W were fixed to the traced size")
             job.progress(f"note     {dyn_note}")
+            cases = job.cases = [c for c in cases if c.shapes() == cases[0].shapes()]
             ex = _Export(job, flavour, table, False)
             model = ex.run()
     elif has_image:

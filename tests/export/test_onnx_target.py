@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -15,8 +16,6 @@ from porter.errors import AuditError
 from porter.export.atc import load_atc_table
 from porter.pipeline import convert, export_module
 from porter.verify.parity import random_cases
-
-from pathlib import Path
 
 TABLE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "atc_onnx_ops.tsv"
 
