@@ -201,3 +201,38 @@ def test_op_outside_the_table_is_refused_naming_node_and_module(tmp_path, atc_ta
                         target="onnxruntime", out=out)
     assert res.manifest["parity"]["passed"] and (out / "model.onnx").is_file()
     assert "atc" not in res.manifest
+
+
+RNN_MODEL_PY = '''import torch
+
+
+class Model(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(8, 8)
+        self.temporal = torch.nn.RNN(8, 8, batch_first=True)
+
+    def forward(self, x):
+        return self.temporal(self.proj(x))[0]
+'''
+
+
+def test_cli_refuses_an_op_outside_the_table_without_output(tmp_path, capsys, atc_table):
+    """A porter output (generated-source layout) whose module holds an nn.RNN: ONNX RNN is not
+    in the ATC parser table, so `--target atc` exits non-zero with one line naming it."""
+    from porter.cli.main import main
+    from porter.pipeline import write_output
+
+    torch.manual_seed(0)
+    module = _WithRnn().eval()
+    manifest = {"name": "rnn", "graph": {"class": "model.py:Model", "kwargs": {}},
+                "io": {"inputs": ["x"], "outputs": ["y"]},
+                "parity": {"cases": [{"name": "1x5x8", "shapes": {"x": [1, 5, 8]}}]}}
+    src = write_output(tmp_path / "rnn", module, manifest, extra_files={"model.py": RNN_MODEL_PY})
+    out = tmp_path / "rnn_atc"
+    code = main(["convert", str(src), "--to", "onnx", "--target", "atc", "--out", str(out), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and err[0].startswith("porter: error: ATC audit: ")
+    assert "RNN (opset 11) at node /m/temporal/RNN from torch module temporal (RNN)" in err[0]
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rnn"]
