@@ -69,16 +69,18 @@ def export_lowest_opset(module: torch.nn.Module, example: Sequence[torch.Tensor]
                         input_names: list[str], output_names: list[str], *,
                         pick: Callable[[Any], tuple], opset: int | None = None,
                         dynamic_axes: dict | None = None,
-                        accept: Callable[[Any, int], str | None] | None = None,
+                        accept: Callable[[Any, int], tuple[str, bool] | None] | None = None,
                         ceiling: int = OPSET_CEILING) -> Exported:
     """Export at ``opset``, or at the lowest opset in [11, ceiling] that works.
 
     A failed export that says which opset an op was "added in" jumps straight there.
-    ``accept(model, opset)`` returns a reason to try the next opset (None accepts).
+    ``accept(model, opset)`` returns None to accept, else (reason, whether a higher opset could
+    help); when none helps, the lowest exported model is returned (the caller reports it).
     """
     wrapped = _Tupled(module.eval(), pick).eval()
     tries = [opset] if opset is not None else list(range(OPSET_FLOOR, ceiling + 1))
     attempts: list[dict[str, Any]] = []
+    first: Exported | None = None
     v = tries[0]
     while v <= tries[-1]:
         try:
@@ -96,11 +98,16 @@ def export_lowest_opset(module: torch.nn.Module, example: Sequence[torch.Tensor]
                                   f"{msg}") from exc
             v = nxt
             continue
-        reason = accept(model, v) if accept is not None else None
-        if reason is None or opset is not None or v == tries[-1]:
-            attempts.append({"opset": v, "result": "exported" if reason is None else reason})
+        verdict = accept(model, v) if accept is not None else None
+        if verdict is None:
+            attempts.append({"opset": v, "result": "exported"})
             return Exported(model, v, attempts)
+        reason, higher_helps = verdict
         attempts.append({"opset": v, "result": reason})
+        if first is None:
+            first = Exported(model, v, attempts)
+        if opset is not None or v == tries[-1] or not higher_helps:
+            return first
         v += 1
     raise ExportError("no opset tried")  # unreachable: the loop returns or raises
 

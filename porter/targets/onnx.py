@@ -92,12 +92,15 @@ class _Export:
         self.job, self.flavour, self.table, self.dynamic = job, flavour, table, dynamic
         self.passes: list[dict[str, Any]] = []
 
-    def _accept(self, model: Any, opset: int) -> str | None:
+    def _accept(self, model: Any, opset: int) -> tuple[str, bool] | None:
         if self.table is None:
             return None
         missing = sorted({n.op_type for n in model.graph.node
                           if not self.table.accepts(n.op_type, opset)})
-        return f"not in the ATC table at opset {opset}: {', '.join(missing)}" if missing else None
+        if not missing:
+            return None
+        higher = all(any(v > opset for v in self.table.opsets(op)) for op in missing)
+        return f"not in the ATC table at opset {opset}: {', '.join(missing)}", higher
 
     def parity(self, model: Any, cases: list, label: str):
         from porter.verify.parity import run_parity
