@@ -22,9 +22,11 @@ import torch
 from porter.errors import AuditError, FormatError, ParityError, PorterError
 from porter.source import Source, sha256_file
 
-__all__ = ["convert", "ConvertResult", "write_output", "VERIFY_CHOICES"]
+__all__ = ["convert", "ConvertResult", "write_output", "VERIFY_CHOICES", "DEFAULT_OUT"]
 
 VERIFY_CHOICES = ("cpu", "npu", "none")
+#: Pass as ``out`` to write to ``out/NAME`` under the current directory (the CLI's default).
+DEFAULT_OUT = "out/{name}"
 Progress = Callable[[str], None]
 
 
@@ -82,6 +84,7 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
             target: str | None = None, images: Sequence[str | Path] = (),
             zoo: str | Path | None = None, shapes: Sequence[str] = (),
             cross_check: Sequence[str | Path] = (), tolerance: float | None = None,
+            force: bool = False, report: str | Path | None = None,
             progress: Progress = _quiet) -> ConvertResult:
     """Convert ``path`` to a verified torch module and write ``out`` (and the zoo on publish).
 
@@ -89,7 +92,13 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     substitutes and the NPU audit or a real NPU run), "none". ``target="npu"`` applies the
     substitutes without verifying. ``images`` adds real pictures to the parity cases.
     ``cross_check`` names other ONNX exports of the same model (matched to the module's inputs
-    and outputs by position) that the module must also agree with.
+    and outputs by position) that the module must also agree with. ``tolerance`` replaces the
+    parity bound: max |Δ| <= tolerance for every output, nothing added.
+
+    ``out`` (``DEFAULT_OUT`` for ``out/NAME``; None writes nothing unless ``publish``) must be
+    missing, empty, or a folder porter wrote, unless ``force``. ``report`` also writes the
+    parity report (Markdown, HTML, PNGs for ``images``) to that folder. Everything that can be
+    checked before the work starts is checked first.
     """
     if verify not in VERIFY_CHOICES:
         raise PorterError(f"--verify must be one of {', '.join(VERIFY_CHOICES)}, not {verify!r}")
@@ -100,6 +109,9 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     src_path = _resolve_source(path)
     if name is None and src_path != Path(path):  # a catalog name: keep it as the model's name
         name = str(path)
+    name = name or _default_name(src_path)
+    out, report = _preflight(name, out, publish, zoo, cross_check, images, tolerance, force,
+                             report)
     progress(f"import   {src_path}")
     from porter.importers import open_source
 
@@ -118,11 +130,11 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
         port, ported = generic_port(source, dict(parse_shape(s) for s in shapes))
     timings["map"] = time.perf_counter() - t
     if tolerance is not None:
-        if not tolerance > 0:
-            raise PorterError(f"--tol must be positive, not {tolerance}")
         from dataclasses import replace
 
-        port = replace(port, tolerance=replace(port.tolerance, max_abs=tolerance))
+        from porter.verify.parity import Tolerance
+
+        port = replace(port, tolerance=Tolerance(max_abs=tolerance))
     progress(f"         {ported.mapping.summary()}")
 
     module = ported.module.eval()
@@ -135,13 +147,17 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
 
     parity = audit = None
     checks: list[dict[str, Any]] = []
+    shots: list[Any] = []
     if verify != "none":
         t = time.perf_counter()
         cases = port.cases(source, ported)
         reference = port.reference(source, ported)  # one source runtime for every check below
         try:
+            image_cases = [_image_case(p, ported, cases[0]) for p in images]
             parity = _verify_parity(source, port, ported, module, reference,
-                                    cases + [_image_case(p, ported, cases[0]) for p in images], progress)
+                                    cases + image_cases, progress)
+            if out is not None or report is not None:
+                shots = _shots(reference, module, ported, image_cases)
             checks = [_cross_check(Path(p), port, ported, module, cases, progress)
                       for p in cross_check]
             timings["verify"] = time.perf_counter() - t
@@ -155,14 +171,25 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
                 close()
 
     manifest = build_manifest(source, port, ported, module, substitutes, parity, audit,
-                              name=name or _default_name(source, port))
+                              name=name)
     if checks:
         manifest["cross_checks"] = checks
     result = ConvertResult(None, manifest, module, timings)
-    if out is not None or publish:
+    files: dict[str, str | bytes] = dict(ported_files(ported))
+    if out is not None or report is not None:
+        from porter.verify.report import render_report
+
+        files.update(render_report(manifest, shots))
+    if report is not None:
+        from porter.zoo.atomic import staged_folder
+
+        with staged_folder(report, force=force) as stage:
+            _write_files(stage, files, only=lambda rel: rel.startswith("report/"), strip="report/")
+        progress(f"report   {report}")
+    if out is not None:
         t = time.perf_counter()
-        out_dir = Path(out) if out is not None else Path("out") / manifest["name"]
-        write_output(out_dir, module, manifest, extra_files=ported_files(ported))
+        out_dir = out
+        write_output(out_dir, module, manifest, extra_files=files, force=force)
         result.out = out_dir
         progress(f"write    {out_dir}")
         if publish:
@@ -180,11 +207,65 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     return result
 
 
-def _default_name(source: Source, port: Any) -> str:
-    stem = source.path.name
+def _default_name(src_path: Path) -> str:
+    stem = src_path.resolve().name
     for suffix in (".onnx", ".pb", ".pdparams", ".pdmodel", ".meta", ".index"):
         stem = stem.removesuffix(suffix)
-    return "".join(c if c.isalnum() or c in "_-." else "_" for c in stem) or port.name
+    return "".join(c if c.isalnum() or c in "_-." else "_" for c in stem).lstrip(".") or "model"
+
+
+def _preflight(name: str, out: str | Path | None, publish: bool, zoo: str | Path | None,
+               cross_check: Sequence[str | Path], images: Sequence[str | Path],
+               tolerance: float | None, force: bool, report: str | Path | None
+               ) -> tuple[Path | None, Path | None]:
+    """Every check that needs no conversion, before any work: returns (out, report) folders."""
+    import math
+
+    from porter.zoo.atomic import check_destination
+    from porter.zoo.load import check_name
+
+    check_name(name)
+    if tolerance is not None and not (math.isfinite(tolerance) and tolerance > 0):
+        raise PorterError(f"--tol must be a positive number, not {tolerance}")
+    if out is None and publish:
+        out = DEFAULT_OUT
+    if out is not None:
+        out = Path(str(out).format(name=name) if out == DEFAULT_OUT else out)
+        check_destination(out, force=force)
+    if report is not None:
+        report = check_destination(report, force=force, what="--report")
+        if out is not None and report.resolve() == out.resolve():
+            raise PorterError("--report must differ from --out (the report is also written "
+                              "into OUT/report/)")
+    if publish:
+        from porter.zoo.publish import prepare_zoo
+
+        prepare_zoo(zoo)
+    for p in cross_check:
+        from porter.importers import open_source
+
+        twin = open_source(Path(p))
+        if twin.format != "onnx":
+            raise PorterError(f"--cross-check {p}: a {twin.format} file, not an ONNX export")
+    for p in images:
+        _read_image(p)
+    return out, report
+
+
+def _read_image(path: str | Path):
+    import numpy as np
+
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise PorterError("--input IMAGE needs Pillow (pip install pillow)") from exc
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError as exc:
+        raise FormatError(f"--input {path}: no such file") from exc
+    except (OSError, ValueError) as exc:
+        raise FormatError(f"--input {path}: not a readable image ({exc})") from exc
 
 
 def ported_files(ported: Any) -> dict[str, str]:
@@ -217,6 +298,17 @@ def _verify_parity(source: Source, port: Any, ported: Any, module: torch.nn.Modu
         raise ParityError(f"parity failed: worst max|Δ| {report.worst():.3e} > "
                           f"{port.tolerance.describe()} against {port.reference_name}{detail}")
     return report
+
+
+def _shots(reference: Any, module: torch.nn.Module, ported: Any, image_cases: list) -> list:
+    """Both runtimes' first output for each picture, for the report's PNGs."""
+    from porter.verify.report import Shot
+    from porter.verify.runtimes.torch_ import TorchRunner
+
+    runner = TorchRunner(module, ported.input_names, ported.output_names)
+    first = ported.output_names[0]
+    return [Shot(case.name, first, reference(case.inputs)[first], runner(case.inputs)[first])
+            for case in image_cases]
 
 
 def _weak_outputs(report: Any) -> list[str]:
@@ -254,7 +346,7 @@ def _cross_check(path: Path, port: Any, ported: Any, module: torch.nn.Module, ca
     if not report.passed:
         raise ParityError(f"cross-check against {path} failed: worst max|Δ| "
                           f"{report.worst():.3e} > {port.tolerance.describe()}")
-    return {"path": str(path), "sha256": sha256_file(path), **report.to_dict()}
+    return {"path": path.name, "sha256": sha256_file(path), **report.to_dict()}
 
 
 def _locate_hint(source: Source, ported: Any, case: Any, tolerance: Any) -> str:
@@ -271,18 +363,9 @@ def _locate_hint(source: Source, ported: Any, case: Any, tolerance: Any) -> str:
 
 
 def _image_case(path: str | Path, ported: Any, first: Any = None):
-    import numpy as np
-
     from porter.verify.parity import Case
 
-    try:
-        from PIL import Image
-    except ImportError as exc:
-        raise PorterError("--input IMAGE needs Pillow (pip install pillow)") from exc
-    try:
-        img = np.asarray(Image.open(path).convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise FormatError(f"{path}: not a readable image ({exc})") from exc
+    img = _read_image(path)
     if ported.graph.startswith("model.py:"):  # generic: no preprocess() to call
         from porter.generic import image_input
 
@@ -327,14 +410,35 @@ def _npu_check(port: Any, ported: Any, module: torch.nn.Module, reference: Any, 
     fp16 = run_parity(reference, half, [smallest], tolerance=Tolerance(max_abs=float("inf")),
                       reference_name=port.reference_name, candidate_name=half.name)
     result["fp16"] = {"note": "the NPU may compute convolutions in float16; informational",
-                      **fp16.to_dict()}
+                      **fp16.to_dict(), **fp16_verdict(fp16.to_dict())}
     progress(f"         {len(result.get('ops', []))} ATen ops, "
              f"{len(result.get('missing', []))} without an NPU kernel; "
-             f"fp16 max|Δ| {fp16.worst():.3e}")
+             f"fp16 {result['fp16']['verdict']}: {result['fp16']['verdict_reason']}")
     if result.get("missing"):
         raise AuditError("NPU audit: no NPU kernel for " + ", ".join(
             f"{m['op'] if isinstance(m, dict) else m}" for m in result["missing"]))
     return result
+
+
+#: What an fp16 rerun must meet to be called "fp16-safe": on outputs scaled like probabilities or
+#: normalised images, 1e-2 is about 2.5 levels of an 8-bit picture, and a cosine of 0.999 rules
+#: out a structural break that a small max |Δ| on a near-zero output would hide.
+FP16_MAX_ABS = 1e-2
+FP16_MIN_COSINE = 0.999
+
+
+def fp16_verdict(report: dict[str, Any]) -> dict[str, Any]:
+    """An explicit verdict on a float16 rerun, against the stated thresholds."""
+    worst = report.get("worst_max_abs")
+    cosines = [m.get("cosine") for c in report.get("cases", []) for m in c["outputs"].values()
+               if isinstance(m.get("cosine"), float)]
+    cos = min(cosines) if cosines else float("nan")
+    ok = isinstance(worst, float) and worst <= FP16_MAX_ABS and cos >= FP16_MIN_COSINE
+    reason = (f"worst max|Δ| {worst:.2e} {'<=' if ok else 'vs'} {FP16_MAX_ABS:g}, min cosine "
+              f"{cos:.6f} vs {FP16_MIN_COSINE}" if isinstance(worst, float) else
+              f"worst max|Δ| {worst}")
+    return {"verdict": "fp16-safe" if ok else "fp16-degraded", "verdict_reason": reason,
+            "thresholds": {"max_abs": FP16_MAX_ABS, "min_cosine": FP16_MIN_COSINE}}
 
 
 def build_manifest(source: Source, port: Any, ported: Any, module: torch.nn.Module,
@@ -344,12 +448,17 @@ def build_manifest(source: Source, port: Any, ported: Any, module: torch.nn.Modu
     import porter
     from porter.verify.parity import runtime_versions
 
+    from porter.zoo.card import catalog_card
+
+    source_digest = source.sha256()
     return {
         "porter": porter.__version__,
         "name": name,
+        "card": catalog_card(source_digest, name),
+        "preprocessing": _preprocessing(ported.graph),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": {"path": str(source.path), "sha256": source.sha256(), "format": source.format,
-                   "files": [str(p) for p in source.files()],
+        "source": {"path": source.path.name, "sha256": source_digest, "format": source.format,
+                   "files": _relative_files(source),
                    "meta": {k: v for k, v in source.meta.items() if k in
                             ("opset", "opsets", "producer", "inputs", "outputs", "ir_version")}},
         "graph": {"class": ported.graph, "kwargs": ported.kwargs, "port": port.name},
@@ -362,6 +471,46 @@ def build_manifest(source: Source, port: Any, ported: Any, module: torch.nn.Modu
     }
 
 
+def _preprocessing(graph: str) -> dict[str, Any] | None:
+    """The clean graph's preprocessing contract (its module's ``PREPROCESSING``), if any."""
+    mod = graph.partition(":")[0]
+    if mod.endswith(".py"):
+        return None
+    import importlib
+
+    try:
+        contract = getattr(importlib.import_module(mod), "PREPROCESSING", None)
+    except ImportError:
+        return None
+    return dict(contract) if contract else None
+
+
+def _relative_files(source: Source) -> list[str]:
+    """The source's files relative to the folder holding it: no machine's paths in a manifest."""
+    base = source.path.parent if source.path.is_file() else source.path
+    rel = []
+    for p in source.files():
+        p = Path(p)
+        try:
+            rel.append(p.relative_to(base).as_posix())
+        except ValueError:
+            rel.append(p.name)
+    return rel
+
+
+def _write_files(folder: Path, files: dict[str, str | bytes], only: Callable[[str], bool] =
+                 lambda rel: True, strip: str = "") -> None:
+    for rel, data in files.items():
+        if not only(rel):
+            continue
+        target = folder / rel.removeprefix(strip)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, bytes):
+            target.write_bytes(data)
+        else:
+            target.write_text(data)
+
+
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
@@ -369,20 +518,27 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 
 def write_output(out: Path, module: torch.nn.Module, manifest: dict[str, Any],
-                 extra_files: dict[str, str] | None = None) -> Path:
-    """Write model.safetensors + manifest.json (+ extra files) to ``out``, atomically."""
+                 extra_files: dict[str, str | bytes] | None = None, force: bool = False) -> Path:
+    """Write model.safetensors, manifest.json, config.json, README.md (the model card) and any
+    extra files to ``out``, atomically (see ``porter.zoo.atomic.staged_folder``)."""
     from safetensors.torch import save_file
 
     from porter.zoo.atomic import staged_folder
+    from porter.zoo.card import config_json, model_card
 
     out = Path(out)
-    with staged_folder(out) as stage:
+    with staged_folder(out, force=force) as stage:
         state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
         weights = stage / "model.safetensors"
-        save_file(state, str(weights), metadata={"porter_graph": manifest["graph"]["class"]})
-        for rel, text in (extra_files or {}).items():
-            (stage / rel).write_text(text)
+        save_file(state, str(weights), metadata={"format": "pt",
+                                                 "porter_graph": manifest["graph"]["class"]})
+        _write_files(stage, extra_files or {})
+        code = manifest["graph"]["class"].partition(":")[0]
+        if code.endswith(".py") and (stage / code).is_file():
+            manifest["graph"]["code_sha256"] = sha256_file(stage / code)
         manifest["weights"] = {"file": weights.name, "sha256": sha256_file(weights),
                                "bytes": weights.stat().st_size, "tensors": len(state)}
+        _write_json_atomic(stage / "config.json", config_json(manifest))
+        (stage / "README.md").write_text(model_card(manifest))
         _write_json_atomic(stage / "manifest.json", manifest)
     return out
