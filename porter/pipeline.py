@@ -447,7 +447,6 @@ def build_manifest(source: Source, port: Any, ported: Any, module: torch.nn.Modu
     """Everything needed to trust and reload the output, JSON-ready (weights digest added later)."""
     import porter
     from porter.verify.parity import runtime_versions
-
     from porter.zoo.card import catalog_card
 
     source_digest = source.sha256()

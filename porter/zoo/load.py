@@ -25,7 +25,8 @@ from porter.source import sha256_file
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["zoo_root", "check_name", "single_file", "entry_dir", "read_manifest", "load_output", "ZooModel", "check_weights"]
+__all__ = ["zoo_root", "check_name", "single_file", "entry_dir", "read_manifest", "load_output",
+           "ZooModel", "check_weights"]
 
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"

@@ -14,8 +14,15 @@ from typing import Any
 
 from porter.errors import IntegrityError, ZooError
 from porter.zoo.atomic import OLD_TAG, STAGE_TAG, folder_lock, staged_folder, sweep
-from porter.zoo.load import (MANIFEST, check_name, check_weights, entry_dir, read_manifest,
-                             single_file, zoo_root)
+from porter.zoo.load import (
+    MANIFEST,
+    check_name,
+    check_weights,
+    entry_dir,
+    read_manifest,
+    single_file,
+    zoo_root,
+)
 
 __all__ = ["publish", "list_entries", "verify_entry", "gc", "prepare_zoo"]
 
