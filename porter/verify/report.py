@@ -33,7 +33,7 @@ def _plane(a: np.ndarray) -> np.ndarray:
     while a.ndim > 3:
         a = a[0]
     if a.ndim == 3:
-        if a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+        if a.shape[0] in (1, 3):  # NCHW (porter's modules) unless only the last axis fits
             a = np.moveaxis(a, 0, -1)
         a = a[..., 0] if a.shape[-1] == 1 else a[..., :3]
     if a.ndim == 1:
