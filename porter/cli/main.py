@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from porter.errors import CHECK_FAILED, PorterError
 
-COMMANDS = ("convert", "inspect", "verify", "fetch", "zoo")
+COMMANDS = ("convert", "inspect", "verify", "fetch", "zoo", "completion")
 
 DESCRIPTION = """\
 porter brings third-party vision models (ONNX, TensorFlow 1.x, Paddle) onto PyTorch and Ascend
@@ -24,6 +24,9 @@ examples:
   porter fetch modnet_photographic && porter convert modnet_photographic --publish
   porter zoo list
   porter zoo verify modnet_photographic
+  eval "$(porter completion bash)"                               # shell completion
+
+exit codes: 0 ok, 1 a check failed, 2 bad input or environment, 3 a bug in porter.
 
 Errors print one line (set PORTER_DEBUG=1 for the traceback)."""
 

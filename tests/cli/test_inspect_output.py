@@ -54,3 +54,26 @@ def test_inspect_reads_an_output_and_a_zoo_entry(capsys, tmp_path, monkeypatch):
     (tmp_path / "zoo" / "many" / "model.safetensors").write_bytes(b"x")
     assert main(["inspect", "zoo:many"]) == 0
     assert "NOT OK" in capsys.readouterr().out
+
+
+def test_every_help_has_examples_and_completion_runs_in_bash(capsys, tmp_path):
+    import shutil
+    import subprocess
+
+    import pytest
+
+    from porter.cli.main import COMMANDS
+
+    for argv in ([], *([c] for c in COMMANDS), ["zoo", "list"], ["zoo", "verify"], ["zoo", "gc"]):
+        with pytest.raises(SystemExit):
+            main([*argv, "--help"])
+        assert "examples:" in capsys.readouterr().out, argv
+    assert main(["completion", "bash"]) == 0
+    script = capsys.readouterr().out
+    assert shutil.which("bash")
+    probe = script + ('COMP_WORDS=(porter zoo li); COMP_CWORD=2; _porter; echo "${COMPREPLY[@]}";'
+                      'COMP_WORDS=(porter convert x --fo); COMP_CWORD=3; _porter; '
+                      'echo "${COMPREPLY[@]}"')
+    out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["list", "--force"]

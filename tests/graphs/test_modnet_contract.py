@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from porter.graphs.modnet import MODNet, PREPROCESSING, preprocess
+from porter.graphs.modnet import PREPROCESSING, MODNet, preprocess
 
 
 def test_odd_sized_picture_follows_the_contract_and_runs():
