@@ -249,3 +249,22 @@ def test_os_errors_are_one_line_exit_2(capsys, tmp_path):
     finally:
         cli_main.build_parser = orig
     assert "No space left on device" in _error(capsys)
+
+
+def test_read_only_zoo_fails_before_any_work(capsys, tmp_path, conv_onnx):
+    from pathlib import Path
+
+    ro = tmp_path / "rozoo"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.access(ro, os.W_OK):  # running as root: a folder even root cannot write
+        ro = Path("/proc/sys")
+    try:
+        assert main(["convert", str(conv_onnx), "--publish", "--zoo", str(ro),
+                     "--out", str(tmp_path / "o")]) == 2
+    finally:
+        if ro.is_relative_to(tmp_path):
+            ro.chmod(0o755)
+    err = capsys.readouterr().err
+    assert "not writable" in err and "import   " not in err
+    assert not (tmp_path / "o").exists()

@@ -78,13 +78,16 @@ def test_wheel_installs_and_works_outside_the_checkout(tmp_path, real_model):
     assert any(n.startswith("porter/verify/npu/npu_ops_") and n.endswith(".json") for n in names)
 
     venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)])
+    # No pip of its own (ensurepip would also bring an old setuptools that shadows the one
+    # torch needs); this environment's pip installs into it with --python.
+    _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)])
     py = venv / "bin" / "python"
     site = _run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
     # Reuse the torch, onnx, onnxruntime ... of this environment instead of downloading them.
     (Path(site.stdout.strip()) / "reuse_installed.pth").write_text(
         sysconfig.get_paths()["purelib"] + "\n")
-    install = _run([str(py), "-m", "pip", "install", "--no-index", str(wheel)])
+    install = _run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-index",
+                    str(wheel)])
     assert "Deprecat" not in install.stdout + install.stderr
 
     run = tmp_path / "somewhere"
