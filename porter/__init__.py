@@ -1,34 +1,122 @@
 """porter: bring third-party vision models onto PyTorch and Ascend NPUs with weights you can trust.
 
 The public API mirrors the CLI: ``open`` a foreign model, ``convert`` it to a clean module,
-``verify`` it against its source runtime, ``publish`` it to a local zoo.
+``verify`` it against its source runtime, ``publish`` an output to the zoo, ``load`` an output or
+zoo entry back. The clean model classes live under ``porter.graphs``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+# Import the ``porter.verify`` package before the function of the same name is defined: the
+# import system sets a package's attribute on its parent only when it first loads it, so the
+# function below stays ``porter.verify`` however often ``porter.verify.*`` is imported later.
+import porter.verify as _verify_package  # noqa: F401
 from porter.errors import PorterError
 from porter.source import Source, TensorRef
 
+if TYPE_CHECKING:
+    import torch
+
+    from porter.pipeline import ConvertResult
+
 __version__ = "0.1.0"
 
-__all__ = ["open", "Source", "TensorRef", "PorterError", "convert", "convert_onnx", "__version__"]
+__all__ = ["open", "convert", "verify", "publish", "load", "convert_onnx", "Source", "TensorRef",
+           "PorterError", "__version__"]
 
 
-def open(path, format: str | None = None) -> Source:  # noqa: A001 - mirrors the builtin on purpose
-    """Open a model file or folder read-only; the format is sniffed unless ``format`` names it."""
+def open(path: str | Path, format: str | None = None) -> Source:  # noqa: A001 - mirrors the builtin
+    """Open a model file or folder read-only; the format is sniffed unless ``format`` names it.
+
+    Tensors are read lazily: ``src.tensors[name].numpy()`` loads one.
+    """
     from porter.importers import open_source
 
     return open_source(path, format)
 
 
-def convert(path, **kwargs):
-    """Run the import -> map -> substitute -> verify -> write pipeline; see porter.pipeline."""
+def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify: str = "cpu",
+            out: str | Path | None = None, publish: bool = False, name: str | None = None,
+            target: str | None = None, images: Sequence[str | Path] = (),
+            zoo: str | Path | None = None, shapes: Sequence[str] = (),
+            cross_check: Sequence[str | Path] = (), tolerance: float | None = None,
+            force: bool = False, report: str | Path | None = None,
+            progress: Callable[[str], None] | None = None) -> ConvertResult:
+    """Convert a model file (or fetched catalog name) to a verified torch module.
+
+    ``to``: "torch" (clean graph if one matches, else generic) or "torch-source" (readable
+    model.py). ``graph``: a clean graph name, "auto" or "generic". ``verify``: "cpu" (parity
+    against the source runtime), "npu" (also NPU-safe substitutes and the NPU audit) or "none".
+    ``out``: folder to write (``"out/{name}"`` for the CLI's default; None writes nothing unless
+    ``publish``); it must be missing, empty or porter's own unless ``force``. ``images`` adds real
+    pictures to parity, ``shapes`` (``"NAME=1x3xHxW"``) fixes open input sizes, ``tolerance``
+    replaces the max |Δ| bound, ``report`` also writes the report to a folder.
+
+    Returns a ``ConvertResult`` (``.module``, ``.manifest``, ``.out``, ``.published``). Raises
+    ``ParityError`` / ``AuditError`` when a check fails and other ``PorterError`` on bad input.
+    """
+    from porter.pipeline import _quiet
     from porter.pipeline import convert as _convert
 
-    return _convert(path, **kwargs)
+    return _convert(path, to=to, graph=graph, verify=verify, out=out, publish=publish, name=name,
+                    target=target, images=images, zoo=zoo, shapes=shapes,
+                    cross_check=cross_check, tolerance=tolerance, force=force, report=report,
+                    progress=progress or _quiet)
 
 
-def convert_onnx(model_or_path, **kwargs):
+def verify(path: str | Path, *, graph: str = "auto", tolerance: float | None = None,
+           shapes: Sequence[str] = (), images: Sequence[str | Path] = (),
+           npu: bool = False) -> dict[str, Any]:
+    """Check parity of ``path``'s conversion against its source runtime; writes nothing.
+
+    Returns the parity report (per case and output: max |Δ|, mean |Δ|, cosine, PSNR; the
+    tolerance; versions), with the NPU audit under ``"npu"`` when ``npu``. Raises
+    ``ParityError`` when parity fails.
+    """
+    from porter.pipeline import convert as _convert
+
+    result = _convert(path, graph=graph, verify="npu" if npu else "cpu", tolerance=tolerance,
+                      shapes=shapes, images=images)
+    report = dict(result.manifest["parity"])
+    if npu:
+        report["npu"] = result.manifest.get("npu")
+    return report
+
+
+def publish(out_dir: str | Path, name: str | None = None, *,
+            zoo: str | Path | None = None) -> Path:
+    """Copy a porter output folder into the zoo as ``name`` (default: the manifest's name).
+
+    The weights are re-hashed first; the entry appears atomically. ``zoo`` defaults to
+    ``$PORTER_ZOO``, else ``~/.cache/porter/zoo``. Returns the entry's folder.
+    """
+    from porter.zoo.load import read_manifest
+    from porter.zoo.publish import publish as _publish
+
+    name = name or read_manifest(out_dir).get("name")
+    return _publish(out_dir, name, zoo)
+
+
+def load(name_or_dir: str | Path, *, zoo: str | Path | None = None, map_location: str = "cpu",
+         trust_code: bool = False, code_sha256: str | None = None) -> torch.nn.Module:
+    """Load a porter output folder, or a zoo entry by name, as an eval-mode module.
+
+    The weights' sha256 is checked against the manifest. A generic conversion's generated
+    ``model.py`` runs only with ``trust_code=True`` or a matching ``code_sha256``.
+    """
+    from porter.zoo.atomic import is_porter_output
+    from porter.zoo.load import entry_dir, load_output
+
+    path = Path(name_or_dir)
+    folder = path if path.is_dir() and is_porter_output(path) else entry_dir(str(name_or_dir), zoo)
+    return load_output(folder, map_location, trust_code=trust_code, code_sha256=code_sha256)
+
+
+def convert_onnx(model_or_path: Any, **kwargs: Any) -> torch.nn.Module:
     """Generic ONNX graph -> torch.nn.Module, for models with no clean definition."""
     from porter.converters import convert_onnx as _convert_onnx
 

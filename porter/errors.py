@@ -12,6 +12,9 @@ __all__ = [
     "AuditError",
     "IntegrityError",
     "ZooError",
+    "OutputError",
+    "TrustError",
+    "CHECK_FAILED",
 ]
 
 
@@ -54,3 +57,15 @@ class IntegrityError(PorterError):
 
 class ZooError(PorterError):
     """A zoo or catalog entry is unknown, malformed or cannot be fetched."""
+
+
+class OutputError(PorterError):
+    """A destination porter must not write: a file in the way, a foreign folder, read-only."""
+
+
+class TrustError(PorterError):
+    """Loading would execute code the publisher did not pin (see ``trust_code``)."""
+
+
+#: Errors that mean "a check ran and failed" (exit 1), as opposed to bad input (exit 2).
+CHECK_FAILED = (ParityError, AuditError, IntegrityError)

@@ -61,6 +61,19 @@ def default_cases(inputs: Sequence[dict[str, Any]],
                   shapes: Mapping[str | None, tuple[int, ...]] | None = None) -> list[Case]:
     """Two seeded cases: batch 1 and batch 2 (where the batch is free), unknown sizes filled."""
     shapes = dict(shapes or {})
+    known = [spec["name"] for spec in inputs]
+    unknown = [n for n in shapes if n is not None and n not in known]
+    if unknown:
+        raise PorterError(f"--shape names {', '.join(map(repr, unknown))}, but the model's "
+                          f"inputs are {', '.join(map(repr, known))}")
+    for spec in inputs:
+        given = shapes.get(spec["name"]) or (shapes.get(None) if spec is inputs[0] else None)
+        if given is not None and len(given) == len(spec["dims"]):
+            clash = [f"dim {k}: {g} (model: {d})" for k, (g, d) in
+                     enumerate(zip(given, spec["dims"])) if d is not None and g != d and k > 0]
+            if clash:
+                raise PorterError(f"--shape for {spec['name']} contradicts the model's fixed "
+                                  f"sizes: {'; '.join(clash)}")
     cases = []
     for i, batch in enumerate((1, 2)):
         feeds = {}

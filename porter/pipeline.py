@@ -22,9 +22,12 @@ import torch
 from porter.errors import AuditError, FormatError, ParityError, PorterError
 from porter.source import Source, sha256_file
 
-__all__ = ["convert", "export_module", "ConvertResult", "write_output", "VERIFY_CHOICES"]
+__all__ = ["convert", "export_module", "ConvertResult", "write_output", "VERIFY_CHOICES",
+           "DEFAULT_OUT"]
 
 VERIFY_CHOICES = ("cpu", "npu", "none")
+#: Pass as ``out`` to write to ``out/NAME`` under the current directory (the CLI's default).
+DEFAULT_OUT = "out/{name}"
 Progress = Callable[[str], None]
 
 
@@ -82,6 +85,7 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
             target: str | None = None, images: Sequence[str | Path] = (),
             zoo: str | Path | None = None, shapes: Sequence[str] = (),
             cross_check: Sequence[str | Path] = (), tolerance: float | None = None,
+            force: bool = False, report: str | Path | None = None,
             options: dict[str, Any] | None = None, progress: Progress = _quiet) -> ConvertResult:
     """Convert ``path`` to a verified torch module and write ``out`` (and the zoo on publish).
 
@@ -89,8 +93,14 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     substitutes and the NPU audit or a real NPU run), "none". ``target="npu"`` applies the
     substitutes without verifying. ``images`` adds real pictures to the parity cases.
     ``cross_check`` names other ONNX exports of the same model (matched to the module's inputs
-    and outputs by position) that the module must also agree with. ``to`` names an output kind
-    in ``porter.targets`` (which writes and verifies the output); ``options`` go to it.
+    and outputs by position) that the module must also agree with. ``tolerance`` replaces the
+    parity bound: max |Δ| <= tolerance for every output, nothing added. ``to`` names an output
+    kind in ``porter.targets`` (which writes and verifies the output); ``options`` go to it.
+
+    ``out`` (``DEFAULT_OUT`` for ``out/NAME``; None writes nothing unless ``publish``) must be
+    missing, empty, or a folder porter wrote, unless ``force``. ``report`` also writes the
+    parity report (Markdown, HTML, PNGs for ``images``) to that folder. Everything that can be
+    checked before the work starts is checked first.
     """
     if verify not in VERIFY_CHOICES:
         raise PorterError(f"--verify must be one of {', '.join(VERIFY_CHOICES)}, not {verify!r}")
@@ -110,10 +120,13 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
         msrc = open_module_source(path, shapes, zoo)
         if msrc is not None:
             return _convert_module(msrc, kind, out=out, name=name, options=options,
-                                   progress=progress, t0=t0)
+                                   progress=progress, t0=t0, force=force)
     src_path = _resolve_source(path)
     if name is None and src_path != Path(path):  # a catalog name: keep it as the model's name
         name = str(path)
+    name = name or _default_name(src_path)
+    out, report = _preflight(name, out, publish, zoo, cross_check, images, tolerance, force,
+                             report)
     progress(f"import   {src_path}")
     from porter.importers import open_source
 
@@ -132,11 +145,11 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
         port, ported = generic_port(source, dict(parse_shape(s) for s in shapes))
     timings["map"] = time.perf_counter() - t
     if tolerance is not None:
-        if not tolerance > 0:
-            raise PorterError(f"--tol must be positive, not {tolerance}")
         from dataclasses import replace
 
-        port = replace(port, tolerance=replace(port.tolerance, max_abs=tolerance))
+        from porter.verify.parity import Tolerance
+
+        port = replace(port, tolerance=Tolerance(max_abs=tolerance))
     progress(f"         {ported.mapping.summary()}")
 
     module = ported.module.eval()
@@ -150,13 +163,17 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     parity = audit = None
     checks: list[dict[str, Any]] = []
     cases: list = []
+    shots: list[Any] = []
     if verify != "none":
         t = time.perf_counter()
         cases = port.cases(source, ported)
         reference = port.reference(source, ported)  # one source runtime for every check below
         try:
+            image_cases = [_image_case(p, ported, cases[0]) for p in images]
             parity = _verify_parity(source, port, ported, module, reference,
-                                    cases + [_image_case(p, ported, cases[0]) for p in images], progress)
+                                    cases + image_cases, progress)
+            if out is not None or report is not None:
+                shots = _shots(reference, module, ported, image_cases)
             checks = [_cross_check(Path(p), port, ported, module, cases, progress)
                       for p in cross_check]
             timings["verify"] = time.perf_counter() - t
@@ -170,21 +187,32 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
                 close()
 
     manifest = build_manifest(source, port, ported, module, substitutes, parity, audit,
-                              name=name or _default_name(source, port))
+                              name=name)
     if checks:
         manifest["cross_checks"] = checks
     from porter.targets import Job
 
     if not cases and kind.from_module:  # the target verifies its own output on these
         cases = port.cases(source, ported)
+    files: dict[str, str | bytes] = dict(ported_files(ported))
+    if out is not None or report is not None:
+        from porter.verify.report import render_report
+
+        files.update(render_report(manifest, shots))
     job = Job(module, manifest, list(ported.input_names), list(ported.output_names), cases,
-              ported_files(ported), options, progress, source, port, ported)
+              files, options, progress, source, port, ported)
     writer = kind.prepare(job)  # builds and verifies the output; nothing is written yet
     result = ConvertResult(None, manifest, module, timings)
-    if out is not None or publish:
+    if report is not None:
+        from porter.zoo.atomic import staged_folder
+
+        with staged_folder(report, force=force) as stage:
+            _write_files(stage, files, only=lambda rel: rel.startswith("report/"), strip="report/")
+        progress(f"report   {report}")
+    if out is not None:
         t = time.perf_counter()
-        out_dir = Path(out) if out is not None else Path("out") / manifest["name"]
-        _write_staged(out_dir, writer, manifest)
+        out_dir = out
+        _write_staged(out_dir, writer, manifest, force=force)
         result.out = out_dir
         progress(f"write    {out_dir}")
         if publish:
@@ -225,12 +253,15 @@ def export_module(module: torch.nn.Module, cases: list, *, input_names: Sequence
 
 
 def _convert_module(msrc: Any, kind: Any, *, out: str | Path | None, name: str | None,
-                    options: dict[str, Any], progress: Progress, t0: float) -> ConvertResult:
+                    options: dict[str, Any], progress: Progress, t0: float,
+                    force: bool = False) -> ConvertResult:
     """A module source (porter output, zoo entry, HF folder) straight to the target's output."""
     import porter
     from porter.targets import Job
     from porter.verify.parity import runtime_versions
 
+    if out is not None:
+        out = _checked_out(out, name or msrc.name, force)
     progress(f"load     {msrc.source['path']} ({msrc.source['format']})")
     manifest: dict[str, Any] = {
         "porter": porter.__version__, "name": name or msrc.name,
@@ -248,7 +279,7 @@ def _convert_module(msrc: Any, kind: Any, *, out: str | Path | None, name: str |
     result = ConvertResult(None, manifest, msrc.module, timings)
     if out is not None:
         t = time.perf_counter()
-        _write_staged(Path(out), writer, manifest)
+        _write_staged(Path(out), writer, manifest, force=force)
         result.out = Path(out)
         progress(f"write    {out}")
         timings["write"] = time.perf_counter() - t
@@ -259,11 +290,74 @@ def _convert_module(msrc: Any, kind: Any, *, out: str | Path | None, name: str |
     return result
 
 
-def _default_name(source: Source, port: Any) -> str:
-    stem = source.path.name
+def _default_name(src_path: Path) -> str:
+    stem = src_path.resolve().name
     for suffix in (".onnx", ".pb", ".pdparams", ".pdmodel", ".meta", ".index"):
         stem = stem.removesuffix(suffix)
-    return "".join(c if c.isalnum() or c in "_-." else "_" for c in stem) or port.name
+    return "".join(c if c.isalnum() or c in "_-." else "_" for c in stem).lstrip(".") or "model"
+
+
+def _preflight(name: str, out: str | Path | None, publish: bool, zoo: str | Path | None,
+               cross_check: Sequence[str | Path], images: Sequence[str | Path],
+               tolerance: float | None, force: bool, report: str | Path | None
+               ) -> tuple[Path | None, Path | None]:
+    """Every check that needs no conversion, before any work: returns (out, report) folders."""
+    import math
+
+    from porter.zoo.atomic import check_destination
+    from porter.zoo.load import check_name
+
+    check_name(name)
+    if tolerance is not None and not (math.isfinite(tolerance) and tolerance > 0):
+        raise PorterError(f"--tol must be a positive number, not {tolerance}")
+    if out is None and publish:
+        out = DEFAULT_OUT
+    if out is not None:
+        out = Path(str(out).format(name=name) if out == DEFAULT_OUT else out)
+        check_destination(out, force=force)
+    if report is not None:
+        report = check_destination(report, force=force, what="--report")
+        if out is not None and report.resolve() == out.resolve():
+            raise PorterError("--report must differ from --out (the report is also written "
+                              "into OUT/report/)")
+    if publish:
+        from porter.zoo.publish import prepare_zoo
+
+        prepare_zoo(zoo)
+    for p in cross_check:
+        from porter.importers import open_source
+
+        twin = open_source(Path(p))
+        if twin.format != "onnx":
+            raise PorterError(f"--cross-check {p}: a {twin.format} file, not an ONNX export")
+    for p in images:
+        _read_image(p)
+    return out, report
+
+
+def _checked_out(out: str | Path, name: str, force: bool) -> Path:
+    """``out`` with ``DEFAULT_OUT`` filled in, refused if writing there could destroy anything."""
+    from porter.zoo.atomic import check_destination
+
+    out = Path(str(out).format(name=name) if out == DEFAULT_OUT else out)
+    check_destination(out, force=force)
+    return out
+
+
+def _read_image(path: str | Path):
+    import numpy as np
+
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise PorterError("--input IMAGE needs Pillow (pip install pillow)") from exc
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError as exc:
+        raise FormatError(f"--input {path}: no such file") from exc
+    except (OSError, ValueError) as exc:
+        raise FormatError(f"--input {path}: not a readable image ({exc})") from exc
 
 
 def ported_files(ported: Any) -> dict[str, str]:
@@ -296,6 +390,17 @@ def _verify_parity(source: Source, port: Any, ported: Any, module: torch.nn.Modu
         raise ParityError(f"parity failed: worst max|Δ| {report.worst():.3e} > "
                           f"{port.tolerance.describe()} against {port.reference_name}{detail}")
     return report
+
+
+def _shots(reference: Any, module: torch.nn.Module, ported: Any, image_cases: list) -> list:
+    """Both runtimes' first output for each picture, for the report's PNGs."""
+    from porter.verify.report import Shot
+    from porter.verify.runtimes.torch_ import TorchRunner
+
+    runner = TorchRunner(module, ported.input_names, ported.output_names)
+    first = ported.output_names[0]
+    return [Shot(case.name, first, reference(case.inputs)[first], runner(case.inputs)[first])
+            for case in image_cases]
 
 
 def _weak_outputs(report: Any) -> list[str]:
@@ -333,7 +438,7 @@ def _cross_check(path: Path, port: Any, ported: Any, module: torch.nn.Module, ca
     if not report.passed:
         raise ParityError(f"cross-check against {path} failed: worst max|Δ| "
                           f"{report.worst():.3e} > {port.tolerance.describe()}")
-    return {"path": str(path), "sha256": sha256_file(path), **report.to_dict()}
+    return {"path": path.name, "sha256": sha256_file(path), **report.to_dict()}
 
 
 def _locate_hint(source: Source, ported: Any, case: Any, tolerance: Any) -> str:
@@ -350,18 +455,9 @@ def _locate_hint(source: Source, ported: Any, case: Any, tolerance: Any) -> str:
 
 
 def _image_case(path: str | Path, ported: Any, first: Any = None):
-    import numpy as np
-
     from porter.verify.parity import Case
 
-    try:
-        from PIL import Image
-    except ImportError as exc:
-        raise PorterError("--input IMAGE needs Pillow (pip install pillow)") from exc
-    try:
-        img = np.asarray(Image.open(path).convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise FormatError(f"{path}: not a readable image ({exc})") from exc
+    img = _read_image(path)
     if ported.graph.startswith("model.py:"):  # generic: no preprocess() to call
         from porter.generic import image_input
 
@@ -406,14 +502,35 @@ def _npu_check(port: Any, ported: Any, module: torch.nn.Module, reference: Any, 
     fp16 = run_parity(reference, half, [smallest], tolerance=Tolerance(max_abs=float("inf")),
                       reference_name=port.reference_name, candidate_name=half.name)
     result["fp16"] = {"note": "the NPU may compute convolutions in float16; informational",
-                      **fp16.to_dict()}
+                      **fp16.to_dict(), **fp16_verdict(fp16.to_dict())}
     progress(f"         {len(result.get('ops', []))} ATen ops, "
              f"{len(result.get('missing', []))} without an NPU kernel; "
-             f"fp16 max|Δ| {fp16.worst():.3e}")
+             f"fp16 {result['fp16']['verdict']}: {result['fp16']['verdict_reason']}")
     if result.get("missing"):
         raise AuditError("NPU audit: no NPU kernel for " + ", ".join(
             f"{m['op'] if isinstance(m, dict) else m}" for m in result["missing"]))
     return result
+
+
+#: What an fp16 rerun must meet to be called "fp16-safe": on outputs scaled like probabilities or
+#: normalised images, 1e-2 is about 2.5 levels of an 8-bit picture, and a cosine of 0.999 rules
+#: out a structural break that a small max |Δ| on a near-zero output would hide.
+FP16_MAX_ABS = 1e-2
+FP16_MIN_COSINE = 0.999
+
+
+def fp16_verdict(report: dict[str, Any]) -> dict[str, Any]:
+    """An explicit verdict on a float16 rerun, against the stated thresholds."""
+    worst = report.get("worst_max_abs")
+    cosines = [m.get("cosine") for c in report.get("cases", []) for m in c["outputs"].values()
+               if isinstance(m.get("cosine"), float)]
+    cos = min(cosines) if cosines else float("nan")
+    ok = isinstance(worst, float) and worst <= FP16_MAX_ABS and cos >= FP16_MIN_COSINE
+    reason = (f"worst max|Δ| {worst:.2e} {'<=' if ok else 'vs'} {FP16_MAX_ABS:g}, min cosine "
+              f"{cos:.6f} vs {FP16_MIN_COSINE}" if isinstance(worst, float) else
+              f"worst max|Δ| {worst}")
+    return {"verdict": "fp16-safe" if ok else "fp16-degraded", "verdict_reason": reason,
+            "thresholds": {"max_abs": FP16_MAX_ABS, "min_cosine": FP16_MIN_COSINE}}
 
 
 def build_manifest(source: Source, port: Any, ported: Any, module: torch.nn.Module,
@@ -422,13 +539,17 @@ def build_manifest(source: Source, port: Any, ported: Any, module: torch.nn.Modu
     """Everything needed to trust and reload the output, JSON-ready (weights digest added later)."""
     import porter
     from porter.verify.parity import runtime_versions
+    from porter.zoo.card import catalog_card
 
+    source_digest = source.sha256()
     return {
         "porter": porter.__version__,
         "name": name,
+        "card": catalog_card(source_digest, name),
+        "preprocessing": _preprocessing(ported.graph),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": {"path": str(source.path), "sha256": source.sha256(), "format": source.format,
-                   "files": [str(p) for p in source.files()],
+        "source": {"path": source.path.name, "sha256": source_digest, "format": source.format,
+                   "files": _relative_files(source),
                    "meta": {k: v for k, v in source.meta.items() if k in
                             ("opset", "opsets", "producer", "inputs", "outputs", "ir_version")}},
         "graph": {"class": ported.graph, "kwargs": ported.kwargs, "port": port.name},
@@ -441,6 +562,46 @@ def build_manifest(source: Source, port: Any, ported: Any, module: torch.nn.Modu
     }
 
 
+def _preprocessing(graph: str) -> dict[str, Any] | None:
+    """The clean graph's preprocessing contract (its module's ``PREPROCESSING``), if any."""
+    mod = graph.partition(":")[0]
+    if mod.endswith(".py"):
+        return None
+    import importlib
+
+    try:
+        contract = getattr(importlib.import_module(mod), "PREPROCESSING", None)
+    except ImportError:
+        return None
+    return dict(contract) if contract else None
+
+
+def _relative_files(source: Source) -> list[str]:
+    """The source's files relative to the folder holding it: no machine's paths in a manifest."""
+    base = source.path.parent if source.path.is_file() else source.path
+    rel = []
+    for p in source.files():
+        p = Path(p)
+        try:
+            rel.append(p.relative_to(base).as_posix())
+        except ValueError:
+            rel.append(p.name)
+    return rel
+
+
+def _write_files(folder: Path, files: dict[str, str | bytes], only: Callable[[str], bool] =
+                 lambda rel: True, strip: str = "") -> None:
+    for rel, data in files.items():
+        if not only(rel):
+            continue
+        target = folder / rel.removeprefix(strip)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, bytes):
+            target.write_bytes(data)
+        else:
+            target.write_text(data)
+
+
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
@@ -448,36 +609,47 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 
 def _write_staged(out: Path, writer: Callable[[Path], dict[str, Any]],
-                  manifest: dict[str, Any]) -> None:
-    """Let a target's writer fill a staged folder, add its manifest entries, rename into place."""
+                  manifest: dict[str, Any], force: bool = False) -> None:
+    """Let a target's writer fill a staged folder, add its manifest entries, rename into place.
+
+    Outputs that carry torch weights also get ``config.json`` and a ``README.md`` model card."""
     from porter.zoo.atomic import staged_folder
 
-    with staged_folder(Path(out)) as stage:
+    with staged_folder(Path(out), force=force) as stage:
         manifest.update(writer(stage))
+        if "weights" in manifest:
+            from porter.zoo.card import config_json, model_card
+
+            _write_json_atomic(stage / "config.json", config_json(manifest))
+            (stage / "README.md").write_text(model_card(manifest))
         _write_json_atomic(stage / "manifest.json", manifest)
 
 
 def write_weights(stage: Path, module: torch.nn.Module, manifest: dict[str, Any],
-                  extra_files: dict[str, str] | None = None) -> dict[str, Any]:
+                  extra_files: dict[str, str | bytes] | None = None) -> dict[str, Any]:
     """Write model.safetensors (+ extra files) into ``stage``; returns the manifest's weights entry."""
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     weights = stage / "model.safetensors"
-    save_file(state, str(weights), metadata={"porter_graph": manifest["graph"]["class"]})
-    for rel, text in (extra_files or {}).items():
-        (stage / rel).write_text(text)
+    save_file(state, str(weights), metadata={"format": "pt",
+                                             "porter_graph": manifest["graph"]["class"]})
+    _write_files(stage, extra_files or {})
+    code = manifest["graph"]["class"].partition(":")[0]
+    if code.endswith(".py") and (stage / code).is_file():
+        manifest["graph"]["code_sha256"] = sha256_file(stage / code)
     return {"file": weights.name, "sha256": sha256_file(weights),
             "bytes": weights.stat().st_size, "tensors": len(state)}
 
 
 def write_output(out: Path, module: torch.nn.Module, manifest: dict[str, Any],
-                 extra_files: dict[str, str] | None = None) -> Path:
-    """Write model.safetensors + manifest.json (+ extra files) to ``out``, atomically."""
+                 extra_files: dict[str, str | bytes] | None = None, force: bool = False) -> Path:
+    """Write model.safetensors, manifest.json, config.json, README.md (the model card) and any
+    extra files to ``out``, atomically (see ``porter.zoo.atomic.staged_folder``)."""
     out = Path(out)
 
     def writer(stage: Path) -> dict[str, Any]:
         return {"weights": write_weights(stage, module, manifest, extra_files)}
 
-    _write_staged(out, writer, manifest)
+    _write_staged(out, writer, manifest, force=force)
     return out

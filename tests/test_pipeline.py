@@ -53,7 +53,7 @@ def test_generic_convert_writes_a_verified_output_that_reloads(small_onnx, tmp_p
     assert manifest["weights"]["sha256"] and manifest["source"]["sha256"]
     assert "model.py" in {p.name for p in out.iterdir()}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
-    module = load_output(out)
+    module = load_output(out, trust_code=True)
     x = np.random.default_rng(5).uniform(-1, 1, (3, 3, 24, 40)).astype(np.float32)
     with torch.no_grad():
         got = module(torch.from_numpy(x))

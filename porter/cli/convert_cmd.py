@@ -12,16 +12,22 @@ Convert a foreign model to a verified PyTorch module.
 SRC is a model file or folder (ONNX .onnx, TF1 checkpoint prefix/.meta/.pb, Paddle .pdparams or
 inference model folder) or the name of a fetched catalog model (see `porter fetch`).
 
-The output folder holds model.safetensors and manifest.json (source digest, graph class and
-kwargs, mapping table, parity report, NPU audit, versions). Nothing is written unless every
-requested check passes.
+The output folder (default out/NAME) holds model.safetensors, manifest.json (source digest,
+graph class and kwargs, mapping table, parity report, NPU audit, versions), config.json, a model
+card README.md and report/ (parity tables, PNGs for each --input picture). Nothing is written
+unless every requested check passes; an existing folder porter did not write is never replaced
+without --force.
+
+exit codes: 0 ok, 1 a check failed (parity, NPU audit, digest), 2 bad input or environment.
 
 examples:
   porter convert modnet.onnx --to torch --verify npu --out out/modnet
+  porter convert modnet.onnx --input photo.jpg --report report/    # PNGs of both runtimes
   porter convert PNet-18 --to torch --graph mtcnn_pnet --verify cpu
   porter convert model.onnx --to torch-source --out out/model
   porter convert out/modnet --to onnx --target atc --out out/modnet_atc
-  porter convert hf_mask2former/ --to onnx --target atc --shape 1x3x384x384 --out out/m2f"""
+  porter convert hf_mask2former/ --to onnx --target atc --shape 1x3x384x384 --out out/m2f
+  porter convert modnet_photographic --publish --zoo ~/zoo"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -57,26 +63,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also require agreement with another ONNX export of the same model "
                         "(inputs/outputs matched by position; repeatable)")
     p.add_argument("--tol", type=float, default=None, metavar="MAX_ABS",
-                   help="max |Δ| tolerance for parity (default: the graph's own; generic: 1e-4, "
-                        "widened by 1e-6 x each output's largest magnitude)")
+                   help="parity passes when max |Δ| <= MAX_ABS for every output, nothing added "
+                        "(default: the graph's own; generic: 1e-4 + 1e-6 x max|ref|)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: out/NAME)")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out / --report even if it is a non-empty folder porter "
+                        "did not write (its content is lost)")
+    p.add_argument("--report", metavar="DIR",
+                   help="also write the report (report.md, report.html, PNGs) to DIR")
     p.add_argument("--name", help="model name in the manifest and the zoo")
     p.add_argument("--publish", action="store_true",
-                   help="also publish into the local zoo ($PORTER_ZOO or model_zoo/)")
+                   help="also publish into the zoo ($PORTER_ZOO, else ~/.cache/porter/zoo)")
     p.add_argument("--zoo", metavar="DIR", help="zoo folder for --publish")
-    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print the manifest as JSON on stdout (progress stays on stderr)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from porter.pipeline import convert
+    from porter.pipeline import DEFAULT_OUT, convert
 
-    show = progress_printer(not args.quiet and not args.json)
-    result = convert(args.src, to=args.to, graph=args.graph, verify=args.verify, out=args.out,
-                     publish=args.publish, name=args.name, target=args.target,
-                     images=args.images, zoo=args.zoo, shapes=args.shapes,
-                     cross_check=args.cross_check, tolerance=args.tol, progress=show,
+    show = progress_printer(not args.quiet)
+    result = convert(args.src, to=args.to, graph=args.graph, verify=args.verify,
+                     out=args.out or DEFAULT_OUT, publish=args.publish, name=args.name,
+                     target=args.target, images=args.images, zoo=args.zoo, shapes=args.shapes,
+                     cross_check=args.cross_check, tolerance=args.tol, force=args.force,
+                     report=args.report, progress=show,
                      options={"opset": args.opset, "dynamic": args.dynamic})
     if args.json:
         emit_json(result.manifest)
@@ -134,12 +147,15 @@ def summary(result) -> str:
                          f"{npu.get('registry', {}).get('source', '?')}")
             fp16 = npu.get("fp16") or {}
             if fp16:
-                lines.append(f"            fp16 rerun worst max|Δ| {fp16['worst_max_abs']:.2e}")
+                lines.append(f"            fp16 rerun: {fp16.get('verdict', '?')} "
+                             f"({fp16.get('verdict_reason', fp16.get('worst_max_abs'))})")
     if m.get("substitutes"):
         lines.append(f"  substitutes {len(m['substitutes'])} NPU-safe rewrites")
     if result.out is not None:
         w = m.get("weights") or m.get("onnx")
         lines.append(f"  output    {result.out}/{w['file']} (sha256 {w['sha256'][:16]}…)")
+        if (result.out / "report" / "report.md").is_file():
+            lines.append(f"  report    {result.out}/report/report.md")
     if result.published is not None:
         lines.append(f"  zoo       published as {m['name']} -> {result.published}")
     t = m.get("timings_s", {})

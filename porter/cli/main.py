@@ -8,9 +8,9 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from porter.errors import PorterError
+from porter.errors import CHECK_FAILED, PorterError
 
-COMMANDS = ("convert", "inspect", "verify", "fetch", "zoo")
+COMMANDS = ("convert", "inspect", "verify", "fetch", "zoo", "completion")
 
 DESCRIPTION = """\
 porter brings third-party vision models (ONNX, TensorFlow 1.x, Paddle) onto PyTorch and Ascend
@@ -24,6 +24,9 @@ examples:
   porter fetch modnet_photographic && porter convert modnet_photographic --publish
   porter zoo list
   porter zoo verify modnet_photographic
+  eval "$(porter completion bash)"                               # shell completion
+
+exit codes: 0 ok, 1 a check failed, 2 bad input or environment, 3 a bug in porter.
 
 Errors print one line (set PORTER_DEBUG=1 for the traceback)."""
 
@@ -44,19 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 1 check failed, 2 usage or input error)."""
+    """Run the CLI; returns the exit code: 0 ok, 1 a check failed, 2 bad input or environment,
+    3 a bug in porter."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)
     except PorterError as exc:
-        return _fail(exc, 1 if type(exc).__name__ in ("ParityError", "AuditError",
-                                                        "IntegrityError") else 2)
+        return _fail(exc, 1 if isinstance(exc, CHECK_FAILED) else 2)
+    except BrokenPipeError:  # output piped into `head` and the like: not an error
+        return 0
+    except OSError as exc:  # disk full, read-only folder, permissions: the environment, not a bug
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(RuntimeError(f"{where}{exc.strerror or exc}"), 2)
     except KeyboardInterrupt:
         print("porter: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # output piped into `head` and the like: not an error
-        return 0
     except Exception as exc:  # never a raw traceback for a user
         return _fail(exc, 3, prefix="internal error: ")
 

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 
 def progress_printer(enabled: bool):
-    """A progress callback writing to stderr, or a silent one."""
+    """A progress callback writing stage lines to stderr with the elapsed time, or a silent one.
+
+    Progress always goes to stderr, so ``--json`` output on stdout stays clean.
+    """
+    start = time.monotonic()
 
     def show(msg: str) -> None:
-        print(f"porter: {msg}", file=sys.stderr, flush=True)
+        print(f"porter: [{time.monotonic() - start:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
     return show if enabled else (lambda _msg: None)
 

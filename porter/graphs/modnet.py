@@ -231,16 +231,28 @@ class MODNet(nn.Module, ZooModel):
         return {"in_channels": self.in_channels, "hr_channels": self.hr_channels}
 
 
-def preprocess(image: np.ndarray, multiple: int = 32) -> torch.Tensor:
-    """uint8 HxWx3 RGB -> [1, 3, H', W'] in [-1, 1], resized (bilinear) to multiples of 32."""
+#: The input contract every MODNet export shares; recorded in manifests and model cards, and
+#: what ``preprocess`` implements.
+PREPROCESSING = {"layout": "NCHW", "channels": "RGB", "dtype": "float32", "scale": 1 / 255,
+                 "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "size_multiple": 32,
+                 "resize": "bilinear to the nearest multiple (at least one multiple)"}
+
+
+def preprocess(image: np.ndarray, multiple: int = PREPROCESSING["size_multiple"]) -> torch.Tensor:
+    """uint8 HxWx3 RGB -> [1, 3, H', W'] normalised per ``PREPROCESSING``: scaled to [0, 1],
+    (x - mean) / std, resized (bilinear) so H' and W' are multiples of 32, as MODNet needs."""
+    image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 RGB image, got shape {image.shape}")
-    x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float() / 255.0
+    x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float()
+    x = x / round(1 / PREPROCESSING["scale"])  # / 255, bit-identical to the reference
     h, w = x.shape[2:]
     th, tw = max(multiple, round(h / multiple) * multiple), max(multiple, round(w / multiple) * multiple)
     if (th, tw) != (h, w):
         x = F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False)
-    return (x - 0.5) / 0.5
+    mean = torch.tensor(PREPROCESSING["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(PREPROCESSING["std"]).view(1, 3, 1, 1)
+    return (x - mean) / std
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ class Job:
     input_names: list[str]
     output_names: list[str]
     cases: list[Any]
-    files: dict[str, str]
+    files: dict[str, str | bytes]
     options: dict[str, Any]
     progress: Callable[[str], None]
     source: Any = None

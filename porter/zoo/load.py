@@ -3,6 +3,13 @@
 Every output of porter loads the same way: ``manifest.json`` names the graph as an importable
 ``"module:Class"`` (or ``"model.py:Class"`` relative to the folder, for generic conversions) with
 its constructor kwargs, and the sha256 of ``model.safetensors``.
+
+Loading never runs code the caller did not choose: a clean graph must live under
+``porter.graphs``; generated source (``model.py``) is Python, so, like ``trust_remote_code`` in
+transformers, it loads only with ``trust_code=True`` or when the caller pins its sha256
+(``code_sha256=``, shown by ``porter inspect``). The manifest's own digest cannot vouch for the
+code, since whoever wrote the code wrote the manifest too. Files with several hard links or
+symbolic links are refused: their bytes could change through another name.
 """
 
 from __future__ import annotations
@@ -10,31 +17,53 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from porter.errors import IntegrityError, ZooError
+from porter.errors import IntegrityError, TrustError, ZooError
 from porter.source import sha256_file
 
-__all__ = ["zoo_root", "entry_dir", "read_manifest", "load_output", "ZooModel", "check_weights"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["zoo_root", "check_name", "single_file", "entry_dir", "read_manifest", "load_output",
+           "ZooModel", "check_weights"]
 
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"
 
 
+CLEAN_GRAPHS = "porter.graphs."
+
+
 def zoo_root(root: str | Path | None = None) -> Path:
-    """``root``, else ``$PORTER_ZOO``, else ``model_zoo/`` of the current directory."""
+    """``root``, else ``$PORTER_ZOO``, else ``zoo/`` in porter's per-user cache folder.
+
+    The cache folder is ``$PORTER_CACHE``, else ``$XDG_CACHE_HOME/porter``, else
+    ``~/.cache/porter`` (as huggingface_hub does), so the zoo never depends on the current
+    directory.
+    """
     if root is not None:
-        return Path(root)
-    return Path(os.environ.get("PORTER_ZOO", "model_zoo"))
+        return Path(root).expanduser()
+    env = os.environ.get("PORTER_ZOO")
+    if env:
+        return Path(env).expanduser()
+    from porter.zoo.catalog import cache_dir
+
+    return cache_dir() / "zoo"
+
+
+def check_name(name: str) -> str:
+    """A zoo entry name: one path component, not hidden, printable; ZooError otherwise."""
+    if (not isinstance(name, str) or not name or name.startswith(".") or "/" in name
+            or "\\" in name or not name.isprintable() or len(name) > 200):
+        raise ZooError(f"invalid zoo entry name {name!r} (one folder name: letters, digits, "
+                       "'_', '-', '.', not starting with '.')")
+    return name
 
 
 def entry_dir(name: str, root: str | Path | None = None) -> Path:
     """Folder of a published zoo entry; ZooError if it is not there."""
-    if not name or "/" in name or name.startswith("."):
-        raise ZooError(f"invalid zoo entry name {name!r}")
-    path = zoo_root(root) / name
+    path = zoo_root(root) / check_name(name)
     if not (path / MANIFEST).is_file():
         raise ZooError(f"no zoo entry {name!r} in {zoo_root(root)} (see `porter zoo list`)")
     return path
@@ -56,8 +85,9 @@ def check_weights(folder: str | Path, manifest: dict[str, Any] | None = None) ->
     manifest = manifest or read_manifest(folder)
     expected = manifest.get("weights", {}).get("sha256")
     path = folder / manifest.get("weights", {}).get("file", WEIGHTS)
-    if not path.is_file():
-        raise IntegrityError(f"{path}: weights file missing")
+    if path.parent != folder:
+        raise IntegrityError(f"{folder}: the manifest's weights file leaves the folder")
+    single_file(path)
     actual = sha256_file(path)
     if actual != expected:
         raise IntegrityError(
@@ -66,8 +96,51 @@ def check_weights(folder: str | Path, manifest: dict[str, Any] | None = None) ->
     return actual
 
 
-def load_output(folder: str | Path, map_location: str = "cpu") -> torch.nn.Module:
-    """Rebuild the module named by the manifest and load its verified weights."""
+def single_file(path: Path) -> Path:
+    """``path`` must be a regular file reached by no symbolic link and with one hard link."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError as exc:
+        raise IntegrityError(f"{path}: file missing") from exc
+    import stat
+
+    if not stat.S_ISREG(st.st_mode):
+        raise IntegrityError(f"{path}: not a regular file (a link or device); refusing it")
+    if st.st_nlink > 1:
+        raise IntegrityError(f"{path}: has {st.st_nlink} hard links, so it can change through "
+                             "another name; refusing it (copy it to make it a file of its own)")
+    return path
+
+
+def _check_graph_trust(folder: Path, spec: str, trust_code: bool,
+                       code_sha256: str | None) -> None:
+    mod_name = spec.partition(":")[0]
+    if mod_name.endswith(".py"):
+        code = folder / mod_name
+        if Path(mod_name).name != mod_name:
+            raise TrustError(f"{folder}: graph source {mod_name!r} leaves the folder")
+        single_file(code)
+        digest = sha256_file(code)
+        if code_sha256 is not None:
+            if digest != code_sha256:
+                raise TrustError(f"{code}: sha256 {digest} is not the pinned {code_sha256}; "
+                                 "refusing to run it")
+        elif not trust_code:
+            raise TrustError(f"{code} is generated Python source and loading it runs it; read "
+                             f"it, then pass trust_code=True (CLI: --trust-code) or pin "
+                             f"code_sha256='{digest}'")
+    elif not (mod_name + ".").startswith(CLEAN_GRAPHS) and not trust_code:
+        raise TrustError(f"{folder}: the manifest names {spec!r}, outside porter.graphs; "
+                         "importing it runs its code (pass trust_code=True if you trust it)")
+
+
+def load_output(folder: str | Path, map_location: str = "cpu", *, trust_code: bool = False,
+                code_sha256: str | None = None) -> torch.nn.Module:
+    """Rebuild the module named by the manifest and load its verified weights.
+
+    Generated source (generic conversions' ``model.py``) or a class outside ``porter.graphs``
+    loads only with ``trust_code=True`` or a matching ``code_sha256`` (see the module doc).
+    """
     from safetensors.torch import load_file
 
     from porter.graphs import import_graph
@@ -77,6 +150,7 @@ def load_output(folder: str | Path, map_location: str = "cpu") -> torch.nn.Modul
     manifest = read_manifest(folder)
     check_weights(folder, manifest)
     graph = manifest["graph"]
+    _check_graph_trust(folder, graph["class"], trust_code, code_sha256)
     cls = import_graph(graph["class"], base=folder)
     module = cls(**graph.get("kwargs", {}))
     state = load_file(str(folder / manifest["weights"]["file"]), device=map_location)
@@ -88,6 +162,7 @@ class ZooModel:
 
     @classmethod
     def from_zoo(cls, name: str, root: str | Path | None = None) -> torch.nn.Module:
+        """Load the verified zoo entry ``name`` (from ``root``, default: see ``zoo_root``)."""
         folder = entry_dir(name, root)
         module = load_output(folder)
         if not isinstance(module, cls):

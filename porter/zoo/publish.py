@@ -1,4 +1,10 @@
-"""Publishing an output folder into the local zoo, and checking what is there."""
+"""Publishing an output folder into the local zoo, and checking and cleaning what is there.
+
+A zoo is a folder of entries, one folder each. Publishing copies an output into a staged
+folder, re-hashes it and swaps it into place while holding a lock on the zoo folder, so
+concurrent publishes are serialised and a killed publisher leaves at most hidden debris, which
+the next publish (or ``porter zoo gc``) clears; hidden folders are never listed as entries.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +12,64 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from porter.errors import ZooError
-from porter.zoo.atomic import staged_folder
-from porter.zoo.load import MANIFEST, check_weights, entry_dir, read_manifest, zoo_root
+from porter.errors import IntegrityError, ZooError
+from porter.zoo.atomic import OLD_TAG, STAGE_TAG, folder_lock, staged_folder, sweep
+from porter.zoo.load import (
+    MANIFEST,
+    check_name,
+    check_weights,
+    entry_dir,
+    read_manifest,
+    single_file,
+    zoo_root,
+)
 
-__all__ = ["publish", "list_entries", "verify_entry"]
+__all__ = ["publish", "list_entries", "verify_entry", "gc", "prepare_zoo"]
+
+
+def prepare_zoo(root: str | Path | None = None) -> Path:
+    """The zoo folder, created if missing; OutputError/ZooError if it cannot be written."""
+    import os
+
+    from porter.zoo.atomic import check_destination
+
+    zoo = zoo_root(root)
+    if zoo.exists() and not zoo.is_dir():
+        raise ZooError(f"zoo {zoo} is a file, not a folder")
+    if zoo.is_dir():
+        if not os.access(zoo, os.W_OK | os.X_OK):
+            raise ZooError(f"zoo {zoo} is not writable")
+        return zoo
+    check_destination(zoo / "probe", what="zoo")  # nearest existing parent must be writable
+    return zoo
 
 
 def publish(out_dir: str | Path, name: str, root: str | Path | None = None) -> Path:
-    """Copy ``out_dir`` to ``<zoo>/<name>`` atomically (staged copy + rename), after re-hashing."""
+    """Copy ``out_dir`` to ``<zoo>/<name>`` atomically (staged copy + swap), after re-hashing."""
     out_dir = Path(out_dir)
+    check_name(name)
     check_weights(out_dir)
-    zoo = zoo_root(root)
+    zoo = prepare_zoo(root)
     zoo.mkdir(parents=True, exist_ok=True)
-    if not name or "/" in name or name.startswith("."):
-        raise ZooError(f"invalid zoo entry name {name!r}")
     dest = zoo / name
-    with staged_folder(dest) as stage:
-        for item in out_dir.iterdir():
-            if item.is_file() and not item.name.startswith("."):
-                shutil.copy2(item, stage / item.name)
+    with staged_folder(dest, force=True) as stage:
+        for item in sorted(out_dir.rglob("*")):
+            rel = item.relative_to(out_dir)
+            if any(part.startswith(".") for part in rel.parts):
+                continue
+            if item.is_symlink():
+                raise IntegrityError(f"{item}: a symbolic link in the output; refusing to publish")
+            if item.is_dir():
+                (stage / rel).mkdir()
+            else:
+                shutil.copyfile(single_file(item), stage / rel)
         check_weights(stage)
     return dest
+
+
+def _entries(zoo: Path) -> list[Path]:
+    return sorted(p for p in zoo.iterdir()
+                  if not p.name.startswith(".") and p.is_dir() and (p / MANIFEST).is_file())
 
 
 def list_entries(root: str | Path | None = None) -> list[dict[str, Any]]:
@@ -36,7 +78,7 @@ def list_entries(root: str | Path | None = None) -> list[dict[str, Any]]:
     if not zoo.is_dir():
         return []
     out = []
-    for d in sorted(p for p in zoo.iterdir() if (p / MANIFEST).is_file()):
+    for d in _entries(zoo):
         try:
             m = read_manifest(d)
         except ZooError as exc:
@@ -48,7 +90,8 @@ def list_entries(root: str | Path | None = None) -> list[dict[str, Any]]:
                     "weights_sha256": m.get("weights", {}).get("sha256"),
                     "bytes": m.get("weights", {}).get("bytes"),
                     "parity_max_abs": parity.get("worst_max_abs"),
-                    "npu": (m.get("npu") or {}).get("device")})
+                    "npu": (m.get("npu") or {}).get("device"),
+                    "licence": (m.get("card") or {}).get("license")})
     return out
 
 
@@ -57,3 +100,23 @@ def verify_entry(name: str, root: str | Path | None = None) -> dict[str, Any]:
     folder = entry_dir(name, root)
     digest = check_weights(folder)
     return {"name": name, "path": str(folder), "sha256": digest, "ok": True}
+
+
+def gc(root: str | Path | None = None) -> list[str]:
+    """Clear what killed publishes left in the zoo (staged and old copies); returns their names.
+
+    Runs under the zoo's lock, so a publish in progress is never disturbed.
+    """
+    zoo = zoo_root(root)
+    if not zoo.is_dir():
+        return []
+    cleared: list[str] = []
+    with folder_lock(zoo):
+        names = set()
+        for p in zoo.iterdir():
+            for tag in (STAGE_TAG, OLD_TAG):
+                if p.name.startswith(".") and tag in p.name:
+                    names.add(p.name[1:p.name.index(tag)])
+        for name in sorted(names):
+            cleared += sweep(zoo, name)
+    return cleared
