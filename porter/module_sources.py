@@ -55,11 +55,11 @@ def _shape_overrides(shapes: list[str], input_names: list[str]) -> list[dict[str
     return out
 
 
-def _porter_output(folder: Path, shapes: list[str]) -> ModuleSource:
+def _porter_output(folder: Path, shapes: list[str], trust_code: bool = False) -> ModuleSource:
     from porter.zoo.load import load_output, read_manifest
 
     manifest = read_manifest(folder)
-    module = load_output(folder)
+    module = load_output(folder, trust_code=trust_code)
     io = manifest.get("io", {})
     ins, outs = list(io.get("inputs", [])), list(io.get("outputs", []))
     if shapes:
@@ -144,12 +144,14 @@ class _KeywordCall(torch.nn.Module):
         return tuple(out[k] for k in self.outputs)
 
 
-def open_module_source(src: str | Path, shapes: list[str] = (), zoo: str | Path | None = None
-                       ) -> ModuleSource | None:
-    """SRC as a module source, or None when it is a foreign model file (or catalog name)."""
+def open_module_source(src: str | Path, shapes: list[str] = (), zoo: str | Path | None = None,
+                       trust_code: bool = False) -> ModuleSource | None:
+    """SRC as a module source, or None when it is a foreign model file (or catalog name).
+
+    A porter output whose graph is generated source loads only with ``trust_code``."""
     p = Path(src)
     if p.is_dir() and (p / "manifest.json").is_file():
-        return _porter_output(p, list(shapes))
+        return _porter_output(p, list(shapes), trust_code)
     if p.is_dir() and _is_hf(p):
         return _hf_folder(p, list(shapes))
     if not p.exists() and os.sep not in str(src) and not p.suffix:
@@ -157,5 +159,5 @@ def open_module_source(src: str | Path, shapes: list[str] = (), zoo: str | Path 
 
         entry = zoo_root(zoo) / str(src)
         if (entry / "manifest.json").is_file():
-            return _porter_output(entry, list(shapes))
+            return _porter_output(entry, list(shapes), trust_code)
     return None

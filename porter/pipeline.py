@@ -85,7 +85,7 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
             target: str | None = None, images: Sequence[str | Path] = (),
             zoo: str | Path | None = None, shapes: Sequence[str] = (),
             cross_check: Sequence[str | Path] = (), tolerance: float | None = None,
-            force: bool = False, report: str | Path | None = None,
+            force: bool = False, report: str | Path | None = None, trust_code: bool = False,
             options: dict[str, Any] | None = None, progress: Progress = _quiet) -> ConvertResult:
     """Convert ``path`` to a verified torch module and write ``out`` (and the zoo on publish).
 
@@ -100,7 +100,8 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     ``out`` (``DEFAULT_OUT`` for ``out/NAME``; None writes nothing unless ``publish``) must be
     missing, empty, or a folder porter wrote, unless ``force``. ``report`` also writes the
     parity report (Markdown, HTML, PNGs for ``images``) to that folder. Everything that can be
-    checked before the work starts is checked first.
+    checked before the work starts is checked first. ``trust_code`` lets a SRC that is a porter
+    output with generated source (``model.py``) load: importing it runs its code.
     """
     if verify not in VERIFY_CHOICES:
         raise PorterError(f"--verify must be one of {', '.join(VERIFY_CHOICES)}, not {verify!r}")
@@ -117,7 +118,7 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     if kind.from_module:
         from porter.module_sources import open_module_source
 
-        msrc = open_module_source(path, shapes, zoo)
+        msrc = open_module_source(path, shapes, zoo, trust_code)
         if msrc is not None:
             return _convert_module(msrc, kind, out=out, name=name, options=options,
                                    progress=progress, t0=t0, force=force)

@@ -69,6 +69,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="replace --out / --report even if it is a non-empty folder porter "
                         "did not write (its content is lost)")
+    p.add_argument("--trust-code", action="store_true",
+                   help="SRC is a porter output whose graph is generated source (model.py): "
+                        "allow importing it, which runs its code")
     p.add_argument("--report", metavar="DIR",
                    help="also write the report (report.md, report.html, PNGs) to DIR")
     p.add_argument("--name", help="model name in the manifest and the zoo")
@@ -89,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                      out=args.out or DEFAULT_OUT, publish=args.publish, name=args.name,
                      target=args.target, images=args.images, zoo=args.zoo, shapes=args.shapes,
                      cross_check=args.cross_check, tolerance=args.tol, force=args.force,
-                     report=args.report, progress=show,
+                     report=args.report, trust_code=args.trust_code, progress=show,
                      options={"opset": args.opset, "dynamic": args.dynamic})
     if args.json:
         emit_json(result.manifest)

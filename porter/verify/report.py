@@ -83,7 +83,7 @@ def render_report(manifest: dict[str, Any], shots: Sequence[Shot] = ()) -> dict[
     parity = manifest.get("parity") or {}
     rows = []
     for case in parity.get("cases", []):
-        for out, m in case["outputs"].items():
+        for out, m in case.get("outputs", {}).items():
             rows.append((case["name"], out, m.get("max_abs"), m.get("mean_abs"), m.get("cosine"),
                          m.get("psnr"), "ok" if m.get("passed") else "FAIL"))
     head = ("case", "output", "max abs", "mean abs", "cosine", "PSNR dB", "")

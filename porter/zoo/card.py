@@ -99,7 +99,7 @@ def model_card(manifest: dict[str, Any]) -> str:
                   f"{_fmt(parity.get('worst_max_abs'))}.", "",
                   "| case | output | max abs | mean abs | cosine |", "|---|---|---|---|---|"]
         for case in parity.get("cases", []):
-            for out, m in case["outputs"].items():
+            for out, m in case.get("outputs", {}).items():
                 lines.append(f"| {case['name']} | {out} | {_fmt(m.get('max_abs'))} | "
                              f"{_fmt(m.get('mean_abs'))} | {m.get('cosine')} |")
         lines.append("")

@@ -230,7 +230,8 @@ def test_cli_refuses_an_op_outside_the_table_without_output(tmp_path, capsys, at
                 "parity": {"cases": [{"name": "1x5x8", "shapes": {"x": [1, 5, 8]}}]}}
     src = write_output(tmp_path / "rnn", module, manifest, extra_files={"model.py": RNN_MODEL_PY})
     out = tmp_path / "rnn_atc"
-    code = main(["convert", str(src), "--to", "onnx", "--target", "atc", "--out", str(out), "-q"])
+    code = main(["convert", str(src), "--to", "onnx", "--target", "atc", "--out", str(out), "-q",
+                 "--trust-code"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and len(err) == 1 and err[0].startswith("porter: error: ATC audit: ")
     assert "RNN (opset 11) at node /m/temporal/RNN from torch module temporal (RNN)" in err[0]
