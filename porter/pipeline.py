@@ -285,7 +285,8 @@ def _verify_parity(source: Source, port: Any, ported: Any, module: torch.nn.Modu
     candidate = TorchRunner(module, ported.input_names, ported.output_names)
     progress(f"verify   {len(cases)} cases against {port.reference_name} on the CPU")
     report = run_parity(reference, candidate, cases, tolerance=port.tolerance,
-                        reference_name=port.reference_name, candidate_name=candidate.name)
+                        reference_name=port.reference_name, candidate_name=candidate.name,
+                        progress=progress)
     for line in report.lines():
         progress(f"         {line}")
     weak = _weak_outputs(report)
