@@ -318,9 +318,11 @@ def _preflight(name: str, out: str | Path | None, publish: bool, zoo: str | Path
         check_destination(out, force=force)
     if report is not None:
         report = check_destination(report, force=force, what="--report")
-        if out is not None and report.resolve() == out.resolve():
-            raise PorterError("--report must differ from --out (the report is also written "
-                              "into OUT/report/)")
+        if out is not None:
+            r, o = report.resolve(), out.resolve()
+            if r == o or r.is_relative_to(o) or o.is_relative_to(r):
+                raise PorterError("--report and --out must not contain each other (the report "
+                                  "is also written into OUT/report/)")
     if publish:
         from porter.zoo.publish import prepare_zoo
 
@@ -376,7 +378,8 @@ def _verify_parity(source: Source, port: Any, ported: Any, module: torch.nn.Modu
     candidate = TorchRunner(module, ported.input_names, ported.output_names)
     progress(f"verify   {len(cases)} cases against {port.reference_name} on the CPU")
     report = run_parity(reference, candidate, cases, tolerance=port.tolerance,
-                        reference_name=port.reference_name, candidate_name=candidate.name)
+                        reference_name=port.reference_name, candidate_name=candidate.name,
+                        progress=progress)
     for line in report.lines():
         progress(f"         {line}")
     weak = _weak_outputs(report)

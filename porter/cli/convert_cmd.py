@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     show = progress_printer(not args.quiet)
     result = convert(args.src, to=args.to, graph=args.graph, verify=args.verify,
-                     out=args.out or DEFAULT_OUT, publish=args.publish, name=args.name,
+                     out=DEFAULT_OUT if args.out is None else args.out, publish=args.publish, name=args.name,
                      target=args.target, images=args.images, zoo=args.zoo, shapes=args.shapes,
                      cross_check=args.cross_check, tolerance=args.tol, force=args.force,
                      report=args.report, trust_code=args.trust_code, progress=show,

@@ -119,11 +119,19 @@ class ParityReport:
 def run_parity(reference: Runner, candidate: Runner, cases: Sequence[Case], *,
                tolerance: Tolerance = Tolerance(), reference_name: str, candidate_name: str,
                device: str = "cpu", outputs: Sequence[str] | None = None,
-               versions: Mapping[str, str] | None = None) -> ParityReport:
-    """Run every case through both sides and compare the outputs they share (or ``outputs``)."""
+               versions: Mapping[str, str] | None = None,
+               progress: Callable[[str], None] | None = None) -> ParityReport:
+    """Run every case through both sides and compare the outputs they share (or ``outputs``).
+
+    ``progress`` gets a line after each case with an estimate of the time left (by input size).
+    """
+    import time
+
     report = ParityReport(reference_name, candidate_name, device, tolerance,
                           versions=dict(versions or runtime_versions()))
-    for case in cases:
+    sizes = [sum(int(np.size(v)) for v in c.inputs.values()) or 1 for c in cases]
+    start = time.monotonic()
+    for i, case in enumerate(cases):
         ref = reference(case.inputs)
         cand = candidate(case.inputs)
         names = list(outputs) if outputs else [k for k in ref if k in cand]
@@ -137,6 +145,11 @@ def run_parity(reference: Runner, candidate: Runner, cases: Sequence[Case], *,
             metrics[name] = m
         report.cases.append({"name": case.name, "seed": case.seed, "shapes": case.shapes(),
                              "outputs": metrics})
+        if progress is not None and i + 1 < len(cases):
+            spent = time.monotonic() - start
+            left = spent / sum(sizes[:i + 1]) * sum(sizes[i + 1:])
+            progress(f"         case {i + 1}/{len(cases)} {case.name} done in {spent:.0f}s "
+                     f"so far, about {left:.0f}s left")
     return report
 
 

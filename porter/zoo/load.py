@@ -127,7 +127,7 @@ def _check_graph_trust(folder: Path, spec: str, trust_code: bool,
                                  "refusing to run it")
         elif not trust_code:
             raise TrustError(f"{code} is generated Python source and loading it runs it; read "
-                             f"it, then pass trust_code=True (CLI: --trust-code) or pin "
+                             f"it, then pass trust_code=True or pin "
                              f"code_sha256='{digest}'")
     elif not (mod_name + ".").startswith(CLEAN_GRAPHS) and not trust_code:
         raise TrustError(f"{folder}: the manifest names {spec!r}, outside porter.graphs; "

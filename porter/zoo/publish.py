@@ -31,16 +31,14 @@ def prepare_zoo(root: str | Path | None = None) -> Path:
     """The zoo folder, created if missing; OutputError/ZooError if it cannot be written."""
     import os
 
-    from porter.zoo.atomic import check_destination
-
     zoo = zoo_root(root)
-    if zoo.exists() and not zoo.is_dir():
-        raise ZooError(f"zoo {zoo} is a file, not a folder")
-    if zoo.is_dir():
-        if not os.access(zoo, os.W_OK | os.X_OK):
-            raise ZooError(f"zoo {zoo} is not writable")
-        return zoo
-    check_destination(zoo / "probe", what="zoo")  # nearest existing parent must be writable
+    nearest = zoo
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent  # the folder that will hold the zoo once it is created
+    if not nearest.is_dir():
+        raise ZooError(f"zoo {zoo}: {nearest} is a file, not a folder")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise ZooError(f"zoo {zoo}: {nearest} is not writable")
     return zoo
 
 

@@ -70,7 +70,7 @@ def test_porters_own_output_is_replaced(tmp_path, conv_onnx):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["conv.onnx", "o"]  # nothing staged
 
 
-@pytest.mark.parametrize("bad", [".", "sub/..", "/"])
+@pytest.mark.parametrize("bad", [".", "sub/..", "/", ""])
 def test_dot_and_root_outputs_are_one_line_errors(capsys, tmp_path, conv_onnx, bad, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "sub").mkdir()
@@ -268,3 +268,26 @@ def test_read_only_zoo_fails_before_any_work(capsys, tmp_path, conv_onnx):
     err = capsys.readouterr().err
     assert "not writable" in err and "import   " not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_report_inside_out_is_refused_before_work(capsys, tmp_path, conv_onnx):
+    out = tmp_path / "o"
+    assert main(["convert", str(conv_onnx), "--out", str(out), "--report", str(out / "rep")]) == 2
+    assert "must not contain each other" in _error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conv.onnx"]
+
+
+def test_progress_names_stages_with_time_and_an_estimate_on_stderr_under_json(capsys, tmp_path,
+                                                                             conv_onnx):
+    from PIL import Image
+
+    picture = tmp_path / "pic.png"  # a second parity case, so there is time left to estimate
+    Image.fromarray(np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3)).save(picture)
+    assert main(["convert", str(conv_onnx), "--shape", "x=1x3x16x16", "--json", "--input",
+                 str(picture), "--out", str(tmp_path / "o")]) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)  # stdout is the manifest alone
+    err = captured.err.splitlines()
+    stages = [line.split("] ", 1)[1].split()[0] for line in err if line.startswith("porter: [")]
+    assert {"import", "convert", "verify", "write"} <= set(stages)
+    assert any("case 1/2" in line and "left" in line for line in err)

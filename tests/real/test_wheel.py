@@ -113,8 +113,8 @@ def test_wheel_installs_and_works_outside_the_checkout(tmp_path, real_model):
 
     from PIL import Image
 
-    with Image.open(PHOTO) as im:  # a real photo, cut to one portrait of the grid
-        im.convert("RGB").crop((0, 0, 640, 640)).resize((480, 480)).save(run / "photo.png")
+    with Image.open(PHOTO) as im:  # the grid's first panel is the real input photo
+        im.convert("RGB").crop((0, 256, 768, 1280)).resize((384, 512)).save(run / "photo.png")
     _run([porter, "convert", "modnet_photographic", "--to", "torch", "--verify", "npu",
           "--publish", "--input", "photo.png"], cwd=run, env=env, timeout=3000)
     out = run / "out" / "modnet_photographic"
