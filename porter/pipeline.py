@@ -328,7 +328,7 @@ def _npu_check(port: Any, ported: Any, module: torch.nn.Module, reference: Any, 
                       reference_name=port.reference_name, candidate_name=half.name)
     result["fp16"] = {"note": "the NPU may compute convolutions in float16; informational",
                       **fp16.to_dict()}
-    progress(f"         {len(result.get('ops', []))} ATen ops, "
+    progress(f"         {result.get('capture')} capture: {len(result.get('ops', []))} ATen ops, "
              f"{len(result.get('missing', []))} without an NPU kernel; "
              f"fp16 max|Δ| {fp16.worst():.3e}")
     if result.get("missing"):

@@ -108,7 +108,8 @@ def summary(result) -> str:
                          f"{'PASS' if npu.get('passed') else 'FAIL'}")
         else:
             ops = npu.get("ops", [])
-            lines.append(f"  npu       audit (no device): {len(ops)} ATen ops, "
+            lines.append(f"  npu       audit (no device, {npu.get('capture', 'torch.export')} capture): "
+                         f"{len(ops)} ATen ops, "
                          f"{len(npu.get('missing', []))} without an NPU kernel; registry "
                          f"{npu.get('registry', {}).get('source', '?')}")
             fp16 = npu.get("fp16") or {}

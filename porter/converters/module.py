@@ -51,6 +51,8 @@ class OnnxModule(nn.Module):
         self._const_slots: list[tuple[int, str]] = []  # (slot, dotted tensor path)
         self._slot_names: list[str] = []
         self._literal_outputs: dict[int, Any] = {}
+        # called with each step's label before it runs (the NPU audit's dispatch capture)
+        self.step_observer: Callable[[str], None] | None = None
 
     def _const_values(self) -> list[tuple[int, torch.Tensor]]:
         out = []
@@ -71,8 +73,11 @@ class OnnxModule(nn.Module):
             env[slot] = t
         for slot, v in self._literal_outputs.items():
             env[slot] = v
-        inference = record is None and inference_fast_paths()
+        observer = self.step_observer  # an observed run is the plain plan, no CPU fast paths
+        inference = record is None and observer is None and inference_fast_paths()
         for st in self._steps:
+            if observer is not None:
+                observer(st.label)
             vals = [env[v] if s else v for s, v in st.args]
             res = None
             if inference:
