@@ -17,7 +17,10 @@ fallback). The report says which method was used (``"capture"``). When an NPU is
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import io
+import logging
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -184,6 +187,28 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
+@contextlib.contextmanager
+def _torch_logs_quiet() -> Iterator[None]:
+    """Keep torch's own warnings off stderr, unless verbose: a failed export logs warnings and
+    prints its partial graph to ``sys.stderr``, though the audit goes on with another method."""
+    from porter.verify.runtimes.onnxruntime import ort_verbose
+
+    if ort_verbose():
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+               if name == "torch" or name.startswith("torch.")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def _capture(module: nn.Module, example_inputs: tuple, dynamic_shapes: Any,
              capture: str | None) -> tuple[str, list[Call], Any, list[str]]:
     """(method, calls, fake_mode, why earlier methods failed); AuditError when none works."""
@@ -195,7 +220,7 @@ def _capture(module: nn.Module, example_inputs: tuple, dynamic_shapes: Any,
         attempts = [dynamic_shapes] + ([None] if dynamic_shapes is not None else [])
         for dyn in attempts:
             try:
-                with torch.no_grad():
+                with torch.no_grad(), _torch_logs_quiet():
                     ep = torch.export.export(module, tuple(example_inputs), dynamic_shapes=dyn)
                 calls, fake_mode = _export_calls(ep)
                 return "torch.export", calls, fake_mode, failures
