@@ -160,8 +160,9 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
     report.notes.append(f"generic conversion via {via}; {len(params)} parameters/buffers in "
                         "the generated module")
     cases = default_cases(inputs, shapes)
+    smallest = min(cases, key=lambda c: sum(np.asarray(v).size for v in c.inputs.values()))
     ported = Ported(module, f"model.py:{CLASS_NAME}", {}, report, names, outputs,
-                    render_files=lambda: {"model.py": checked_source(module, cases[0])})
+                    render_files=lambda: {"model.py": checked_source(module, smallest)})
     port = GraphPort(
         name="generic", formats=(source.format,), graph=ported.graph,
         matches=lambda s: True, port=lambda s, **_: ported,
@@ -198,7 +199,8 @@ def checked_source(module: Any, case: Case) -> str:
 
     Parity vouches for the in-memory module; this vouches for the file that ships: the source
     is executed, given the module's weights and run on ``case``, and must agree with the plan
-    (run without its CPU inference kernels, so both sides use the same torch ops).
+    (run without its CPU inference kernels, so both sides use the same torch ops). It costs two
+    forward passes, so callers give it their smallest case.
     """
     import types
 
@@ -211,12 +213,13 @@ def checked_source(module: Any, case: Case) -> str:
     namespace = types.ModuleType("porter_generated_model")
     try:
         exec(compile(text, "model.py", "exec"), namespace.__dict__)  # porter's own output
-        generated = getattr(namespace, CLASS_NAME)()
-        generated.load_state_dict(module.state_dict())
+        with torch.device("meta"):  # no random init of weights about to be replaced
+            generated = getattr(namespace, CLASS_NAME)()
+        generated.load_state_dict(module.state_dict(), assign=True)  # shares, never copies
         args = [_torch(case.inputs[n]) for n in module.input_names]
         with torch.no_grad():
             got = generated.eval()(*args)
-            want = module.run_with_intermediates(*args)
+            want = dict(zip(module.output_names, module.run_plain(*args)))
     except Exception as exc:  # a generated file that cannot run must never ship
         raise PorterError(f"generated model.py does not run ({type(exc).__name__}: {exc}); "
                           "this is a porter bug, please report it") from exc

@@ -161,8 +161,12 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     result = ConvertResult(None, manifest, module, timings)
     if out is not None or publish:
         t = time.perf_counter()
+        extra_files = ported_files(ported)  # generic: model.py, checked by running it once
+        if extra_files:
+            timings["source"] = time.perf_counter() - t
+        t = time.perf_counter()
         out_dir = Path(out) if out is not None else Path("out") / manifest["name"]
-        write_output(out_dir, module, manifest, extra_files=ported_files(ported))
+        write_output(out_dir, module, manifest, extra_files=extra_files)
         result.out = out_dir
         progress(f"write    {out_dir}")
         if publish:

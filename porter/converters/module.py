@@ -62,7 +62,8 @@ class OnnxModule(nn.Module):
             out.append((slot, getattr(mod, attr)))
         return out
 
-    def _run(self, args: tuple, record: dict[str, torch.Tensor] | None = None) -> list:
+    def _run(self, args: tuple, record: dict[str, torch.Tensor] | None = None,
+             fast: bool = True) -> list:
         if len(args) != len(self._input_slots):
             raise TypeError(f"expected {len(self._input_slots)} inputs "
                             f"({', '.join(self.input_names)}), got {len(args)}")
@@ -74,7 +75,7 @@ class OnnxModule(nn.Module):
         for slot, v in self._literal_outputs.items():
             env[slot] = v
         observer = self.step_observer  # an observed run is the plain plan, no CPU fast paths
-        inference = record is None and observer is None and inference_fast_paths()
+        inference = fast and record is None and observer is None and inference_fast_paths()
         for st in self._steps:
             if observer is not None:
                 observer(st.label)
@@ -105,6 +106,11 @@ class OnnxModule(nn.Module):
     def forward(self, *args: torch.Tensor) -> Any:
         outs = self._run(args)
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def run_plain(self, *args: torch.Tensor) -> list:
+        """The graph outputs, as a list, computed with the plain torch ops only (no in-place
+        reuse, no CPU inference kernels): what generated source computes, op for op."""
+        return self._run(args, fast=False)
 
     def run_with_intermediates(self, *args: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every tensor the plan computes, keyed by its ONNX name (inputs included)."""
