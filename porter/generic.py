@@ -169,9 +169,20 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
         cases=lambda s, p: list(cases),
         reference=lambda s, p: _reference(s, names, outputs),
         example_inputs=lambda p: tuple(_torch(cases[0].inputs[n]) for n in names),
+        dynamic_shapes=lambda p: declared_dynamic(inputs),
         reference_name=REFERENCE_NAMES[source.format],
         tolerance=GENERIC_TOLERANCE, description="generic ONNX conversion")
     return port, ported
+
+
+def declared_dynamic(inputs: Sequence[dict[str, Any]]) -> tuple | None:
+    """``torch.export`` dynamic_shapes with ``Dim.AUTO`` where an input dim is not fixed
+    (symbolic or unknown in the source); None when every dim is fixed."""
+    from torch.export import Dim
+
+    spec = tuple({k: Dim.AUTO for k, d in enumerate(i["dims"]) if d is None} or None
+                 for i in inputs)
+    return spec if any(s is not None for s in spec) else None
 
 
 def image_input(rgb: np.ndarray, like: np.ndarray) -> np.ndarray:

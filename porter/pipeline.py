@@ -324,7 +324,8 @@ def _npu_check(port: Any, ported: Any, module: torch.nn.Module, reference: Any, 
     from porter.verify.npu.audit import audit_module
 
     progress("npu      no Ascend device: static audit against the torch_npu registry")
-    result = audit_module(module, port.example_inputs(ported))
+    dynamic = port.dynamic_shapes(ported) if port.dynamic_shapes is not None else None
+    result = audit_module(module, port.example_inputs(ported), dynamic_shapes=dynamic)
     half = TorchRunner(copy.deepcopy(module), ported.input_names, ported.output_names,
                        dtype=torch.float16)
     smallest = min(cases, key=lambda c: sum(v.size for v in c.inputs.values()))

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from porter.converters.reuse import Reuse, inference_fast_paths, run_in_place
+from porter.converters.symbolic import shape_tensor
 
 __all__ = ["OnnxModule", "Step"]
 
@@ -29,6 +30,10 @@ class Step:
     template: str | None = None
     reuse: Reuse | None = None  # in-place form for CPU inference (porter.converters.reuse)
     kernel: Callable | None = None  # faster CPU inference kernel (porter.converters.kernels)
+    # shape arithmetic on python ints (porter.converters.symbolic): fn and its (is_slot, v) args
+    symbolic: Callable | None = None
+    sym_args: tuple[tuple[bool, Any], ...] = ()
+    materialize: tuple[int, ...] = ()  # arg positions that read a ShapeValue but need a tensor
 
 
 class OnnxModule(nn.Module):
@@ -37,7 +42,9 @@ class OnnxModule(nn.Module):
     Weights live in named submodules (``backbone.conv1.weight``); ``forward`` walks a list of
     steps prepared at conversion time, so per-call work is one python call per graph node.
     Inputs are positional in graph-input order; one output is returned as a tensor, several
-    as a tuple in graph-output order.
+    as a tuple in graph-output order. Shape arithmetic runs on python ints (symbolic sizes under
+    ``torch.export``), except in :meth:`run_with_intermediates`, which records every value as
+    the tensor ONNX defines.
     """
 
     def __init__(self) -> None:
@@ -76,10 +83,18 @@ class OnnxModule(nn.Module):
             env[slot] = v
         observer = self.step_observer  # an observed run is the plain plan, no CPU fast paths
         inference = fast and record is None and observer is None and inference_fast_paths()
+        symbolic = record is None
         for st in self._steps:
             if observer is not None:
                 observer(st.label)
+            if symbolic and st.symbolic is not None:
+                env[st.outs[0]] = st.symbolic(*[env[v] if s else v for s, v in st.sym_args])
+                for slot in st.free:
+                    env[slot] = None
+                continue
             vals = [env[v] if s else v for s, v in st.args]
+            for k in st.materialize if symbolic else ():
+                vals[k] = shape_tensor(vals[k])
             res = None
             if inference:
                 if st.kernel is not None:
@@ -101,7 +116,7 @@ class OnnxModule(nn.Module):
             else:
                 for slot in st.free:
                     env[slot] = None
-        return [env[s] for s in self._output_slots]
+        return [shape_tensor(env[s]) for s in self._output_slots]
 
     def forward(self, *args: torch.Tensor) -> Any:
         outs = self._run(args)

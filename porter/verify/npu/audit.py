@@ -34,7 +34,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from porter.errors import AuditError
 from porter.verify.metrics import compare_arrays
 from porter.verify.npu.device import npu_available, run_on_npu
-from porter.verify.npu.dispatch import Decision, decide
+from porter.verify.npu.dispatch import Decision, decide, is_metadata_op, op_label
 from porter.verify.npu.registry import NpuRegistry, load_registry
 
 __all__ = ["audit_module", "graph_ops", "dispatched_ops", "raise_if_missing"]
@@ -44,13 +44,16 @@ CAPTURES = ("torch.export", "dispatch")
 
 def _module_path(node: torch.fx.Node) -> str:
     stack = node.meta.get("nn_module_stack") or {}
-    return str(list(stack.values())[-1][0]) if stack else ""
+    path = str(list(stack.values())[-1][0]) if stack else ""
+    return "" if path.startswith("_empty_nn_module_stack") else path  # export's placeholder
 
 
 def graph_ops(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
-    """The graph's call_function nodes whose target is an ATen/prims OpOverload, in order."""
+    """The graph's call_function nodes whose target is an ATen/prims OpOverload, in order
+    (symbolic-size queries left out)."""
     return [n for n in ep.graph.nodes
-            if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)]
+            if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)
+            and not is_metadata_op(n.target)]
 
 
 def _fake_args(node: torch.fx.Node) -> tuple[tuple, dict]:
@@ -75,7 +78,7 @@ def _export_calls(ep: torch.export.ExportedProgram) -> tuple[list[Call], Any]:
 
 def _signature(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
-        return ("T", str(x.dtype), tuple(x.shape), x.layout)
+        return ("T", str(x.dtype), str(tuple(x.shape)), str(x.layout))  # SymInts: by name
     if isinstance(x, (list, tuple)):
         return tuple(_signature(v) for v in x)
     if isinstance(x, dict):
@@ -93,7 +96,12 @@ def _op_records(calls: list[Call], fake_mode: Any,
         key = (op, _signature(args), _signature(kwargs))
         decision = seen.get(key)
         if decision is None:
-            decision = seen[key] = decide(op, args, kwargs, registry, fake_mode)
+            try:
+                decision = decide(op, args, kwargs, registry, fake_mode)
+            except Exception as exc:  # noqa: BLE001 - an op that cannot be judged is flagged
+                decision = Decision(op_label(op), "missing", "unknown",
+                                    note=f"could not judge: {_first_line(exc)}")
+            seen[key] = decision
         rec = records.setdefault(decision.op, {
             "op": decision.op, "count": 0, "status": decision.status,
             "kernel": decision.kernel, "via": [], "modules": []})
@@ -209,6 +217,27 @@ def _torch_logs_quiet() -> Iterator[None]:
             lg.setLevel(level)
 
 
+def _for_signature(module: nn.Module, dynamic_shapes: Any) -> Any:
+    """Per-input dynamic_shapes, nested as torch.export wants for ``forward(*args)``."""
+    import inspect
+
+    if dynamic_shapes is None or isinstance(dynamic_shapes, dict):
+        return dynamic_shapes
+    params = list(inspect.signature(module.forward).parameters.values())
+    if len(params) == 1 and params[0].kind is inspect.Parameter.VAR_POSITIONAL:
+        return (tuple(dynamic_shapes),)
+    return dynamic_shapes
+
+
+def _symbolic_dims(ep: torch.export.ExportedProgram) -> list[str]:
+    """A note naming the input dims exported as symbolic sizes (none: the export is static)."""
+    user = set(ep.graph_signature.user_inputs)
+    dims = [f"{n.name}[{k}]" for n in ep.graph.nodes if n.op == "placeholder" and n.name in user
+            for k, d in enumerate(getattr(n.meta.get("val"), "shape", ()))
+            if isinstance(d, torch.SymInt)]
+    return [f"torch.export: dynamic dims {', '.join(dims)}"] if dims else []
+
+
 def _capture(module: nn.Module, example_inputs: tuple, dynamic_shapes: Any,
              capture: str | None) -> tuple[str, list[Call], Any, list[str]]:
     """(method, calls, fake_mode, why earlier methods failed); AuditError when none works."""
@@ -217,13 +246,14 @@ def _capture(module: nn.Module, example_inputs: tuple, dynamic_shapes: Any,
     failures: list[str] = []
     name = f"{type(module).__module__}.{type(module).__qualname__}"
     if capture in (None, "torch.export"):
+        dynamic_shapes = _for_signature(module, dynamic_shapes)
         attempts = [dynamic_shapes] + ([None] if dynamic_shapes is not None else [])
         for dyn in attempts:
             try:
                 with torch.no_grad(), _torch_logs_quiet():
                     ep = torch.export.export(module, tuple(example_inputs), dynamic_shapes=dyn)
                 calls, fake_mode = _export_calls(ep)
-                return "torch.export", calls, fake_mode, failures
+                return "torch.export", calls, fake_mode, failures + _symbolic_dims(ep)
             except Exception as exc:  # noqa: BLE001 - any capture failure moves to the next one
                 kind = "dynamic" if dyn is not None else "static"
                 failures.append(f"torch.export ({kind}): {_first_line(exc)}")
