@@ -329,13 +329,18 @@ def _npu_check(port: Any, ported: Any, module: torch.nn.Module, reference: Any, 
     half = TorchRunner(copy.deepcopy(module), ported.input_names, ported.output_names,
                        dtype=torch.float16)
     smallest = min(cases, key=lambda c: sum(v.size for v in c.inputs.values()))
-    fp16 = run_parity(reference, half, [smallest], tolerance=Tolerance(max_abs=float("inf")),
-                      reference_name=port.reference_name, candidate_name=half.name)
-    result["fp16"] = {"note": "the NPU may compute convolutions in float16; informational",
-                      **fp16.to_dict()}
+    note = "the NPU may compute convolutions in float16; informational"
+    try:
+        fp16 = run_parity(reference, half, [smallest], tolerance=Tolerance(max_abs=float("inf")),
+                          reference_name=port.reference_name, candidate_name=half.name)
+        result["fp16"] = {"note": note, **fp16.to_dict()}
+        fp16_line = f"fp16 max|Δ| {fp16.worst():.3e}"
+    except Exception as exc:  # noqa: BLE001 - informational: a CPU without a half kernel
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        result["fp16"] = {"note": note, "error": f"{type(exc).__name__}: {first}"}
+        fp16_line = f"fp16 rerun not possible on the CPU ({type(exc).__name__})"
     progress(f"         {result.get('capture')} capture: {len(result.get('ops', []))} ATen ops, "
-             f"{len(result.get('missing', []))} without an NPU kernel; "
-             f"fp16 max|Δ| {fp16.worst():.3e}")
+             f"{len(result.get('missing', []))} without an NPU kernel; {fp16_line}")
     if result.get("missing"):
         raise AuditError("NPU audit: no NPU kernel for " + ", ".join(
             f"{m['op'] if isinstance(m, dict) else m}" for m in result["missing"]))
