@@ -81,6 +81,27 @@ def test_shape_chain_module_matches_onnxruntime_and_audits_clean(shape_chain_onn
     assert not {"aten::cat", "aten::_shape_as_tensor", "aten::_local_scalar_dense"} & set(ops)
 
 
+def _leaves(report: dict) -> set[str]:
+    out: set[str] = set()
+    for rec in report["ops"]:
+        out |= set(rec["via"]) if rec["status"] == "decomposed" else {rec["op"]}
+    return out
+
+
+def test_dispatch_capture_of_the_onnx_module_names_graph_steps(shape_chain_onnx: Path) -> None:
+    module = convert_onnx(shape_chain_onnx)
+    x = torch.randn(1, 3, 16, 20)
+    exported = audit_module(module, (x,), registry=REGISTRY)
+    dispatched = audit_module(module, (x,), registry=REGISTRY, capture="dispatch")
+    assert _leaves(dispatched) == _leaves(exported) == {
+        "aten::convolution", "aten::relu", "aten::view", "aten::as_strided", "aten::mean.dim"}
+    where = {o["op"]: o["modules"] for o in dispatched["ops"]}
+    assert where["aten::convolution"] == ["c1", "c2"]  # weights' modules
+    assert where["aten::view"] == ["reshape_0", "reshape_1", "flatten_0"]  # graph steps
+    assert where["aten::permute"] == ["transpose_0", "transpose_1"]
+    assert module.step_observer is None  # the audit leaves the module as it found it
+
+
 def test_shape_chain_exports_with_symbolic_hw(shape_chain_onnx: Path) -> None:
     from torch.export import Dim
 
