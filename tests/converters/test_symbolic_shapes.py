@@ -106,3 +106,35 @@ def test_shape_value_tensor() -> None:
     assert t.dtype == torch.int32 and t.tolist() == [1, 2]
     x = torch.ones(2)
     assert shape_tensor(x) is x
+
+
+def test_generated_source_keeps_shape_arithmetic_symbolic(model, tmp_path) -> None:
+    """model.py does the same int arithmetic: it matches the plan and torch.export keeps the
+    sizes symbolic, so the exported program runs at sizes it was not traced at."""
+    import importlib.util
+
+    from torch.export import Dim
+
+    from porter.converters.codegen import render_source
+
+    module = convert_onnx(model)
+    path = tmp_path / "gen_model.py"
+    path.write_text(render_source(module, class_name="Net"))
+    assert "= sym_shape(x" in path.read_text()  # forward reads sizes, not shape tensors
+    spec = importlib.util.spec_from_file_location("gen_model", path)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    net = gen.Net()
+    net.load_state_dict(module.state_dict())
+    net.eval()
+    x = torch.randn(2, 3, 5, 17)
+    with torch.no_grad():
+        ep = torch.export.export(net, (x,), dynamic_shapes=({0: Dim.AUTO, 1: Dim.AUTO,
+                                                             2: Dim.AUTO, 3: Dim.AUTO},))
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = np.random.default_rng(5).standard_normal((3, 2, 4, 13)).astype(np.float32)
+    ref = sess.run(None, {"x": y})
+    with torch.no_grad():
+        for r, a, b in zip(ref, net(torch.from_numpy(y)), ep.module()(torch.from_numpy(y))):
+            np.testing.assert_array_equal(a.numpy(), r)
+            np.testing.assert_array_equal(b.numpy(), r)
