@@ -173,17 +173,29 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
     report.notes.append(f"generic conversion via {via}; {len(params)} parameters/buffers in "
                         "the generated module")
     cases = default_cases(inputs, shapes)
+    smallest = min(cases, key=lambda c: sum(np.asarray(v).size for v in c.inputs.values()))
     ported = Ported(module, f"model.py:{CLASS_NAME}", {}, report, names, outputs,
-                    render_files=lambda: {"model.py": checked_source(module, cases[0])})
+                    render_files=lambda: {"model.py": checked_source(module, smallest)})
     port = GraphPort(
         name="generic", formats=(source.format,), graph=ported.graph,
         matches=lambda s: True, port=lambda s, **_: ported,
         cases=lambda s, p: list(cases),
         reference=lambda s, p: _reference(s, names, outputs),
         example_inputs=lambda p: tuple(_torch(cases[0].inputs[n]) for n in names),
+        dynamic_shapes=lambda p: declared_dynamic(inputs),
         reference_name=REFERENCE_NAMES[source.format],
         tolerance=GENERIC_TOLERANCE, description="generic ONNX conversion")
     return port, ported
+
+
+def declared_dynamic(inputs: Sequence[dict[str, Any]]) -> tuple | None:
+    """``torch.export`` dynamic_shapes with ``Dim.AUTO`` where an input dim is not fixed
+    (symbolic or unknown in the source); None when every dim is fixed."""
+    from torch.export import Dim
+
+    spec = tuple({k: Dim.AUTO for k, d in enumerate(i["dims"]) if d is None} or None
+                 for i in inputs)
+    return spec if any(s is not None for s in spec) else None
 
 
 def image_input(rgb: np.ndarray, like: np.ndarray) -> np.ndarray:
@@ -211,7 +223,8 @@ def checked_source(module: Any, case: Case) -> str:
 
     Parity vouches for the in-memory module; this vouches for the file that ships: the source
     is executed, given the module's weights and run on ``case``, and must agree with the plan
-    (run without its CPU inference kernels, so both sides use the same torch ops).
+    (run without its CPU inference kernels, so both sides use the same torch ops). It costs two
+    forward passes, so callers give it their smallest case.
     """
     import types
 
@@ -224,12 +237,13 @@ def checked_source(module: Any, case: Case) -> str:
     namespace = types.ModuleType("porter_generated_model")
     try:
         exec(compile(text, "model.py", "exec"), namespace.__dict__)  # porter's own output
-        generated = getattr(namespace, CLASS_NAME)()
-        generated.load_state_dict(module.state_dict())
+        with torch.device("meta"):  # no random init of weights about to be replaced
+            generated = getattr(namespace, CLASS_NAME)()
+        generated.load_state_dict(module.state_dict(), assign=True)  # shares, never copies
         args = [_torch(case.inputs[n]) for n in module.input_names]
         with torch.no_grad():
             got = generated.eval()(*args)
-            want = module.run_with_intermediates(*args)
+            want = dict(zip(module.output_names, module.run_plain(*args)))
     except Exception as exc:  # a generated file that cannot run must never ship
         raise PorterError(f"generated model.py does not run ({type(exc).__name__}: {exc}); "
                           "this is a porter bug, please report it") from exc

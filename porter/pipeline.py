@@ -195,7 +195,12 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
 
     if not cases and kind.from_module:  # the target verifies its own output on these
         cases = port.cases(source, ported)
-    files: dict[str, str | bytes] = dict(ported_files(ported))
+    files: dict[str, str | bytes] = {}
+    if out is not None:
+        t = time.perf_counter()
+        files.update(ported_files(ported))  # generic: model.py, checked by running it once
+        if files:
+            timings["source"] = time.perf_counter() - t
     if out is not None or report is not None:
         from porter.verify.report import render_report
 
@@ -499,17 +504,23 @@ def _npu_check(port: Any, ported: Any, module: torch.nn.Module, reference: Any, 
     from porter.verify.npu.audit import audit_module
 
     progress("npu      no Ascend device: static audit against the torch_npu registry")
-    result = audit_module(module, port.example_inputs(ported))
+    dynamic = port.dynamic_shapes(ported) if port.dynamic_shapes is not None else None
+    result = audit_module(module, port.example_inputs(ported), dynamic_shapes=dynamic)
     half = TorchRunner(copy.deepcopy(module), ported.input_names, ported.output_names,
                        dtype=torch.float16)
     smallest = min(cases, key=lambda c: sum(v.size for v in c.inputs.values()))
-    fp16 = run_parity(reference, half, [smallest], tolerance=Tolerance(max_abs=float("inf")),
-                      reference_name=port.reference_name, candidate_name=half.name)
-    result["fp16"] = {"note": "the NPU may compute convolutions in float16; informational",
-                      **fp16.to_dict(), **fp16_verdict(fp16.to_dict())}
-    progress(f"         {len(result.get('ops', []))} ATen ops, "
-             f"{len(result.get('missing', []))} without an NPU kernel; "
-             f"fp16 {result['fp16']['verdict']}: {result['fp16']['verdict_reason']}")
+    note = "the NPU may compute convolutions in float16; informational"
+    try:
+        fp16 = run_parity(reference, half, [smallest], tolerance=Tolerance(max_abs=float("inf")),
+                          reference_name=port.reference_name, candidate_name=half.name)
+        result["fp16"] = {"note": note, **fp16.to_dict(), **fp16_verdict(fp16.to_dict())}
+        fp16_line = f"fp16 {result['fp16']['verdict']}: {result['fp16']['verdict_reason']}"
+    except Exception as exc:  # noqa: BLE001 - informational: a CPU without a half kernel
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        result["fp16"] = {"note": note, "error": f"{type(exc).__name__}: {first}"}
+        fp16_line = f"fp16 rerun not possible on the CPU ({type(exc).__name__})"
+    progress(f"         {result.get('capture')} capture: {len(result.get('ops', []))} ATen ops, "
+             f"{len(result.get('missing', []))} without an NPU kernel; {fp16_line}")
     if result.get("missing"):
         raise AuditError("NPU audit: no NPU kernel for " + ", ".join(
             f"{m['op'] if isinstance(m, dict) else m}" for m in result["missing"]))

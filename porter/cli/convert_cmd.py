@@ -145,13 +145,16 @@ def summary(result) -> str:
                          f"{'PASS' if npu.get('passed') else 'FAIL'}")
         else:
             ops = npu.get("ops", [])
-            lines.append(f"  npu       audit (no device): {len(ops)} ATen ops, "
+            lines.append(f"  npu       audit (no device, {npu.get('capture', 'torch.export')} capture): "
+                         f"{len(ops)} ATen ops, "
                          f"{len(npu.get('missing', []))} without an NPU kernel; registry "
                          f"{npu.get('registry', {}).get('source', '?')}")
             fp16 = npu.get("fp16") or {}
-            if fp16:
-                lines.append(f"            fp16 rerun: {fp16.get('verdict', '?')} "
+            if fp16.get("verdict"):
+                lines.append(f"            fp16 rerun: {fp16['verdict']} "
                              f"({fp16.get('verdict_reason', fp16.get('worst_max_abs'))})")
+            elif fp16.get("error"):
+                lines.append(f"            fp16 rerun not possible on the CPU: {fp16['error']}")
     if m.get("substitutes"):
         lines.append(f"  substitutes {len(m['substitutes'])} NPU-safe rewrites")
     if result.out is not None:

@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="porter", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"porter {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="let runtimes print their own warnings (sets PORTER_VERBOSE=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     import importlib
 
@@ -51,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     3 a bug in porter."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verbose:  # an environment variable, so child runtimes see it too
+        os.environ["PORTER_VERBOSE"] = "1"
     try:
         return int(args.run(args) or 0)
     except PorterError as exc:

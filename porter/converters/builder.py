@@ -16,6 +16,7 @@ from porter.converters.naming import Namer, node_scope, snake, weight_scope
 from porter.converters.params import Params
 from porter.converters.registry import lookup
 from porter.converters.reuse import plan_reuse
+from porter.converters.symbolic import SHAPE_ARGS, plan_symbolic
 from porter.errors import FormatError, UnsupportedOpError
 
 __all__ = ["convert_onnx", "convert_subgraph", "load_model", "outer_names"]
@@ -145,6 +146,7 @@ class _Builder:
         self.namer = Namer()
         self.slots: dict[str, int] = {}
         self.const_slot_paths: dict[str, str] = {}
+        self.sym: dict[str, bool] = {}  # names computed as ShapeValues -> whether rank 0
 
     def slot(self, name: str) -> int:
         if name not in self.slots:
@@ -191,7 +193,9 @@ class _Builder:
             if (node.op_type not in _NO_FOLD and all(n in self.consts for n in present)
                     and not owns_weights and self._fold(node, op)):
                 continue
-            steps.append(self._step(node, op))
+            step = self._step(node, op)
+            self._plan_symbolic(node, op, step)
+            steps.append(step)
         for name in (o.name for o in g.output):
             if name not in self.slots and name in self.consts:
                 holder = {"params": {}, "buffers": {}, "names": []}
@@ -215,6 +219,23 @@ class _Builder:
             attr = self.const_slot_paths[name]
             self.const_slot_paths[name] = f"{path}.{attr}"
             self.mod._const_slots.append((self.slot(name), f"{path}.{attr}"))
+
+    def _plan_symbolic(self, node: Node, op: Op, step: Step) -> None:
+        """Run shape arithmetic on python ints where it can; tensors for its other readers."""
+        plan = None
+        if not node.domain and len(node.outputs) == 1:
+            plan = plan_symbolic(node.op_type, node.attrs, node.inputs, self.sym, self.consts)
+        if plan is not None:
+            fn, args, scalar = plan
+            step.symbolic = fn
+            step.sym_args = tuple((True, self.slots[v]) if is_slot else (False, v)
+                                  for is_slot, v in args)
+            self.sym[node.outputs[0]] = scalar
+            return
+        step.materialize = tuple(
+            k for k, a in enumerate(op.args)
+            if isinstance(a, In) and a.index < len(node.inputs)
+            and node.inputs[a.index] in self.sym and (node.op_type, a.index) not in SHAPE_ARGS)
 
     def _fold(self, node: Node, op: Op) -> bool:
         """Evaluate ``node`` now; False (nothing stored) when a result is not a tensor."""
@@ -274,7 +295,7 @@ class _Builder:
         keep = set(self.mod._output_slots) | {s for s, _ in self.mod._const_slots}
         last: dict[int, int] = {}
         for k, st in enumerate(steps):
-            for is_slot, v in st.args:
+            for is_slot, v in st.args + st.sym_args:
                 if is_slot:
                     last[v] = k
         frees: dict[int, list[int]] = {}

@@ -23,6 +23,7 @@ from torch import nn
 from porter.converters.builder import convert_onnx
 from porter.converters.module import OnnxModule, Step
 from porter.converters.params import Params
+from porter.converters.symbolic import ShapeValue, shape_tensor
 from porter.errors import PorterError
 
 __all__ = ["export_source", "render_source"]
@@ -66,6 +67,8 @@ def _literal(v: Any) -> str:
     if isinstance(v, torch.Tensor):
         vals = v.tolist()
         return f"torch.tensor({_literal(vals)}, dtype={v.dtype})"
+    if isinstance(v, ShapeValue):
+        return f"ShapeValue({_literal(list(v))}, scalar={v.scalar}, dtype={v.dtype})"
     if isinstance(v, tuple):
         inner = ", ".join(_literal(x) for x in v)
         return f"({inner},)" if len(v) == 1 else f"({inner})"
@@ -85,6 +88,15 @@ def _torch_name(fn: Any) -> str | None:
     return None
 
 
+def _code_names(code: types.CodeType) -> list[str]:
+    """Global names a function reads, its nested lambdas and comprehensions included."""
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names += _code_names(const)
+    return names
+
+
 class _Sources:
     """Collects op helper functions (and the module-level helpers they call)."""
 
@@ -92,17 +104,22 @@ class _Sources:
         self.order: list[str] = []
         self.text: dict[str, str] = {}
 
-    def add(self, fn: types.FunctionType) -> str:
+    def add(self, fn: types.FunctionType | type) -> str:
         name = fn.__name__
         if name in self.text:
+            return name
+        if isinstance(fn, type):  # a helper class (ShapeValue): its source, once
+            self.text[name] = inspect.getsource(fn)
+            self.order.append(name)
             return name
         if fn.__closure__ or "<locals>" in fn.__qualname__:
             raise NotImplementedError(f"cannot export {fn.__qualname__} as source")
         self.text[name] = ""
         glb = fn.__globals__
-        for ref in fn.__code__.co_names:
+        for ref in _code_names(fn.__code__):
             dep = glb.get(ref)
-            if isinstance(dep, types.FunctionType) and dep.__module__ == fn.__module__:
+            if isinstance(dep, (types.FunctionType, type)) and \
+                    dep.__module__.startswith("porter.converters"):  # as_ints from ops.shape too
                 self.add(dep)
         self.text[name] = inspect.getsource(fn)
         self.order.append(name)
@@ -158,10 +175,12 @@ def _literal_dict(d: dict) -> str:
 
 def _called_names(module: OnnxModule) -> set[str]:
     """Module-level names ``forward`` calls, which no local variable may shadow."""
-    names = {"_holder"}
+    names = {"_holder", "ShapeValue", "shape_tensor", "_bin", "_dims", "_trunc_div"}
     for st in module._steps:
         if not isinstance(st.fn, nn.Module) and _torch_name(st.fn) is None:
             names.add(getattr(st.fn, "__name__", ""))
+        if st.symbolic is not None:
+            names.add(getattr(getattr(st.symbolic, "func", st.symbolic), "__name__", ""))
     return names
 
 
@@ -175,9 +194,16 @@ def _forward_lines(module: OnnxModule, sources: _Sources) -> tuple[list[str], li
     for slot, path in module._const_slots:
         names[slot] = f"self.{path}"
     lines: list[str] = []
+    symbolic: set[int] = set()  # slots holding ShapeValues (python-int shape arithmetic)
     for st in module._steps:
         lines.append(_step_line(st, names, used, sources))
+        if st.symbolic is not None:
+            symbolic.update(st.outs)
     outs = [names[s] for s in module._output_slots]
+    if symbolic & set(module._output_slots):
+        fname = sources.add(shape_tensor)
+        outs = [f"{fname}({names[s]})" if s in symbolic else names[s]
+                for s in module._output_slots]
     lines.append(f"return {', '.join(outs)}")
     return args_sig, lines
 
@@ -187,13 +213,25 @@ def _step_line(st: Step, names: dict[int, str], used: set[str], sources: _Source
         raise PorterError(f"readable source does not support {st.op_type} yet")
     args = [names[v] if s else _literal(v) for s, v in st.args]
     kwargs = [f"{k}={_literal(v)}" for k, v in st.kwargs.items()]
-    if isinstance(st.fn, nn.Module):
-        call = f"self.{st.label}({', '.join(args + kwargs)})"
-    elif st.template is not None and not kwargs:
-        call = st.template.format(*args)
+    if st.symbolic is not None:  # shape arithmetic on python ints, as the plan runs it
+        fn = st.symbolic
+        bound = getattr(fn, "keywords", None) or {}
+        fn = getattr(fn, "func", fn)  # functools.partial
+        sources.add(ShapeValue)
+        args = [names[v] if s else _literal(v) for s, v in st.sym_args]
+        kwargs = [f"{k}={_literal(v)}" for k, v in bound.items()]
+        call = f"{sources.add(fn)}({', '.join(args + kwargs)})"
     else:
-        fname = _torch_name(st.fn) or sources.add(st.fn)
-        call = f"{fname}({', '.join(args + kwargs)})"
+        if st.materialize:  # a ShapeValue read where the op wants its tensor
+            fname = sources.add(shape_tensor)
+            args = [f"{fname}({a})" if k in st.materialize else a for k, a in enumerate(args)]
+        if isinstance(st.fn, nn.Module):
+            call = f"self.{st.label}({', '.join(args + kwargs)})"
+        elif st.template is not None and not kwargs:
+            call = st.template.format(*args)
+        else:
+            fname = _torch_name(st.fn) or sources.add(st.fn)
+            call = f"{fname}({', '.join(args + kwargs)})"
     targets = []
     base = st.label.replace(".", "_")
     for slot in st.outs:

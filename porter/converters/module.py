@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from porter.converters.reuse import Reuse, inference_fast_paths, run_in_place
+from porter.converters.symbolic import shape_tensor
 
 __all__ = ["OnnxModule", "Step"]
 
@@ -29,6 +30,10 @@ class Step:
     template: str | None = None
     reuse: Reuse | None = None  # in-place form for CPU inference (porter.converters.reuse)
     kernel: Callable | None = None  # faster CPU inference kernel (porter.converters.kernels)
+    # shape arithmetic on python ints (porter.converters.symbolic): fn and its (is_slot, v) args
+    symbolic: Callable | None = None
+    sym_args: tuple[tuple[bool, Any], ...] = ()
+    materialize: tuple[int, ...] = ()  # arg positions that read a ShapeValue but need a tensor
 
 
 class OnnxModule(nn.Module):
@@ -37,7 +42,9 @@ class OnnxModule(nn.Module):
     Weights live in named submodules (``backbone.conv1.weight``); ``forward`` walks a list of
     steps prepared at conversion time, so per-call work is one python call per graph node.
     Inputs are positional in graph-input order; one output is returned as a tensor, several
-    as a tuple in graph-output order.
+    as a tuple in graph-output order. Shape arithmetic runs on python ints (symbolic sizes under
+    ``torch.export``), except in :meth:`run_with_intermediates`, which records every value as
+    the tensor ONNX defines.
     """
 
     def __init__(self) -> None:
@@ -51,6 +58,8 @@ class OnnxModule(nn.Module):
         self._const_slots: list[tuple[int, str]] = []  # (slot, dotted tensor path)
         self._slot_names: list[str] = []
         self._literal_outputs: dict[int, Any] = {}
+        # called with each step's label before it runs (the NPU audit's dispatch capture)
+        self.step_observer: Callable[[str], None] | None = None
 
     def _const_values(self) -> list[tuple[int, torch.Tensor]]:
         out = []
@@ -60,7 +69,8 @@ class OnnxModule(nn.Module):
             out.append((slot, getattr(mod, attr)))
         return out
 
-    def _run(self, args: tuple, record: dict[str, torch.Tensor] | None = None) -> list:
+    def _run(self, args: tuple, record: dict[str, torch.Tensor] | None = None,
+             fast: bool = True) -> list:
         if len(args) != len(self._input_slots):
             raise TypeError(f"expected {len(self._input_slots)} inputs "
                             f"({', '.join(self.input_names)}), got {len(args)}")
@@ -71,9 +81,20 @@ class OnnxModule(nn.Module):
             env[slot] = t
         for slot, v in self._literal_outputs.items():
             env[slot] = v
-        inference = record is None and inference_fast_paths()
+        observer = self.step_observer  # an observed run is the plain plan, no CPU fast paths
+        inference = fast and record is None and observer is None and inference_fast_paths()
+        symbolic = record is None
         for st in self._steps:
+            if observer is not None:
+                observer(st.label)
+            if symbolic and st.symbolic is not None:
+                env[st.outs[0]] = st.symbolic(*[env[v] if s else v for s, v in st.sym_args])
+                for slot in st.free:
+                    env[slot] = None
+                continue
             vals = [env[v] if s else v for s, v in st.args]
+            for k in st.materialize if symbolic else ():
+                vals[k] = shape_tensor(vals[k])
             res = None
             if inference:
                 if st.kernel is not None:
@@ -95,11 +116,16 @@ class OnnxModule(nn.Module):
             else:
                 for slot in st.free:
                     env[slot] = None
-        return [env[s] for s in self._output_slots]
+        return [shape_tensor(env[s]) for s in self._output_slots]
 
     def forward(self, *args: torch.Tensor) -> Any:
         outs = self._run(args)
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def run_plain(self, *args: torch.Tensor) -> list:
+        """The graph outputs, as a list, computed with the plain torch ops only (no in-place
+        reuse, no CPU inference kernels): what generated source computes, op for op."""
+        return self._run(args, fast=False)
 
     def run_with_intermediates(self, *args: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every tensor the plan computes, keyed by its ONNX name (inputs included)."""

@@ -51,6 +51,8 @@ class GraphPort:
     - ``cases(source, ported)``: parity inputs (several shapes, fixed seeds), torch convention.
     - ``reference(source, ported)``: a runner over the *source runtime*, same conventions.
     - ``example_inputs(ported)``: a tuple of tensors for torch.export in the NPU audit.
+    - ``dynamic_shapes(ported)``: optional ``torch.export`` dynamic_shapes for those inputs,
+      marking the dimensions the source declares dynamic (exported symbolic where possible).
     """
 
     name: str
@@ -65,6 +67,7 @@ class GraphPort:
     tolerance: Tolerance = field(default_factory=Tolerance)
     description: str = ""
     aliases: Sequence[str] = ()
+    dynamic_shapes: Callable[[Ported], Any] | None = None
 
 
 PORTS: dict[str, GraphPort] = {}

@@ -54,13 +54,15 @@ def locate_divergence(onnx_model: Any, inputs: dict[str, np.ndarray], module: An
     from porter.converters import convert_onnx
     from porter.converters.builder import load_model
     from porter.verify.parity import Tolerance
+    from porter.verify.runtimes.onnxruntime import session_options
 
     bound = Tolerance(max_abs=tol, rel_to_peak=rel_to_peak)
     model, _ = load_model(onnx_model)
     if module is None:
         module = convert_onnx(model)
     probe = _with_all_outputs(model)
-    sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(probe.SerializeToString(), session_options(),
+                                providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     ref = dict(zip(names, sess.run(names, inputs)))
     args = [torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in module.input_names]

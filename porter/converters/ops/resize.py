@@ -116,7 +116,10 @@ def resize(x: torch.Tensor, roi=None, scales=None, sizes=None, mode: str = "near
         return [float(t) for t in v] or None
 
     scales, roi = floats(scales), floats(roi)
-    sizes = [int(s) for s in floats(sizes)] if floats(sizes) else None
+    if sizes is not None:  # sizes may be symbolic (torch.SymInt) shape arithmetic
+        sizes = [s if isinstance(s, torch.SymInt) else int(s) for s in
+                 (sizes.reshape(-1).tolist() if isinstance(sizes, torch.Tensor) else sizes)]
+        sizes = sizes or None
     axes = list(range(rank)) if axes is None else [a % rank for a in axes]
     in_shape = list(x.shape)
     if sizes is not None:

@@ -17,12 +17,15 @@ from porter.converters.registry import converter
 
 
 def as_ints(v) -> list[int]:
-    """A shape-like input (tensor, list, tuple or int) as a list of python ints."""
+    """A shape-like input (tensor, list, tuple or int) as a list of python ints.
+
+    ``torch.SymInt`` entries (symbolic sizes under ``torch.export``) stay symbolic.
+    """
     if isinstance(v, torch.Tensor):
         return [int(x) for x in v.reshape(-1).tolist()]
-    if isinstance(v, int):
+    if isinstance(v, (int, torch.SymInt)):
         return [v]
-    return [int(x) for x in v]
+    return [x if isinstance(x, torch.SymInt) else int(x) for x in v]
 
 
 def _const_or_in(ctx: Context, i: int):

@@ -1,41 +1,59 @@
-"""Audit an nn.Module for Ascend NPUs: export it, then decide every ATen op it uses.
+"""Audit an nn.Module for Ascend NPUs: capture the ATen ops it uses, then decide each one.
 
-``audit_module`` exports with ``torch.export.export`` (static shapes), groups the graph's ATen op
-calls by overload, and asks :func:`porter.verify.npu.dispatch.decide` how each call would run on
-an NPU (torch_npu kernel, composite kernel judged by its parts, or CPU fallback). Each op names
-the modules that produced it (``node.meta["nn_module_stack"]``; ``""`` is the root module). When
-an NPU is present (:func:`npu_available`) the module is also run there and compared with the CPU.
+Two capture methods, tried in order, give the same kind of op list:
+
+- ``torch.export``: the exported graph's ATen op calls (symbolic sizes when ``dynamic_shapes``
+  is given, else static); each node names the modules that produced it
+  (``node.meta["nn_module_stack"]``; ``""`` is the root module);
+- ``dispatch``: when export cannot capture the module (data-dependent shapes, untraceable
+  constructs), one real forward runs under a ``TorchDispatchMode`` that records every ATen op
+  actually dispatched, with the module (or, for porter's ONNX modules, the graph step) running.
+
+Either way the calls are grouped by overload and :func:`porter.verify.npu.dispatch.decide` judges
+each as the NPU dispatcher would (torch_npu kernel, composite kernel judged by its parts, or CPU
+fallback). The report says which method was used (``"capture"``). When an NPU is present
+(:func:`npu_available`) the module is also run there and compared with the CPU.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import io
+import logging
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch._guards import detect_fake_mode
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.node import map_arg
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from porter.errors import AuditError
 from porter.verify.metrics import compare_arrays
 from porter.verify.npu.device import npu_available, run_on_npu
-from porter.verify.npu.dispatch import Decision, decide
+from porter.verify.npu.dispatch import Decision, decide, is_metadata_op, op_label
 from porter.verify.npu.registry import NpuRegistry, load_registry
 
-__all__ = ["audit_module", "graph_ops", "raise_if_missing"]
+__all__ = ["audit_module", "graph_ops", "dispatched_ops", "raise_if_missing"]
+
+CAPTURES = ("torch.export", "dispatch")
 
 
 def _module_path(node: torch.fx.Node) -> str:
     stack = node.meta.get("nn_module_stack") or {}
-    return str(list(stack.values())[-1][0]) if stack else ""
+    path = str(list(stack.values())[-1][0]) if stack else ""
+    return "" if path.startswith("_empty_nn_module_stack") else path  # export's placeholder
 
 
 def graph_ops(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
-    """The graph's call_function nodes whose target is an ATen/prims OpOverload, in order."""
+    """The graph's call_function nodes whose target is an ATen/prims OpOverload, in order
+    (symbolic-size queries left out)."""
     return [n for n in ep.graph.nodes
-            if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)]
+            if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)
+            and not is_metadata_op(n.target)]
 
 
 def _fake_args(node: torch.fx.Node) -> tuple[tuple, dict]:
@@ -48,18 +66,42 @@ def _add_unique(items: list[str], new: list[str]) -> None:
     items.extend(x for x in new if x not in items)
 
 
-def _op_records(ep: torch.export.ExportedProgram,
-                registry: NpuRegistry) -> tuple[list[dict], list[dict]]:
+Call = tuple[Any, tuple, dict, str]  # (OpOverload, fake args, fake kwargs, module path)
+
+
+def _export_calls(ep: torch.export.ExportedProgram) -> tuple[list[Call], Any]:
     nodes = graph_ops(ep)
     fake_mode = detect_fake_mode([n.meta.get("val") for n in ep.graph.nodes
                                   if n.op == "placeholder"])
+    return [(n.target, *_fake_args(n), _module_path(n)) for n in nodes], fake_mode
+
+
+def _signature(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return ("T", str(x.dtype), str(tuple(x.shape)), str(x.layout))  # SymInts: by name
+    if isinstance(x, (list, tuple)):
+        return tuple(_signature(v) for v in x)
+    if isinstance(x, dict):
+        return tuple((k, _signature(v)) for k, v in sorted(x.items()))
+    return repr(x)
+
+
+def _op_records(calls: list[Call], fake_mode: Any,
+                registry: NpuRegistry) -> tuple[list[dict], list[dict]]:
     records: dict[str, dict[str, Any]] = {}
     missing: dict[tuple[str, ...], dict[str, Any]] = {}
     rank = {"npu": 0, "decomposed": 1, "missing": 2}
-    for node in nodes:
-        args, kwargs = _fake_args(node)
-        decision: Decision = decide(node.target, args, kwargs, registry, fake_mode)
-        path = _module_path(node)
+    seen: dict[tuple, Decision] = {}  # one decision per (op, argument signature)
+    for op, args, kwargs, path in calls:
+        key = (op, _signature(args), _signature(kwargs))
+        decision = seen.get(key)
+        if decision is None:
+            try:
+                decision = decide(op, args, kwargs, registry, fake_mode)
+            except Exception as exc:  # noqa: BLE001 - an op that cannot be judged is flagged
+                decision = Decision(op_label(op), "missing", "unknown",
+                                    note=f"could not judge: {_first_line(exc)}")
+            seen[key] = decision
         rec = records.setdefault(decision.op, {
             "op": decision.op, "count": 0, "status": decision.status,
             "kernel": decision.kernel, "via": [], "modules": []})
@@ -77,6 +119,153 @@ def _op_records(ep: torch.export.ExportedProgram,
     return list(records.values()), list(missing.values())
 
 
+class _RecordDispatched(TorchDispatchMode):
+    """Record each ATen op a real forward dispatches, as fake tensors, with its module path."""
+
+    def __init__(self, fake_mode: FakeTensorMode, where: list[str]) -> None:
+        super().__init__()
+        self.fake_mode = fake_mode
+        self.where = where  # stack of module paths, innermost last
+        self.calls: list[Call] = []
+
+    def _fake(self, x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            return self.fake_mode.from_tensor(x, static_shapes=True)
+        return x
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if isinstance(func, torch._ops.OpOverload) and func.namespace not in ("prim",):
+            fargs, fkwargs = torch.utils._pytree.tree_map(self._fake, (args, kwargs))
+            self.calls.append((func, fargs, fkwargs, self.where[-1]))
+        return out
+
+
+def _track_modules(module: nn.Module, where: list[str]) -> list[Any]:
+    """Hooks that keep ``where`` at the path of the module (or ONNX graph step) now running."""
+    handles = []
+    for path, sub in module.named_modules():
+        if not path:
+            continue
+
+        def push(_m, _a, path=path):
+            where.append(path)
+
+        def pop(_m, _a, _o):
+            where.pop()
+
+        handles.append(sub.register_forward_pre_hook(push))
+        handles.append(sub.register_forward_hook(pop))
+    return handles
+
+
+def dispatched_ops(module: nn.Module, example_inputs: tuple) -> tuple[list[Call], Any]:
+    """The ATen ops one real ``module(*example_inputs)`` dispatches (below autograd), in order.
+
+    Composite-implicit ops arrive already decomposed, as in an exported graph. Porter's ONNX
+    modules report the graph step running (``step_observer``), other modules their submodule.
+    """
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    where = [""]
+    recorder = _RecordDispatched(fake_mode, where)
+    handles = _track_modules(module, where)
+    observed = [(p, m) for p, m in module.named_modules() if hasattr(m, "step_observer")]
+
+    def observer(prefix: str) -> Callable[[str], None]:
+        def on_step(label: str) -> None:
+            where[-1] = f"{prefix}.{label}" if prefix else label
+        return on_step
+
+    for path, m in observed:
+        m.step_observer = observer(path)
+    try:
+        with torch.no_grad(), recorder:
+            module(*example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+        for _, m in observed:
+            m.step_observer = None
+    return recorder.calls, fake_mode
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+@contextlib.contextmanager
+def _torch_logs_quiet() -> Iterator[None]:
+    """Keep torch's own warnings off stderr, unless verbose: a failed export logs warnings and
+    prints its partial graph to ``sys.stderr``, though the audit goes on with another method."""
+    from porter.verify.runtimes.onnxruntime import ort_verbose
+
+    if ort_verbose():
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+               if name == "torch" or name.startswith("torch.")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _for_signature(module: nn.Module, dynamic_shapes: Any) -> Any:
+    """Per-input dynamic_shapes, nested as torch.export wants for ``forward(*args)``."""
+    import inspect
+
+    if dynamic_shapes is None or isinstance(dynamic_shapes, dict):
+        return dynamic_shapes
+    params = list(inspect.signature(module.forward).parameters.values())
+    if len(params) == 1 and params[0].kind is inspect.Parameter.VAR_POSITIONAL:
+        return (tuple(dynamic_shapes),)
+    return dynamic_shapes
+
+
+def _symbolic_dims(ep: torch.export.ExportedProgram) -> list[str]:
+    """A note naming the input dims exported as symbolic sizes (none: the export is static)."""
+    user = set(ep.graph_signature.user_inputs)
+    dims = [f"{n.name}[{k}]" for n in ep.graph.nodes if n.op == "placeholder" and n.name in user
+            for k, d in enumerate(getattr(n.meta.get("val"), "shape", ()))
+            if isinstance(d, torch.SymInt)]
+    return [f"torch.export: dynamic dims {', '.join(dims)}"] if dims else []
+
+
+def _capture(module: nn.Module, example_inputs: tuple, dynamic_shapes: Any,
+             capture: str | None) -> tuple[str, list[Call], Any, list[str]]:
+    """(method, calls, fake_mode, why earlier methods failed); AuditError when none works."""
+    if capture is not None and capture not in CAPTURES:
+        raise AuditError(f"capture must be one of {', '.join(CAPTURES)}, not {capture!r}")
+    failures: list[str] = []
+    name = f"{type(module).__module__}.{type(module).__qualname__}"
+    if capture in (None, "torch.export"):
+        dynamic_shapes = _for_signature(module, dynamic_shapes)
+        attempts = [dynamic_shapes] + ([None] if dynamic_shapes is not None else [])
+        for dyn in attempts:
+            try:
+                with torch.no_grad(), _torch_logs_quiet():
+                    ep = torch.export.export(module, tuple(example_inputs), dynamic_shapes=dyn)
+                calls, fake_mode = _export_calls(ep)
+                return "torch.export", calls, fake_mode, failures + _symbolic_dims(ep)
+            except Exception as exc:  # noqa: BLE001 - any capture failure moves to the next one
+                kind = "dynamic" if dyn is not None else "static"
+                failures.append(f"torch.export ({kind}): {_first_line(exc)}")
+    if capture in (None, "dispatch"):
+        try:
+            calls, fake_mode = dispatched_ops(module, tuple(example_inputs))
+            return "dispatch", calls, fake_mode, failures
+        except Exception as exc:  # noqa: BLE001 - reported as an AuditError naming the module
+            failures.append(f"dispatch: {_first_line(exc)}")
+    raise AuditError(f"NPU audit cannot capture {name}: " + "; ".join(failures))
+
+
 def _to_numpy(out: Any) -> list[np.ndarray]:
     flat, _ = torch.utils._pytree.tree_flatten(out)
     return [t.detach().float().cpu().numpy() for t in flat if isinstance(t, torch.Tensor)]
@@ -85,34 +274,44 @@ def _to_numpy(out: Any) -> list[np.ndarray]:
 def audit_module(module: nn.Module, example_inputs: tuple, *,
                  registry: NpuRegistry | str | None = None,
                  compare: Callable[[np.ndarray, np.ndarray], dict] | None = compare_arrays,
-                 dynamic_shapes: Any = None) -> dict[str, Any]:
+                 dynamic_shapes: Any = None, capture: str | None = None) -> dict[str, Any]:
     """Export ``module`` and decide each ATen op it uses on an NPU; a JSON-able report.
 
     ``registry`` is a loaded :class:`NpuRegistry`, a path for :func:`load_registry`, or ``None``
     for the committed torch_npu list. The report::
 
-        {"device": "audit" | "npu", "registry": {source, version, sha256, date},
+        {"device": "audit" | "npu", "capture": "torch.export" | "dispatch",
+         "registry": {source, version, sha256, date},
          "ops": [{"op", "count", "status": "npu"|"decomposed"|"missing", "kernel", "via",
                   "modules"}],
          "missing": [{"op", "chain", "modules", "note"}], "passed": bool}
 
+    ``capture`` forces one method (default: ``torch.export`` with ``dynamic_shapes``, then
+    static, then ``dispatch``); why earlier methods failed is kept in ``"capture_notes"``. When
+    no method can capture the module, :class:`AuditError` names it and each failure.
     ``via`` lists the ops a composite op ends up calling; ``chain`` the path from the graph's op
     down to the one without a kernel. With an NPU present, ``"outputs"`` holds ``compare(cpu,
     npu)`` per output (or the raw arrays when ``compare`` is None).
     """
     reg = registry if isinstance(registry, NpuRegistry) else load_registry(registry)
     module = module.eval()
-    with torch.no_grad():
-        ep = torch.export.export(module, tuple(example_inputs), dynamic_shapes=dynamic_shapes)
-    ops, missing = _op_records(ep, reg)
+    method, calls, fake_mode, failures = _capture(module, example_inputs, dynamic_shapes, capture)
+    try:
+        ops, missing = _op_records(calls, fake_mode, reg)
+    except Exception as exc:  # noqa: BLE001 - judging must not end in an internal error
+        raise AuditError(f"NPU audit of {type(module).__qualname__} ({method}) failed: "
+                         f"{_first_line(exc)}") from exc
     report: dict[str, Any] = {
         "device": "audit",
+        "capture": method,
         "registry": reg.header(),
         "torch": torch.__version__,
         "ops": ops,
         "missing": missing,
         "passed": not missing,
     }
+    if failures:
+        report["capture_notes"] = failures
     if npu_available():
         with torch.no_grad():
             cpu_out = _to_numpy(module(*example_inputs))

@@ -18,7 +18,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from porter.verify.npu.registry import NpuRegistry, canonical_op_name
 
-__all__ = ["Decision", "decide", "op_label"]
+__all__ = ["Decision", "METADATA_OPS", "decide", "is_metadata_op", "op_label"]
+
+# size queries of a symbolic shape: they read tensor metadata and run no kernel on any device
+METADATA_OPS = frozenset({"aten::sym_size", "aten::sym_stride", "aten::sym_numel",
+                          "aten::sym_storage_offset", "aten::size", "aten::stride",
+                          "aten::numel", "aten::storage_offset"})
 
 _DK = torch._C.DispatchKey
 _COMPOSITES = (
@@ -27,6 +32,11 @@ _COMPOSITES = (
     ("CompositeImplicitAutograd", _DK.CompositeImplicitAutograd),
 )
 _MAX_DEPTH = 12
+
+
+def is_metadata_op(op: Any) -> bool:
+    """True for size/stride queries (``aten::sym_size.int``, ``aten::size``): no kernel runs."""
+    return op.namespace == "aten" and op._schema.name in METADATA_OPS
 
 
 def op_label(op: Any) -> str:
@@ -75,7 +85,8 @@ def _run_composite(op: Any, key: Any, args: tuple, kwargs: dict, fake_mode: Any)
     with fake_mode, torch._C._AutoDispatchBelowAutograd(), recorder:
         op._op_dk(key, *args, **kwargs)
     return [c for c in recorder.calls if isinstance(c[0], torch._ops.OpOverload)
-            and c[0].namespace != "prim"]  # prim::device & co. query metadata, no kernel
+            and c[0].namespace != "prim"  # prim::device & co. query metadata, no kernel
+            and not is_metadata_op(c[0])]
 
 
 def decide(op: Any, args: tuple, kwargs: dict, registry: NpuRegistry, fake_mode: Any,

@@ -10,7 +10,32 @@ import numpy as np
 
 from porter.errors import FormatError, PorterError
 
-__all__ = ["OrtRunner"]
+__all__ = ["OrtRunner", "ort_verbose", "session_options"]
+
+# onnxruntime's severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
+_QUIET, _VERBOSE = 3, 2
+
+
+def ort_verbose() -> bool:
+    """Whether onnxruntime may print its own warnings: ``PORTER_VERBOSE`` set (``--verbose``)."""
+    import os
+
+    return os.environ.get("PORTER_VERBOSE", "") not in ("", "0")
+
+
+def session_options() -> Any:
+    """``SessionOptions`` that keep onnxruntime's logging to errors unless verbose.
+
+    onnxruntime warns about every unused initializer and every node it cannot place on a
+    fast path (hundreds of lines for one model); none of it is porter's output.
+    """
+    import onnxruntime as ort
+
+    level = _VERBOSE if ort_verbose() else _QUIET
+    ort.set_default_logger_severity(level)  # warnings raised before a session logger exists
+    so = ort.SessionOptions()
+    so.log_severity_level = level
+    return so
 
 
 def _message(exc: Exception) -> str:
@@ -28,7 +53,7 @@ class OrtRunner:
                  optimization: str = "basic") -> None:
         import onnxruntime as ort
 
-        so = ort.SessionOptions()
+        so = session_options()
         if threads:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
