@@ -96,7 +96,9 @@ def default_cases(inputs: Sequence[dict[str, Any]],
 
 # The runtime each convertible format is verified against (never the intermediate ONNX).
 REFERENCE_NAMES = {"onnx": "onnxruntime", "tf1-frozen": "tensorflow",
+                   "tf1-checkpoint": "tensorflow", "tf1-metagraph": "tensorflow",
                    "paddle-inference": "paddle-inference"}
+TF1_FORMATS = ("tf1-frozen", "tf1-checkpoint", "tf1-metagraph")
 
 
 def _reference(source: Source, input_names: list[str], output_names: list[str]):
@@ -106,12 +108,20 @@ def _reference(source: Source, input_names: list[str], output_names: list[str]):
         from porter.verify.runtimes.onnxruntime import OrtRunner
 
         return OrtRunner(source.path)
-    if fmt == "tf1-frozen":
+    if fmt in TF1_FORMATS:
         from porter.verify.runtimes.child import ChildRuntime
 
-        payload = {"graph": str(source.path), "layout": "none",
-                   "inputs": {n: n for n in input_names}, "outputs": {n: n for n in output_names}}
-        return ChildRuntime("porter.verify.runtimes.tf1:frozen", payload,
+        # TF feeds inner tensors directly, so the reference runs the graph as published (the
+        # restored MetaGraph for checkpoints), never the cut or frozen copy given to tf2onnx
+        payload: dict[str, Any] = {"layout": "none", "inputs": {n: n for n in input_names},
+                                   "outputs": {n: n for n in output_names}}
+        if fmt == "tf1-frozen":
+            return ChildRuntime("porter.verify.runtimes.tf1:frozen",
+                                {**payload, "graph": str(source.path)}, name="tensorflow")
+        meta = source.meta.get("metagraph") or str(source.path)
+        checkpoint = source.meta.get("prefix") or source.meta.get("checkpoint")
+        return ChildRuntime("porter.verify.runtimes.tf1:metagraph",
+                            {**payload, "meta": meta, "checkpoint": str(checkpoint)},
                             name="tensorflow")
     if fmt == "paddle-inference":
         from porter.verify.runtimes.paddle import paddle_inference_runtime
@@ -120,14 +130,25 @@ def _reference(source: Source, input_names: list[str], output_names: list[str]):
     raise PorterError(f"no reference runtime for {fmt} sources")
 
 
+def _tf1_to_onnx(source: Source, inputs: Mapping[str, list[int] | None] | None,
+                 outputs: Sequence[str] | None) -> tuple[Any, Any]:
+    """(ONNX model, PreparedGraph): frozen, cut at ``inputs``, Dequantize folded, tf2onnx."""
+    import tempfile
+    from pathlib import Path
+
+    from porter.importers.tf1 import prepare_graph, to_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = prepare_graph(source, Path(tmp) / "prepared.pb", dict(inputs or {}),
+                                 list(outputs or []))
+        model = to_onnx(prepared.path, [i["name"] for i in prepared.inputs], prepared.outputs)
+    return model, prepared
+
+
 def _to_onnx(source: Source) -> Any:
     fmt = source.format
     if fmt == "onnx":
         return source.native
-    if fmt == "tf1-frozen":
-        from porter.importers.tf1 import to_onnx
-
-        return to_onnx(source)
     if fmt == "paddle-inference":
         from porter.importers.paddle import to_onnx
 
@@ -141,11 +162,24 @@ def _to_onnx(source: Source) -> Any:
                       f"op graph to convert generically{hint}")
 
 
-def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | None = None):
-    """(GraphPort, Ported) for ``source`` through porter's generic ONNX converter."""
+def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | None = None,
+                 inputs: Mapping[str, list[int] | None] | None = None,
+                 outputs: Sequence[str] | None = None):
+    """(GraphPort, Ported) for ``source`` through porter's generic ONNX converter.
+
+    ``inputs`` (tensor name -> shape or None) and ``outputs`` name the graph's interface where
+    the source does not (TF1 graphs without Placeholders, training MetaGraphs).
+    """
     from porter.converters import convert_onnx
     from porter.graphs import GraphPort, Ported
-    model = _to_onnx(source)
+
+    prepared = None
+    if source.format in TF1_FORMATS:
+        model, prepared = _tf1_to_onnx(source, inputs, outputs)
+    elif inputs or outputs:
+        raise PorterError("--inputs/--outputs apply to TF1 graphs only")
+    else:
+        model = _to_onnx(source)
     if source.format == "onnx" and any(
             t.data_location == 1 for t in model.graph.initializer):  # external data on disk
         model_arg: Any = source.path
@@ -155,8 +189,14 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
     inputs, outputs = onnx_io(model)
     names = [i["name"] for i in inputs]
     params = dict(module.state_dict())
-    report = account_verbatim(source, params)
+    report = account_verbatim(source, params, prepared)
     via = "ONNX" if source.format == "onnx" else f"{source.format} -> ONNX"
+    if prepared is not None and prepared.frozen_from:
+        report.notes.append(f"MetaGraph {prepared.frozen_from} restored and frozen by "
+                            "TensorFlow before tf2onnx; parity runs the restored MetaGraph")
+    if prepared is not None and prepared.feeds:
+        report.notes.append("inner tensors fed as inputs: " + ", ".join(
+            f"{k} {v}" for k, v in prepared.feeds.items()))
     report.notes.append(f"generic conversion via {via}; {len(params)} parameters/buffers in "
                         "the generated module")
     cases = default_cases(inputs, shapes)
@@ -234,7 +274,8 @@ def checked_source(module: Any, case: Case) -> str:
     return text
 
 
-def account_verbatim(source: Source, params: Mapping[str, Any]) -> MappingReport:
+def account_verbatim(source: Source, params: Mapping[str, Any],
+                     prepared: Any = None) -> MappingReport:
     """Report, for every source tensor, the module tensor holding exactly its bytes.
 
     A generic conversion names its own parameters, so the pairing is by content: identical

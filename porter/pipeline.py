@@ -82,6 +82,7 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
             target: str | None = None, images: Sequence[str | Path] = (),
             zoo: str | Path | None = None, shapes: Sequence[str] = (),
             cross_check: Sequence[str | Path] = (), tolerance: float | None = None,
+            inputs: Sequence[str] = (), outputs: Sequence[str] = (),
             progress: Progress = _quiet) -> ConvertResult:
     """Convert ``path`` to a verified torch module and write ``out`` (and the zoo on publish).
 
@@ -89,7 +90,9 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     substitutes and the NPU audit or a real NPU run), "none". ``target="npu"`` applies the
     substitutes without verifying. ``images`` adds real pictures to the parity cases.
     ``cross_check`` names other ONNX exports of the same model (matched to the module's inputs
-    and outputs by position) that the module must also agree with.
+    and outputs by position) that the module must also agree with. ``inputs``
+    (``NAME[:SHAPE]``) and ``outputs`` (``NAME``) name a TF1 graph's interface for the generic
+    path (inner tensors become inputs); giving them picks the generic path.
     """
     if verify not in VERIFY_CHOICES:
         raise PorterError(f"--verify must be one of {', '.join(VERIFY_CHOICES)}, not {verify!r}")
@@ -107,15 +110,21 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     timings["import"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    port = None if to == "torch-source" else _select_port(source, graph)
+    io_given = bool(inputs or outputs)
+    port = None if to == "torch-source" or (io_given and graph == "auto") else \
+        _select_port(source, graph)
     if port is not None:
         progress(f"map      {source.format} -> {port.graph} (port {port.name})")
         ported = port.port(source)
     else:
         progress(f"convert  {source.format} -> generic torch module (no clean graph matches)")
         from porter.generic import generic_port, parse_shape
+        from porter.importers.tf1 import parse_io_spec
 
-        port, ported = generic_port(source, dict(parse_shape(s) for s in shapes))
+        port, ported = generic_port(
+            source, dict(parse_shape(s) for s in shapes),
+            inputs=dict(parse_io_spec(i) for i in inputs) or None,
+            outputs=[parse_io_spec(o)[0] for o in outputs] or None)
     timings["map"] = time.perf_counter() - t
     if tolerance is not None:
         if not tolerance > 0:

@@ -42,6 +42,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shape", dest="shapes", action="append", default=[],
                    metavar="[NAME=]1x3xHxW", help="input shape for generic verification where "
                    "the model leaves sizes open (repeatable; batch is doubled for a 2nd case)")
+    p.add_argument("--inputs", nargs="+", default=[], metavar="NAME[:SHAPE]",
+                   help="TF1: tensors to feed, e.g. pre/scaled:0:1x224x224x3 (an inner tensor "
+                        "needs its shape; it becomes an input); picks the generic path")
+    p.add_argument("--outputs", nargs="+", default=[], metavar="NAME",
+                   help="TF1: tensors to fetch (default: the graph's inference sinks)")
     p.add_argument("--cross-check", action="append", default=[], metavar="FILE.onnx",
                    help="also require agreement with another ONNX export of the same model "
                         "(inputs/outputs matched by position; repeatable)")
@@ -65,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     result = convert(args.src, to=args.to, graph=args.graph, verify=args.verify, out=args.out,
                      publish=args.publish, name=args.name, target=args.target,
                      images=args.images, zoo=args.zoo, shapes=args.shapes,
-                     cross_check=args.cross_check, tolerance=args.tol, progress=show)
+                     cross_check=args.cross_check, tolerance=args.tol,
+                     inputs=args.inputs, outputs=args.outputs, progress=show)
     if args.json:
         emit_json(result.manifest)
     else:
