@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from porter.errors import PorterError
+from porter.mapping.folds import layout_candidates
 from porter.mapping.report import MappingReport
 from porter.source import Source
 from porter.verify.parity import Case, Tolerance
@@ -280,7 +281,10 @@ def account_verbatim(source: Source, params: Mapping[str, Any],
 
     A generic conversion names its own parameters, so the pairing is by content: identical
     dtype, shape and bytes. Tensors an intermediate exporter changed (folded, transposed) are
-    reported as ``rewritten``; the parity run is what vouches for those.
+    reported as ``rewritten``; the parity run is what vouches for those. Tensors an exporter
+    folded (BatchNorm into conv, Dequantize) are traced and recomputed (``folded``), layouts
+    (HWIO, depthwise, dense) are tried, and training state or tensors the outputs never read
+    are ``dropped`` with the reason.
     """
     import hashlib
 
@@ -290,15 +294,37 @@ def account_verbatim(source: Source, params: Mapping[str, Any],
         return arr.dtype.str, arr.size, hashlib.sha256(arr.tobytes()).hexdigest()
 
     by_content: dict[tuple, list[str]] = {}
-    for name, t in params.items():
-        by_content.setdefault(key(t.detach().cpu().numpy()), []).append(name)
+    arrays = {name: t.detach().cpu().numpy() for name, t in params.items()}
+    for name, arr in arrays.items():
+        by_content.setdefault(key(arr), []).append(name)
     report = MappingReport(method="generic",
                            source_kinds={n: r.kind for n, r in source.tensors.items()})
+    kinds = source.meta.get("variable_kinds", {})
+    kept = set(getattr(prepared, "consts", None) or source.tensors)
+    folds_by_source = _traced_folds(source, arrays, prepared)
     for name, ref in source.tensors.items():
+        kind = kinds.get(name, "weight")
+        if kind == "weight" and name in folds_by_source:
+            fold = folds_by_source[name]
+            report.add(name, fold.target, "folded", None, list(ref.shape),
+                       list(params[fold.target].shape),
+                       f"{fold.how}; recomputed max|Δ| {fold.max_abs:.2e}")
+            continue
+        if kind != "weight" or name not in kept:
+            why = {"optimizer": "optimizer state (slot or accumulator)",
+                   "ema": "exponential-moving-average shadow copy",
+                   "step": "training step counter"}.get(kind, "unused: not reached from the "
+                                                             "graph's outputs")
+            report.add(name, None, "dropped", None, list(ref.shape), None, why)
+            continue
         arr = ref.numpy()
-        hits, how = by_content.get(key(arr)) or by_content.get(key(arr.astype(np.float32))), None
-        if not hits and arr.ndim == 2:
-            hits, how = by_content.get(key(arr.T)), "transpose_2d"
+        hits, how = None, None
+        if arr.dtype.kind == "f":
+            for cand, transform in layout_candidates(arr):
+                hits = by_content.get(key(cand)) or by_content.get(key(cand.astype(np.float32)))
+                if hits:
+                    how = transform
+                    break
         if hits:
             shape = list(params[hits[0]].shape)
             report.add(name, hits[0], "mapped", how, list(ref.shape), shape,
@@ -307,6 +333,51 @@ def account_verbatim(source: Source, params: Mapping[str, Any],
             report.add(name, None, "rewritten", None, list(ref.shape), None,
                        "not found verbatim in the module; covered by parity")
     return report
+
+
+def _traced_folds(source: Source, arrays: Mapping[str, np.ndarray], prepared: Any) -> dict:
+    """Source tensor -> Fold for BatchNorm folds and porter's own Dequantize folds."""
+    from porter.mapping.folds import Fold, find_close, trace_batchnorm_folds
+
+    if source.graph is None or source.format not in TF1_FORMATS:
+        return {}
+    out: dict[str, Any] = {}
+    load = lambda n: source.tensors[n].numpy()  # noqa: E731
+    for fold in trace_batchnorm_folds(source.graph, source.tensors, arrays, load):
+        for s in fold.sources:
+            out.setdefault(s, fold)
+    if prepared is not None:
+        from porter.importers.tf1 import dequantize
+        from porter.mapping.folds import layout_candidates as layouts
+
+        for f in prepared.folds:
+            q = f["quantized"]
+            if q not in source.tensors:
+                continue
+            value = dequantize(source.tensors[q].numpy(), f["dtype"],
+                               _const(source, f["min"]), _const(source, f["max"]), f["mode"],
+                               f["axis"], f["narrow_range"])
+            for cand, transform in layouts(value):
+                hit = find_close(cand.astype(np.float64), arrays)
+                if hit:
+                    how = (f"{f['dtype']} Dequantize {f['mode']} folded to float (TF agrees to "
+                           f"{f['max_abs_vs_tensorflow']:.1e})" + (f", {transform}" if transform
+                                                                   else ""))
+                    fold = Fold((q, f["min"], f["max"]), hit[0], how, hit[1])
+                    for s in fold.sources:
+                        out.setdefault(s, fold)
+                    break
+    return out
+
+
+def _const(source: Source, name: str) -> np.ndarray:
+    """A Const's value: a source tensor, or a small constant inlined in the op graph."""
+    if name in source.tensors:
+        return source.tensors[name].numpy()
+    value = source.graph.nodes[name]["attrs"].get("value")
+    if not isinstance(value, np.ndarray):
+        raise PorterError(f"quantization range {name} is not a readable constant")
+    return value
 
 
 def _torch(x: np.ndarray):

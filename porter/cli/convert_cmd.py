@@ -143,6 +143,8 @@ def _mapping_line(mapping: dict) -> str:
             detail.append(f"{v['structure']} graph constants checked")
         if v.get("dropped"):
             detail.append(f"{v['dropped']} deliberately dropped")
+        if v.get("folded"):
+            detail.append(f"{v['folded']} traced through exporter folds, checked")
         if v.get("rewritten"):
             detail.append(f"{v['rewritten']} folded or rewritten in conversion, covered by parity")
         verb = "mapped" if done == v["total"] else "accounted"

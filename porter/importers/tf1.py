@@ -408,6 +408,7 @@ class PreparedGraph:
     folds: list[dict[str, Any]]  # Dequantize folds, each checked against TensorFlow
     frozen_from: str | None  # the MetaGraph frozen with its checkpoint, if any
     feeds: dict[str, list[int]]  # inner tensors turned into inputs
+    consts: list[str]  # the Const nodes the prepared graph still reads
 
 
 def prepare_graph(source: Source, out: Path, inputs: dict[str, list[int] | None] | None = None,
@@ -467,7 +468,8 @@ def prepare_graph(source: Source, out: Path, inputs: dict[str, list[int] | None]
     ok = reply["ok"]
     wanted = set(inputs or auto_in) | set(feeds)
     ins = [i for i in ok["inputs"] if not wanted or i["name"] in wanted] or ok["inputs"]
-    return PreparedGraph(Path(out), ins, outputs, ok["folds"], frozen_from, feeds)
+    return PreparedGraph(Path(out), ins, outputs, ok["folds"], frozen_from, feeds,
+                         ok["consts"])
 
 
 def to_onnx(source: Source | Path, inputs: list[str] | None = None,
