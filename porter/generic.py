@@ -302,6 +302,7 @@ def account_verbatim(source: Source, params: Mapping[str, Any],
     kinds = source.meta.get("variable_kinds", {})
     kept = set(getattr(prepared, "consts", None) or source.tensors)
     folds_by_source = _traced_folds(source, arrays, prepared)
+    read = _read_by_graph(source)
     for name, ref in source.tensors.items():
         kind = kinds.get(name, "weight")
         if kind == "weight" and name in folds_by_source:
@@ -329,10 +330,26 @@ def account_verbatim(source: Source, params: Mapping[str, Any],
             shape = list(params[hits[0]].shape)
             report.add(name, hits[0], "mapped", how, list(ref.shape), shape,
                        "bit-exact" + (f"; also {', '.join(hits[1:3])}" if len(hits) > 1 else ""))
+        elif name not in read:
+            report.add(name, None, "dropped", None, list(ref.shape), None,
+                       "unused: no node of the source graph reads it")
         else:
             report.add(name, None, "rewritten", None, list(ref.shape), None,
                        "not found verbatim in the module; covered by parity")
     return report
+
+
+def _read_by_graph(source: Source) -> set[str]:
+    """Names (tensor and producer) that some node of the source's op graph reads; with no
+    op graph, every tensor counts as read."""
+    if source.graph is None:
+        return set(source.tensors)
+    read: set[str] = set()
+    for _, data in source.graph.nodes(data=True):
+        for inp in data.get("inputs", ()):
+            inp = inp.lstrip("^")
+            read.update((inp, inp.rsplit(":", 1)[0]))
+    return read
 
 
 def _traced_folds(source: Source, arrays: Mapping[str, np.ndarray], prepared: Any) -> dict:
