@@ -330,6 +330,10 @@ def account_verbatim(source: Source, params: Mapping[str, Any],
             shape = list(params[hits[0]].shape)
             report.add(name, hits[0], "mapped", how, list(ref.shape), shape,
                        "bit-exact" + (f"; also {', '.join(hits[1:3])}" if len(hits) > 1 else ""))
+        elif (fold := _scaled(source, name, arr, arrays)) is not None:
+            report.add(name, fold.target, "folded", None, list(ref.shape),
+                       list(params[fold.target].shape),
+                       f"{fold.how}; recomputed max|Δ| {fold.max_abs:.2e}")
         elif name not in read:
             report.add(name, None, "dropped", None, list(ref.shape), None,
                        "unused: no node of the source graph reads it")
@@ -337,6 +341,17 @@ def account_verbatim(source: Source, params: Mapping[str, Any],
             report.add(name, None, "rewritten", None, list(ref.shape), None,
                        "not found verbatim in the module; covered by parity")
     return report
+
+
+def _scaled(source: Source, name: str, arr: np.ndarray, arrays: Mapping[str, np.ndarray]):
+    """A TF1 tensor an exporter multiplied by a scalar constant of the graph, traced."""
+    if source.graph is None or source.format not in TF1_FORMATS or arr.dtype.kind != "f":
+        return None
+    from porter.mapping.folds import trace_constant_scaling
+
+    start = f"{name}/read" if f"{name}/read" in source.graph else name
+    return trace_constant_scaling(source.graph, start, arr, arrays) if start in source.graph \
+        else None
 
 
 def _read_by_graph(source: Source) -> set[str]:

@@ -126,3 +126,46 @@ def trace_batchnorm_folds(graph: Any, tensors: Mapping[str, Any],
         folds.append(Fold(tuple(x for x in (bn[1], bn[2], bn[0], bn[3], bias) if x), hb[0],
                           how, hb[1]))
     return folds
+
+
+def _scalar_const(graph: Any, tensor: str) -> float | None:
+    node = graph.nodes.get(tensor.lstrip("^").rsplit(":", 1)[0])
+    if node is None or node["op_type"] != "Const":
+        return None
+    value = node["attrs"].get("value")
+    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind == "f":
+        return float(value.ravel()[0])
+    return None
+
+
+def trace_constant_scaling(graph: Any, name: str, arr: np.ndarray,
+                           params: Mapping[str, np.ndarray], hops: int = 3) -> Fold | None:
+    """``name`` folded with a scalar Const it is multiplied (or divided) by downstream.
+
+    Exporters reassociate ``(a * x) * 0.5`` into ``(a * 0.5) * x``; the scalars are those
+    feeding a Mul / RealDiv within ``hops`` data edges of the tensor (gradient ops aside).
+    """
+    frontier, seen, scales = {name}, {name}, []
+    for _ in range(hops):
+        nxt = set()
+        for n in frontier:
+            for succ in graph.successors(n):
+                if succ in seen or succ.startswith("gradients/"):
+                    continue
+                data = graph.nodes[succ]
+                if data["op_type"] in ("Mul", "RealDiv"):
+                    for inp in data["inputs"]:
+                        c = _scalar_const(graph, inp)
+                        if c:
+                            scales.append((c if data["op_type"] == "Mul" else 1 / c, succ))
+                seen.add(succ)
+                nxt.add(succ)
+        frontier = nxt
+    for c, node in scales:
+        for cand, transform in layout_candidates(arr.astype(np.float64) * c):
+            hit = find_close(cand, params)
+            if hit:
+                how = f"multiplied by the constant {c:g} of {node}" + (
+                    f", {transform}" if transform else "")
+                return Fold((name,), hit[0], how, hit[1])
+    return None
