@@ -159,8 +159,9 @@ def _to_onnx(source: Source) -> Any:
     _load()
     known = sorted({p.name for p in PORTS.values() if fmt in p.formats})
     hint = f"; graphs that port {fmt}: {', '.join(known)} (use --graph NAME)" if known else ""
-    raise PorterError(f"no clean graph matches this {fmt} source, and a {fmt} source has no "
-                      f"op graph to convert generically{hint}")
+    why = (f"this {fmt} has no MetaGraph (.meta beside it) to convert generically"
+           if fmt in TF1_FORMATS else f"a {fmt} source has no op graph to convert generically")
+    raise PorterError(f"no clean graph matches this {fmt} source, and {why}{hint}")
 
 
 def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | None = None,
@@ -175,6 +176,8 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
     from porter.graphs import GraphPort, Ported
 
     prepared = None
+    if source.format in TF1_FORMATS and source.graph is None:
+        _to_onnx(source)  # a bare checkpoint: the error names the graphs that port it
     if source.format in TF1_FORMATS:
         model, prepared = _tf1_to_onnx(source, inputs, outputs)
     elif inputs or outputs:

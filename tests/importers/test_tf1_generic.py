@@ -118,3 +118,14 @@ def test_parse_io_spec_and_dequantize_modes():
                                [-1.0, 1 / 255, 1.0], rtol=1e-6)
     np.testing.assert_allclose(dequantize(np.array([-127, 0, 127], np.int8), "qint8", -2.0, 2.0,
                                           "SCALED", narrow_range=True), [-2.0, 0.0, 2.0])
+
+
+def test_checkpoint_without_metagraph_is_one_clear_line(tf1_fixtures, tmp_path, capsys):
+    _, exp = tf1_fixtures
+    prefix = exp["generic"]["prefix"]
+    for suffix in (".index", ".data-00000-of-00001"):
+        (tmp_path / f"model{suffix}").write_bytes(open(prefix + suffix, "rb").read())
+    assert main(["convert", str(tmp_path / "model"), "-q", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no MetaGraph (.meta beside it)" in err[0]
+    assert "mtcnn_rnet" in err[0] and not (tmp_path / "o").exists()
