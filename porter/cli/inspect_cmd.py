@@ -40,8 +40,9 @@ def describe(source) -> dict:
     ops = Counter()
     if source.graph is not None:
         ops = Counter(d.get("op_type", "?") for _, d in source.graph.nodes(data=True))
-    tensors = [{"name": r.name, "shape": list(r.shape), "dtype": str(r.dtype), "kind": r.kind}
-               for r in source.tensors.values()]
+    dtypes = source.meta.get("dtypes") or {}  # TF's own names (quint8 is stored as uint8)
+    tensors = [{"name": r.name, "shape": list(r.shape), "dtype": dtypes.get(r.name, str(r.dtype)),
+                "kind": r.kind} for r in source.tensors.values()]
     return {"path": str(source.path), "format": source.format,
             "opset": source.meta.get("opset"), "producer": source.meta.get("producer"),
             "inputs": _io_rows(source.meta.get("inputs")),

@@ -265,6 +265,7 @@ def load_frozen(path: Path) -> Source:
     """A frozen GraphDef: floating Const nodes of rank >= 1 become lazy ``constant`` tensors."""
     gd = read_graph_def(path)
     refs: dict[str, TensorRef] = {}
+    dtypes: dict[str, str] = {}
     for node in gd.nodes:
         if node.op != "Const" or "value" not in node.raw_attrs:
             continue
@@ -273,10 +274,11 @@ def load_frozen(path: Path) -> Source:
                                     *QUANTIZED_DTYPES) or not shape:
             continue  # quantized Consts are weights too (folded through Dequantize later)
         refs[node.name] = TensorRef(node.name, shape, np_dtype(code), load, "constant")
+        dtypes[node.name] = dtype_name(code)
     graph = tf_graph(gd)
     sinks = [n for n in graph if graph.out_degree(n) == 0 and graph.nodes[n]["op_type"]
              not in ("Const", "NoOp", "Assert")]
-    meta = {"files": [path], "producer": gd.producer, "functions": gd.functions,
+    meta = {"files": [path], "producer": gd.producer, "functions": gd.functions, "dtypes": dtypes,
             "inputs": graph_inputs(graph), "outputs": [f"{n}:0" for n in sinks]}
     return Source(path=path, format="tf1-frozen", tensors=refs, graph=graph, meta=meta)
 

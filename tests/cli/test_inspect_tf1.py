@@ -70,3 +70,15 @@ def test_op_histogram_columns_align_and_keep_every_op():
     cells = " ".join(lines).split()
     assert dict(zip(cells[::2], map(int, cells[1::2]))) == ops
     assert all(len(line) <= 60 for line in lines)
+
+
+def test_inspect_quantized_and_placeholderless_graphs(capsys, tf1_fixtures):
+    _, exp = tf1_fixtures
+    info = _inspect_json(capsys, exp["quant"]["path"])
+    assert info["ops"] == _tf_ops(exp["quant"]["graph"]) and info["ops"]["Dequantize"] == 3
+    dtypes = {t["name"]: t["dtype"] for t in info["tensors"]}
+    assert {n: dtypes[n] for n in exp["quant"]["quantized"]} == {
+        n: v.dtype.names[0] for n, v in exp["quant"]["quantized"].items()}  # quint8 / qint8
+    info = _inspect_json(capsys, exp["inner"]["path"])
+    assert info["inputs"] == [] and info["outputs"] == [{"name": "scores:0"}]
+    assert info["ops"] == _tf_ops(exp["inner"]["graph"])
