@@ -190,8 +190,8 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
     else:
         model_arg = model
     module = convert_onnx(model_arg).eval()
-    inputs, outputs = onnx_io(model)
-    names = [i["name"] for i in inputs]
+    onnx_inputs, outputs = onnx_io(model)
+    names = [i["name"] for i in onnx_inputs]
     params = dict(module.state_dict())
     report = account_verbatim(source, params, prepared)
     via = "ONNX" if source.format == "onnx" else f"{source.format} -> ONNX"
@@ -203,7 +203,9 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
             f"{k} {v}" for k, v in prepared.feeds.items()))
     report.notes.append(f"generic conversion via {via}; {len(params)} parameters/buffers in "
                         "the generated module")
-    cases = default_cases(inputs, shapes)
+    given = {n: tuple(d) for n, d in (inputs or {}).items()  # --inputs NAME:SHAPE sizes a case
+             if d and all(x > 0 for x in d) and n in names}
+    cases = default_cases(onnx_inputs, {**given, **dict(shapes or {})})
     ported = Ported(module, f"model.py:{CLASS_NAME}", {}, report, names, outputs,
                     render_files=lambda: {"model.py": checked_source(module, cases[0])})
     port = GraphPort(
