@@ -24,7 +24,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from porter.errors import FormatError
+from porter.errors import FormatError, PorterError
 from porter.importers import importer, read_magic
 from porter.importers.tf_bundle import BundleReader, checkpoint_prefix
 from porter.importers.tf_proto import (
@@ -420,11 +420,6 @@ def prepare_graph(source: Source, out: Path, inputs: dict[str, list[int] | None]
     A checkpoint/MetaGraph is restored and frozen; ``inputs`` naming non-Placeholder tensors
     (with their shapes) turn those into Placeholders.
     """
-    import json
-    import os
-    import subprocess
-    import sys
-
     if source.graph is None:
         raise FormatError(f"{source.path}: a {source.format} source without a MetaGraph has no "
                           "op graph to convert (put the .meta beside the checkpoint)")
@@ -456,18 +451,14 @@ def prepare_graph(source: Source, out: Path, inputs: dict[str, list[int] | None]
             raise FormatError(f"{meta}: no checkpoint beside the MetaGraph to restore")
         request.update(meta=meta, checkpoint=str(checkpoint))
         frozen_from = meta
-    proc = subprocess.run([sys.executable, "-m", "porter.importers.tf1_child"],
-                          input=json.dumps(request), capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    from porter.verify.runtimes.child import ChildRuntime
+
     try:
-        reply = json.loads(proc.stdout)
-    except ValueError:
-        tail = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise FormatError(f"{source.path}: TensorFlow could not prepare the graph "
-                          f"(exit code {proc.returncode}: {tail})") from None
-    if "error" in reply:
-        raise FormatError(f"{source.path}: {reply['error']}")
-    ok = reply["ok"]
+        with ChildRuntime("porter.importers.tf1_child:prepared", request,
+                          name="tensorflow") as child:
+            ok = child.info
+    except PorterError as exc:
+        raise FormatError(f"{source.path}: {exc}") from exc
     wanted = set(inputs or auto_in) | set(feeds)
     ins = [i for i in ok["inputs"] if not wanted or i["name"] in wanted] or ok["inputs"]
     return PreparedGraph(Path(out), ins, outputs, ok["folds"], frozen_from, feeds,

@@ -1,8 +1,8 @@
-"""TF-side GraphDef preparation before tf2onnx, run as ``python -m porter.importers.tf1_child``.
+"""TF-side GraphDef preparation before tf2onnx, for ``ChildRuntime("...tf1_child:prepared")``.
 
-TensorFlow is imported only here, in a child process (it must never share one with Paddle). One
-JSON request on stdin, one JSON reply on stdout; writes the prepared frozen GraphDef to
-``request["out"]``:
+TensorFlow is imported only here, in a child process (it must never share one with Paddle):
+:func:`prepared` runs in :class:`porter.verify.runtimes.child.ChildRuntime`, writes the
+prepared frozen GraphDef to ``request["out"]`` and reports what it did as the runner's ``info``:
 
 1. ``meta`` + ``checkpoint``: import the MetaGraph, restore the variables and freeze them into
    Consts (``convert_variables_to_constants``), keeping only what ``outputs`` need; else
@@ -15,9 +15,7 @@ JSON request on stdin, one JSON reply on stdout; writes the prepared frozen Grap
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 
 import numpy as np
 
@@ -139,18 +137,16 @@ def prepare(request: dict) -> dict:
             "consts": [n.name for n in graph_def.node if n.op == "Const"]}
 
 
-def main() -> int:
-    request = json.loads(sys.stdin.read())
-    out = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)  # TensorFlow chatter goes to stderr, never into the reply
-    try:
-        reply = {"ok": prepare(request)}
-    except Exception as exc:  # one line for the parent's error
-        reply = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
-    out.write(json.dumps(reply))
-    out.flush()
-    return 0
+class _Done:
+    """The ChildRuntime runner: preparation happens at init; ``info`` carries the result."""
+
+    def __init__(self, info: dict) -> None:
+        self.info = info
+
+    def __call__(self, inputs: dict) -> dict:
+        return {}
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def prepared(request: dict) -> _Done:
+    """ChildRuntime factory: :func:`prepare` the request, report it as ``info``."""
+    return _Done(prepare(request))
