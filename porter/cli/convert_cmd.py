@@ -19,6 +19,7 @@ requested check passes.
 examples:
   porter convert modnet.onnx --to torch --verify npu --out out/modnet
   porter convert PNet-18 --to torch --graph mtcnn_pnet --verify cpu
+  porter convert frozen.pb --inputs pre/scaled:0:1x224x224x3 --outputs scores
   porter convert model.onnx --to torch-source --out out/model"""
 
 
