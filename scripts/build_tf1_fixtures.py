@@ -312,11 +312,17 @@ def build_quant(out: str) -> dict:
         with v1.Session(graph=g) as sess:
             xin = rng.uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
             prob = sess.run("prob:0", {x: xin})
+            deq = {name: sess.run(f"{name}/dequantize:0") for name in ("conv/w", "conv/b", "fc/k")}
     path = os.path.join(out, "quant", "model.pb")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as fh:
         fh.write(gd.SerializeToString())
+    specs = {"conv/w": (qw, "MIN_FIRST", -1, False), "conv/b": (qb, "MIN_COMBINED", -1, False),
+             "fc/k": (qk, "SCALED", 1, True)}
     return {"path": path, "graph": _graph_summary(gd), "run": (xin, prob),
+            # what TF's own Dequantize gives: (qtype, codes, min, max, mode, axis, narrow, out)
+            "dequantized": {n: (q[3].name, np.asarray(q[0]), q[1], q[2], mode, axis, narrow,
+                                deq[n]) for n, (q, mode, axis, narrow) in specs.items()},
             "quantized": {n.name: tf.make_ndarray(n.attr["value"].tensor) for n in gd.node
                           if n.op == "Const" and n.name.endswith("/quantized")}}
 

@@ -129,3 +129,15 @@ def test_checkpoint_without_metagraph_is_one_clear_line(tf1_fixtures, tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no MetaGraph (.meta beside it)" in err[0]
     assert "mtcnn_rnet" in err[0] and not (tmp_path / "o").exists()
+
+
+def test_dequantize_matches_tensorflows_own_op(tf1_fixtures):
+    """porter's numpy Dequantize against TF's kernel on the fixture's weights (three modes)."""
+    _, exp = tf1_fixtures
+    for name, (qtype, codes, lo, hi, mode, axis, narrow, want) in exp["quant"]["dequantized"].items():
+        got = dequantize(codes, qtype, lo, hi, mode, axis, narrow)
+        assert got.dtype == np.float32 and got.shape == want.shape, name
+        assert np.abs(got - want).max() <= 2e-7 * max(1.0, np.abs(want).max()), (name, mode)
+    q, lo, hi = exp["quant"]["dequantized"]["conv/w"][1:4]
+    wrong = dequantize(q, "quint8", lo, hi, "MIN_COMBINED")  # the wrong mode is caught
+    assert np.abs(wrong - exp["quant"]["dequantized"]["conv/w"][-1]).max() > 1e-4
