@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from porter.errors import PorterError
+from porter.mapping.folds import layout_candidates
 from porter.mapping.report import MappingReport
 from porter.source import Source
 from porter.verify.parity import Case, Tolerance
@@ -109,7 +110,9 @@ def default_cases(inputs: Sequence[dict[str, Any]],
 
 # The runtime each convertible format is verified against (never the intermediate ONNX).
 REFERENCE_NAMES = {"onnx": "onnxruntime", "tf1-frozen": "tensorflow",
+                   "tf1-checkpoint": "tensorflow", "tf1-metagraph": "tensorflow",
                    "paddle-inference": "paddle-inference"}
+TF1_FORMATS = ("tf1-frozen", "tf1-checkpoint", "tf1-metagraph")
 
 
 def _reference(source: Source, input_names: list[str], output_names: list[str]):
@@ -119,12 +122,20 @@ def _reference(source: Source, input_names: list[str], output_names: list[str]):
         from porter.verify.runtimes.onnxruntime import OrtRunner
 
         return OrtRunner(source.path)
-    if fmt == "tf1-frozen":
+    if fmt in TF1_FORMATS:
         from porter.verify.runtimes.child import ChildRuntime
 
-        payload = {"graph": str(source.path), "layout": "none",
-                   "inputs": {n: n for n in input_names}, "outputs": {n: n for n in output_names}}
-        return ChildRuntime("porter.verify.runtimes.tf1:frozen", payload,
+        # TF feeds inner tensors directly, so the reference runs the graph as published (the
+        # restored MetaGraph for checkpoints), never the cut or frozen copy given to tf2onnx
+        payload: dict[str, Any] = {"layout": "none", "inputs": {n: n for n in input_names},
+                                   "outputs": {n: n for n in output_names}}
+        if fmt == "tf1-frozen":
+            return ChildRuntime("porter.verify.runtimes.tf1:frozen",
+                                {**payload, "graph": str(source.path)}, name="tensorflow")
+        meta = source.meta.get("metagraph") or str(source.path)
+        checkpoint = source.meta.get("prefix") or source.meta.get("checkpoint")
+        return ChildRuntime("porter.verify.runtimes.tf1:metagraph",
+                            {**payload, "meta": meta, "checkpoint": str(checkpoint)},
                             name="tensorflow")
     if fmt == "paddle-inference":
         from porter.verify.runtimes.paddle import paddle_inference_runtime
@@ -133,14 +144,25 @@ def _reference(source: Source, input_names: list[str], output_names: list[str]):
     raise PorterError(f"no reference runtime for {fmt} sources")
 
 
+def _tf1_to_onnx(source: Source, inputs: Mapping[str, list[int] | None] | None,
+                 outputs: Sequence[str] | None) -> tuple[Any, Any]:
+    """(ONNX model, PreparedGraph): frozen, cut at ``inputs``, Dequantize folded, tf2onnx."""
+    import tempfile
+    from pathlib import Path
+
+    from porter.importers.tf1 import prepare_graph, to_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = prepare_graph(source, Path(tmp) / "prepared.pb", dict(inputs or {}),
+                                 list(outputs or []))
+        model = to_onnx(prepared.path, [i["name"] for i in prepared.inputs], prepared.outputs)
+    return model, prepared
+
+
 def _to_onnx(source: Source) -> Any:
     fmt = source.format
     if fmt == "onnx":
         return source.native
-    if fmt == "tf1-frozen":
-        from porter.importers.tf1 import to_onnx
-
-        return to_onnx(source)
     if fmt == "paddle-inference":
         from porter.importers.paddle import to_onnx
 
@@ -150,29 +172,53 @@ def _to_onnx(source: Source) -> Any:
     _load()
     known = sorted({p.name for p in PORTS.values() if fmt in p.formats})
     hint = f"; graphs that port {fmt}: {', '.join(known)} (use --graph NAME)" if known else ""
-    raise PorterError(f"no clean graph matches this {fmt} source, and a {fmt} source has no "
-                      f"op graph to convert generically{hint}")
+    why = (f"this {fmt} has no MetaGraph (.meta beside it) to convert generically"
+           if fmt in TF1_FORMATS else f"a {fmt} source has no op graph to convert generically")
+    raise PorterError(f"no clean graph matches this {fmt} source, and {why}{hint}")
 
 
-def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | None = None):
-    """(GraphPort, Ported) for ``source`` through porter's generic ONNX converter."""
+def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | None = None,
+                 inputs: Mapping[str, list[int] | None] | None = None,
+                 outputs: Sequence[str] | None = None):
+    """(GraphPort, Ported) for ``source`` through porter's generic ONNX converter.
+
+    ``inputs`` (tensor name -> shape or None) and ``outputs`` name the graph's interface where
+    the source does not (TF1 graphs without Placeholders, training MetaGraphs).
+    """
     from porter.converters import convert_onnx
     from porter.graphs import GraphPort, Ported
-    model = _to_onnx(source)
+
+    prepared = None
+    if source.format in TF1_FORMATS and source.graph is None:
+        _to_onnx(source)  # a bare checkpoint: the error names the graphs that port it
+    if source.format in TF1_FORMATS:
+        model, prepared = _tf1_to_onnx(source, inputs, outputs)
+    elif inputs or outputs:
+        raise PorterError("--inputs/--outputs apply to TF1 graphs only")
+    else:
+        model = _to_onnx(source)
     if source.format == "onnx" and any(
             t.data_location == 1 for t in model.graph.initializer):  # external data on disk
         model_arg: Any = source.path
     else:
         model_arg = model
     module = convert_onnx(model_arg).eval()
-    inputs, outputs = onnx_io(model)
-    names = [i["name"] for i in inputs]
+    onnx_inputs, outputs = onnx_io(model)
+    names = [i["name"] for i in onnx_inputs]
     params = dict(module.state_dict())
-    report = account_verbatim(source, params)
+    report = account_verbatim(source, params, prepared)
     via = "ONNX" if source.format == "onnx" else f"{source.format} -> ONNX"
+    if prepared is not None and prepared.frozen_from:
+        report.notes.append(f"MetaGraph {prepared.frozen_from} restored and frozen by "
+                            "TensorFlow before tf2onnx; parity runs the restored MetaGraph")
+    if prepared is not None and prepared.feeds:
+        report.notes.append("inner tensors fed as inputs: " + ", ".join(
+            f"{k} {v}" for k, v in prepared.feeds.items()))
     report.notes.append(f"generic conversion via {via}; {len(params)} parameters/buffers in "
                         "the generated module")
-    cases = default_cases(inputs, shapes)
+    given = {n: tuple(d) for n, d in (inputs or {}).items()  # --inputs NAME:SHAPE sizes a case
+             if d and all(x > 0 for x in d) and n in names}
+    cases = default_cases(onnx_inputs, {**given, **dict(shapes or {})})
     smallest = min(cases, key=lambda c: sum(np.asarray(v).size for v in c.inputs.values()))
     ported = Ported(module, f"model.py:{CLASS_NAME}", {}, report, names, outputs,
                     render_files=lambda: {"model.py": checked_source(module, smallest)})
@@ -261,12 +307,16 @@ def checked_source(module: Any, case: Case) -> str:
     return text
 
 
-def account_verbatim(source: Source, params: Mapping[str, Any]) -> MappingReport:
+def account_verbatim(source: Source, params: Mapping[str, Any],
+                     prepared: Any = None) -> MappingReport:
     """Report, for every source tensor, the module tensor holding exactly its bytes.
 
     A generic conversion names its own parameters, so the pairing is by content: identical
     dtype, shape and bytes. Tensors an intermediate exporter changed (folded, transposed) are
-    reported as ``rewritten``; the parity run is what vouches for those.
+    reported as ``rewritten``; the parity run is what vouches for those. Tensors an exporter
+    folded (BatchNorm into conv, Dequantize) are traced and recomputed (``folded``), layouts
+    (HWIO, depthwise, dense) are tried, and training state or tensors the outputs never read
+    are ``dropped`` with the reason.
     """
     import hashlib
 
@@ -276,23 +326,122 @@ def account_verbatim(source: Source, params: Mapping[str, Any]) -> MappingReport
         return arr.dtype.str, arr.size, hashlib.sha256(arr.tobytes()).hexdigest()
 
     by_content: dict[tuple, list[str]] = {}
-    for name, t in params.items():
-        by_content.setdefault(key(t.detach().cpu().numpy()), []).append(name)
+    arrays = {name: t.detach().cpu().numpy() for name, t in params.items()}
+    for name, arr in arrays.items():
+        by_content.setdefault(key(arr), []).append(name)
     report = MappingReport(method="generic",
                            source_kinds={n: r.kind for n, r in source.tensors.items()})
+    kinds = source.meta.get("variable_kinds", {})
+    kept = set(getattr(prepared, "consts", None) or source.tensors)
+    folds_by_source = _traced_folds(source, arrays, prepared)
+    read = _read_by_graph(source)
     for name, ref in source.tensors.items():
+        kind = kinds.get(name, "weight")
+        if kind == "weight" and name in folds_by_source:
+            fold = folds_by_source[name]
+            report.add(name, fold.target, "folded", None, list(ref.shape),
+                       list(params[fold.target].shape),
+                       f"{fold.how}; recomputed max|Δ| {fold.max_abs:.2e}")
+            continue
+        if kind != "weight" or name not in kept:
+            why = {"optimizer": "optimizer state (slot or accumulator)",
+                   "ema": "exponential-moving-average shadow copy",
+                   "step": "training step counter"}.get(kind, "unused: not reached from the "
+                                                             "graph's outputs")
+            report.add(name, None, "dropped", None, list(ref.shape), None, why)
+            continue
         arr = ref.numpy()
-        hits, how = by_content.get(key(arr)) or by_content.get(key(arr.astype(np.float32))), None
-        if not hits and arr.ndim == 2:
-            hits, how = by_content.get(key(arr.T)), "transpose_2d"
+        hits, how = None, None
+        if arr.dtype.kind == "f":
+            for cand, transform in layout_candidates(arr):
+                hits = by_content.get(key(cand)) or by_content.get(key(cand.astype(np.float32)))
+                if hits:
+                    how = transform
+                    break
         if hits:
             shape = list(params[hits[0]].shape)
             report.add(name, hits[0], "mapped", how, list(ref.shape), shape,
                        "bit-exact" + (f"; also {', '.join(hits[1:3])}" if len(hits) > 1 else ""))
+        elif (fold := _scaled(source, name, arr, arrays)) is not None:
+            report.add(name, fold.target, "folded", None, list(ref.shape),
+                       list(params[fold.target].shape),
+                       f"{fold.how}; recomputed max|Δ| {fold.max_abs:.2e}")
+        elif name not in read:
+            report.add(name, None, "dropped", None, list(ref.shape), None,
+                       "unused: no node of the source graph reads it")
         else:
             report.add(name, None, "rewritten", None, list(ref.shape), None,
                        "not found verbatim in the module; covered by parity")
     return report
+
+
+def _scaled(source: Source, name: str, arr: np.ndarray, arrays: Mapping[str, np.ndarray]):
+    """A TF1 tensor an exporter multiplied by a scalar constant of the graph, traced."""
+    if source.graph is None or source.format not in TF1_FORMATS or arr.dtype.kind != "f":
+        return None
+    from porter.mapping.folds import trace_constant_scaling
+
+    start = f"{name}/read" if f"{name}/read" in source.graph else name
+    return trace_constant_scaling(source.graph, start, arr, arrays) if start in source.graph \
+        else None
+
+
+def _read_by_graph(source: Source) -> set[str]:
+    """Names (tensor and producer) that some node of the source's op graph reads; with no
+    op graph, every tensor counts as read."""
+    if source.graph is None:
+        return set(source.tensors)
+    read: set[str] = set()
+    for _, data in source.graph.nodes(data=True):
+        for inp in data.get("inputs", ()):
+            inp = inp.lstrip("^")
+            read.update((inp, inp.rsplit(":", 1)[0]))
+    return read
+
+
+def _traced_folds(source: Source, arrays: Mapping[str, np.ndarray], prepared: Any) -> dict:
+    """Source tensor -> Fold for BatchNorm folds and porter's own Dequantize folds."""
+    from porter.mapping.folds import Fold, find_close, trace_batchnorm_folds
+
+    if source.graph is None or source.format not in TF1_FORMATS:
+        return {}
+    out: dict[str, Any] = {}
+    load = lambda n: source.tensors[n].numpy()  # noqa: E731
+    for fold in trace_batchnorm_folds(source.graph, source.tensors, arrays, load):
+        for s in fold.sources:
+            out.setdefault(s, fold)
+    if prepared is not None:
+        from porter.importers.tf1 import dequantize
+        from porter.mapping.folds import layout_candidates as layouts
+
+        for f in prepared.folds:
+            q = f["quantized"]
+            if q not in source.tensors:
+                continue
+            value = dequantize(source.tensors[q].numpy(), f["dtype"],
+                               _const(source, f["min"]), _const(source, f["max"]), f["mode"],
+                               f["axis"], f["narrow_range"])
+            for cand, transform in layouts(value):
+                hit = find_close(cand.astype(np.float64), arrays)
+                if hit:
+                    how = (f"{f['dtype']} Dequantize {f['mode']} folded to float (TF agrees to "
+                           f"{f['max_abs_vs_tensorflow']:.1e})" + (f", {transform}" if transform
+                                                                   else ""))
+                    fold = Fold((q, f["min"], f["max"]), hit[0], how, hit[1])
+                    for s in fold.sources:
+                        out.setdefault(s, fold)
+                    break
+    return out
+
+
+def _const(source: Source, name: str) -> np.ndarray:
+    """A Const's value: a source tensor, or a small constant inlined in the op graph."""
+    if name in source.tensors:
+        return source.tensors[name].numpy()
+    value = source.graph.nodes[name]["attrs"].get("value")
+    if not isinstance(value, np.ndarray):
+        raise PorterError(f"quantization range {name} is not a readable constant")
+    return value
 
 
 def _torch(x: np.ndarray):

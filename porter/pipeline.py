@@ -86,6 +86,7 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
             zoo: str | Path | None = None, shapes: Sequence[str] = (),
             cross_check: Sequence[str | Path] = (), tolerance: float | None = None,
             force: bool = False, report: str | Path | None = None, trust_code: bool = False,
+            inputs: Sequence[str] = (), outputs: Sequence[str] = (),
             options: dict[str, Any] | None = None, progress: Progress = _quiet) -> ConvertResult:
     """Convert ``path`` to a verified torch module and write ``out`` (and the zoo on publish).
 
@@ -102,6 +103,8 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     parity report (Markdown, HTML, PNGs for ``images``) to that folder. Everything that can be
     checked before the work starts is checked first. ``trust_code`` lets a SRC that is a porter
     output with generated source (``model.py``) load: importing it runs its code.
+    ``inputs`` (``NAME[:SHAPE]``) and ``outputs`` (``NAME``) name a TF1 graph's interface for the
+    generic path (inner tensors become inputs); giving them picks the generic path.
     """
     if verify not in VERIFY_CHOICES:
         raise PorterError(f"--verify must be one of {', '.join(VERIFY_CHOICES)}, not {verify!r}")
@@ -135,15 +138,20 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     timings["import"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    port = _select_port(source, kind.graph or graph)
+    io_given = bool(inputs or outputs)
+    port = None if io_given and graph == "auto" else _select_port(source, kind.graph or graph)
     if port is not None:
         progress(f"map      {source.format} -> {port.graph} (port {port.name})")
         ported = port.port(source)
     else:
         progress(f"convert  {source.format} -> generic torch module (no clean graph matches)")
         from porter.generic import generic_port, parse_shape
+        from porter.importers.tf1 import parse_io_spec
 
-        port, ported = generic_port(source, dict(parse_shape(s) for s in shapes))
+        port, ported = generic_port(
+            source, dict(parse_shape(s) for s in shapes),
+            inputs=dict(parse_io_spec(i) for i in inputs) or None,
+            outputs=[parse_io_spec(o)[0] for o in outputs] or None)
     timings["map"] = time.perf_counter() - t
     if tolerance is not None:
         from dataclasses import replace

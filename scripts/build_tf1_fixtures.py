@@ -11,6 +11,15 @@ importing Paddle after it segfaults). Writes, under OUTDIR:
   (NHWC, unknown spatial size) with a float16, a bfloat16 and a fill-encoded Const.
 - ``pnet/PNet-2.*``: a random-weight MTCNN P-Net (graphs.mtcnn.pnet_tf1) after two Momentum
   steps, with its MetaGraph (fixed 8x12x12x3 input).
+- ``rnet/RNet-2.*``, ``onet/ONet-2.*``: random-weight MTCNN R-Net / O-Net
+  (graphs.mtcnn.rnet_tf1 / onet_tf1, the published names) after two Momentum steps, step counter
+  a bare ``Variable`` as in AITTSMD/MTCNN-Tensorflow, MetaGraph with a fixed 6-crop batch.
+- ``generic/model.ckpt-3.*``: a conv / batch-norm / depthwise / dense net matching no clean graph,
+  trained three Momentum steps with a label placeholder and loss, saved with its MetaGraph.
+- ``quant/model.pb``: a frozen graph whose weights are quantized Consts (quint8 MIN_FIRST,
+  qint8 SCALED per channel, quint8 MIN_COMBINED) read through ``Dequantize``.
+- ``inner/model.pb``: a frozen graph without Placeholders (its image comes from a random op
+  and a preprocessing step); callers feed ``pre/scaled:0``.
 - ``expected.pkl``: what TensorFlow itself reads: every checkpoint variable
   (``tf.train.load_checkpoint``), every Const (``tf.make_ndarray``), each graph's nodes with
   their inputs and plain attributes, and the frozen net's outputs on two input sizes; and
@@ -196,10 +205,157 @@ def build_pnet(out: str) -> dict:
     return {"prefix": prefix, "tensors": _read_all(prefix)}
 
 
+def _train_and_save(g, inputs, outputs, step, path, batch, size, rng, extra=None):
+    loss = sum(tf.reduce_mean(tf.square(o)) for o in outputs.values())
+    train = v1.train.MomentumOptimizer(0.01, 0.9).minimize(loss, global_step=step)
+    saver = v1.train.Saver()
+    with v1.Session(graph=g) as sess:
+        sess.run(v1.global_variables_initializer())
+        for _ in range(2):
+            feed = {inputs["image"]: rng.uniform(-1, 1, (batch, size, size, 3))}
+            sess.run(train, {**feed, **(extra or {})})
+        return saver.save(sess, path, global_step=step)
+
+
+def build_refine(out: str, which: str) -> dict:
+    """A random-weight R-Net or O-Net with the published names, two Momentum steps."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from porter.graphs.mtcnn import onet_tf1, rnet_tf1
+
+    build, size, stem = {"rnet": (rnet_tf1, 24, "RNet"), "onet": (onet_tf1, 48, "ONet")}[which]
+    rng = np.random.default_rng(5 if which == "rnet" else 6)
+    g = tf.Graph()
+    with g.as_default():
+        step = v1.Variable(0, trainable=False)  # AITTSMD's bare step counter, saved as Variable
+        inputs, outputs = build(tf, batch=6)
+        prefix = _train_and_save(g, inputs, outputs, step, os.path.join(out, which, stem),
+                                 6, size, rng)
+    return {"prefix": prefix, "tensors": _read_all(prefix)}
+
+
+def build_generic(out: str) -> dict:
+    """A net no clean graph matches, with a training MetaGraph (labels, loss, Momentum)."""
+    rng = np.random.default_rng(7)
+    g = tf.Graph()
+    with g.as_default():
+        step = v1.train.get_or_create_global_step()
+        x = v1.placeholder(tf.float32, [None, 20, 20, 3], name="images")
+        labels = v1.placeholder(tf.int32, [None], name="labels")
+        with v1.variable_scope("stem"):
+            w = v1.get_variable("weights", [3, 3, 3, 12])
+            y = tf.nn.conv2d(x, w, [1, 2, 2, 1], "SAME")
+            y, _, _ = v1.nn.fused_batch_norm(
+                y, v1.get_variable("gamma", initializer=rng.uniform(0.5, 1.5, 12).astype(np.float32)),
+                v1.get_variable("beta", initializer=rng.normal(size=12).astype(np.float32)),
+                mean=v1.get_variable("moving_mean", initializer=rng.normal(size=12).astype(np.float32),
+                                     trainable=False),
+                variance=v1.get_variable("moving_variance", trainable=False,
+                                         initializer=rng.uniform(0.2, 2, 12).astype(np.float32)),
+                epsilon=0.001, is_training=False)
+            y = tf.nn.relu6(y)
+        with v1.variable_scope("dw"):
+            dw = v1.get_variable("depthwise_weights", [3, 3, 12, 1])
+            y = tf.nn.depthwise_conv2d(y, dw, [1, 1, 1, 1], "SAME")
+            y = tf.nn.bias_add(y, v1.get_variable("biases", [12]))
+        feat = tf.reduce_mean(y, [1, 2])
+        with v1.variable_scope("head"):
+            logits = tf.nn.bias_add(tf.matmul(feat, v1.get_variable("kernel", [12, 5])),
+                                    v1.get_variable("bias", [5]), name="logits")
+            tf.nn.softmax(logits, name="probs")
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=labels, logits=logits))
+        train = v1.train.MomentumOptimizer(0.05, 0.9).minimize(loss, global_step=step)
+        saver = v1.train.Saver()
+        with v1.Session(graph=g) as sess:
+            sess.run(v1.global_variables_initializer())
+            for _ in range(3):
+                sess.run(train, {x: rng.uniform(-1, 1, (4, 20, 20, 3)),
+                                 labels: rng.integers(0, 5, 4)})
+            prefix = saver.save(sess, os.path.join(out, "generic", "model.ckpt"),
+                                global_step=step)
+            xin = rng.uniform(-1, 1, (2, 20, 20, 3)).astype(np.float32)
+            probs = sess.run("head/probs:0", {x: xin})
+    return {"prefix": prefix, "tensors": _read_all(prefix), "run": (xin, probs)}
+
+
+def _quantized(value: np.ndarray, lo, hi, dtype, mode: str, **kw):
+    with v1.Session(graph=tf.Graph()) as sess:
+        return sess.run(tf.quantization.quantize(value, lo, hi, dtype, mode=mode, **kw))
+
+
+def build_quant(out: str) -> dict:
+    """Weights as quantized Consts read through Dequantize (three modes, one per channel)."""
+    rng = np.random.default_rng(8)
+    w = rng.normal(size=(3, 3, 3, 8)).astype(np.float32) * 0.3
+    b = rng.normal(size=8).astype(np.float32)
+    k = rng.normal(size=(8, 4)).astype(np.float32)
+    kmax = np.abs(k).max(0)
+    qw = (*_quantized(w, float(w.min()), float(w.max()), tf.quint8, "MIN_FIRST"), tf.quint8)
+    qb = (*_quantized(b, float(b.min()), float(b.max()), tf.quint8, "MIN_COMBINED"), tf.quint8)
+    qk = (*_quantized(k, -kmax, kmax, tf.qint8, "SCALED", axis=1, narrow_range=True), tf.qint8)
+    g = tf.Graph()
+    with g.as_default():
+        x = v1.placeholder(tf.float32, [None, 16, 16, 3], name="input")
+
+        def deq(q, name, mode, **kw):
+            return tf.quantization.dequantize(
+                tf.constant(q[0], dtype=q[3], name=f"{name}/quantized"),
+                tf.constant(q[1], name=f"{name}/min"), tf.constant(q[2], name=f"{name}/max"),
+                mode=mode, name=f"{name}/dequantize", **kw)
+
+        y = tf.nn.conv2d(x, deq(qw, "conv/w", "MIN_FIRST"), [1, 1, 1, 1], "SAME")
+        y = tf.nn.relu(tf.nn.bias_add(y, deq(qb, "conv/b", "MIN_COMBINED")))
+        feat = tf.reduce_mean(y, [1, 2])
+        kq = deq(qk, "fc/k", "SCALED", axis=1, narrow_range=True)
+        tf.nn.softmax(tf.matmul(feat, kq), name="prob")
+        gd = v1.graph_util.extract_sub_graph(g.as_graph_def(), ["prob"])
+        with v1.Session(graph=g) as sess:
+            xin = rng.uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+            prob = sess.run("prob:0", {x: xin})
+            deq = {name: sess.run(f"{name}/dequantize:0") for name in ("conv/w", "conv/b", "fc/k")}
+    path = os.path.join(out, "quant", "model.pb")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(gd.SerializeToString())
+    specs = {"conv/w": (qw, "MIN_FIRST", -1, False), "conv/b": (qb, "MIN_COMBINED", -1, False),
+             "fc/k": (qk, "SCALED", 1, True)}
+    return {"path": path, "graph": _graph_summary(gd), "run": (xin, prob),
+            # what TF's own Dequantize gives: (qtype, codes, min, max, mode, axis, narrow, out)
+            "dequantized": {n: (q[3].name, np.asarray(q[0]), q[1], q[2], mode, axis, narrow,
+                                deq[n]) for n, (q, mode, axis, narrow) in specs.items()},
+            "quantized": {n.name: tf.make_ndarray(n.attr["value"].tensor) for n in gd.node
+                          if n.op == "Const" and n.name.endswith("/quantized")}}
+
+
+def build_inner(out: str) -> dict:
+    """No Placeholder: the image is a random op, scaled, then conv + dense (feed pre/scaled:0)."""
+    rng = np.random.default_rng(9)
+    g = tf.Graph()
+    with g.as_default():
+        raw = tf.random.uniform([1, 14, 14, 3], 0, 255, name="source/raw")
+        x = tf.multiply(tf.subtract(raw, 127.5), 1 / 128, name="pre/scaled")
+        w = tf.constant(rng.normal(size=(3, 3, 3, 6)).astype(np.float32) * 0.2, name="conv/w")
+        y = tf.nn.relu(tf.nn.conv2d(x, w, [1, 1, 1, 1], "VALID", name="conv/conv"))
+        k = tf.constant(rng.normal(size=(6, 3)).astype(np.float32), name="fc/k")
+        tf.identity(tf.matmul(tf.reduce_max(y, [1, 2]), k), name="scores")
+        gd = g.as_graph_def()
+        with v1.Session(graph=g) as sess:
+            xin = rng.uniform(-1, 1, (1, 14, 14, 3)).astype(np.float32)
+            scores = sess.run("scores:0", {"pre/scaled:0": xin})
+    path = os.path.join(out, "inner", "model.pb")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(gd.SerializeToString())
+    return {"path": path, "graph": _graph_summary(gd), "run": (xin, scores)}
+
+
 def main(out: str, read: list[str]) -> None:
     os.makedirs(out, exist_ok=True)
     v1.disable_eager_execution()
     expected = {"mixed": build_mixed(out), "frozen": build_frozen(out), "pnet": build_pnet(out),
+                "rnet": build_refine(out, "rnet"), "onet": build_refine(out, "onet"),
+                "generic": build_generic(out), "quant": build_quant(out),
+                "inner": build_inner(out),
                 "read": {prefix: _read_all(prefix) for prefix in read}}
     try:
         expected["sharded"] = build_sharded(out)

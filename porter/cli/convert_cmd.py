@@ -25,6 +25,7 @@ examples:
   porter convert modnet.onnx --input photo.jpg --report report/    # PNGs of both runtimes
   porter convert PNet-18 --to torch --graph mtcnn_pnet --verify cpu
   porter convert model.onnx --to torch-source --out out/model
+  porter convert frozen.pb --inputs pre/scaled:0:1x224x224x3 --outputs scores
   porter convert out/modnet --to onnx --target atc --out out/modnet_atc
   porter convert hf_mask2former/ --to onnx --target atc --shape 1x3x384x384 --out out/m2f
   porter convert modnet_photographic --publish --zoo ~/zoo"""
@@ -59,6 +60,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shape", dest="shapes", action="append", default=[],
                    metavar="[NAME=]1x3xHxW", help="input shape for generic verification where "
                    "the model leaves sizes open (repeatable; batch is doubled for a 2nd case)")
+    p.add_argument("--inputs", nargs="+", default=[], metavar="NAME[:SHAPE]",
+                   help="TF1: tensors to feed, e.g. pre/scaled:0:1x224x224x3 (an inner tensor "
+                        "needs its shape; it becomes an input); picks the generic path")
+    p.add_argument("--outputs", nargs="+", default=[], metavar="NAME",
+                   help="TF1: tensors to fetch (default: the graph's inference sinks)")
     p.add_argument("--cross-check", action="append", default=[], metavar="FILE.onnx",
                    help="also require agreement with another ONNX export of the same model "
                         "(inputs/outputs matched by position; repeatable)")
@@ -93,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
                      target=args.target, images=args.images, zoo=args.zoo, shapes=args.shapes,
                      cross_check=args.cross_check, tolerance=args.tol, force=args.force,
                      report=args.report, trust_code=args.trust_code, progress=show,
+                     inputs=args.inputs, outputs=args.outputs,
                      options={"opset": args.opset, "dynamic": args.dynamic})
     if args.json:
         emit_json(result.manifest)
@@ -180,6 +187,8 @@ def _mapping_line(mapping: dict) -> str:
             detail.append(f"{v['structure']} graph constants checked")
         if v.get("dropped"):
             detail.append(f"{v['dropped']} deliberately dropped")
+        if v.get("folded"):
+            detail.append(f"{v['folded']} traced through exporter folds, checked")
         if v.get("rewritten"):
             detail.append(f"{v['rewritten']} folded or rewritten in conversion, covered by parity")
         verb = "mapped" if done == v["total"] else "accounted"

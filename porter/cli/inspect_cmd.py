@@ -25,15 +25,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def _io_rows(values: list) -> list[dict]:
+    """Inputs/outputs as ``{"name", "shape"?}`` rows; importers give dicts or bare tensor names."""
+    return [v if isinstance(v, dict) else {"name": str(v)} for v in values or []]
+
+
+def op_histogram_lines(ops: dict[str, int], width: int = 96, indent: int = 13) -> list[str]:
+    """The op histogram as aligned ``Op  count`` columns, most frequent first, wrapped."""
+    if not ops:
+        return []
+    cell = max(len(k) + len(str(n)) for k, n in ops.items()) + 3
+    per_line = max(1, (width - indent) // cell)
+    items = [f"{k} {n:>{cell - 3 - len(k)}}" for k, n in ops.items()]
+    return [" " * indent + "  ".join(f"{c:<{cell - 2}}" for c in items[i:i + per_line]).rstrip()
+            for i in range(0, len(items), per_line)]
+
+
 def describe(source) -> dict:
     ops = Counter()
     if source.graph is not None:
         ops = Counter(d.get("op_type", "?") for _, d in source.graph.nodes(data=True))
-    tensors = [{"name": r.name, "shape": list(r.shape), "dtype": str(r.dtype), "kind": r.kind}
-               for r in source.tensors.values()]
+    dtypes = source.meta.get("dtypes") or {}  # TF's own names (quint8 is stored as uint8)
+    tensors = [{"name": r.name, "shape": list(r.shape), "dtype": dtypes.get(r.name, str(r.dtype)),
+                "kind": r.kind} for r in source.tensors.values()]
     return {"path": str(source.path), "format": source.format,
             "opset": source.meta.get("opset"), "producer": source.meta.get("producer"),
-            "inputs": source.meta.get("inputs", []), "outputs": source.meta.get("outputs", []),
+            "inputs": _io_rows(source.meta.get("inputs")),
+            "outputs": _io_rows(source.meta.get("outputs")),
             "tensor_count": len(tensors),
             "parameters": sum(r.size for r in source.tensors.values()),
             "kinds": dict(Counter(t["kind"] for t in tensors)),
@@ -132,11 +150,17 @@ def run(args: argparse.Namespace) -> int:
           + (f", produced by {info['producer']}" if info.get("producer") else ""))
     for io in ("inputs", "outputs"):
         for v in info[io]:
-            print(f"  {io[:-1]:<10} {v.get('name')} {v.get('shape', '')}")
+            shape = v.get("shape")
+            dtype = v.get("dtype")
+            print(f"  {io[:-1]:<10} {v.get('name')}"
+                  + (f" {shape}" if shape is not None else "")
+                  + (f" {dtype}" if dtype else ""))
     kinds = ", ".join(f"{n} {k}" for k, n in info["kinds"].items())
     print(f"  tensors    {info['tensor_count']} ({kinds}); {info['parameters']:,} values")
     if info["ops"]:
-        for line in _wrap("ops", [f"{k} {n}" for k, n in info["ops"].items()]):
+        total = sum(info["ops"].values())
+        print(f"  ops        {total} nodes, {len(info['ops'])} op types:")
+        for line in op_histogram_lines(info["ops"]):
             print(line)
     rows = info["tensors"] if args.limit == 0 else info["tensors"][: args.limit]
     width = max((len(t["name"]) for t in rows), default=4)

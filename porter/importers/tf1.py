@@ -17,13 +17,14 @@ form, control inputs as ``"^x"``), ``outputs``, ``attrs``, ``device``, ``index``
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 import numpy as np
 
-from porter.errors import FormatError
+from porter.errors import FormatError, PorterError
 from porter.importers import importer, read_magic
 from porter.importers.tf_bundle import BundleReader, checkpoint_prefix
 from porter.importers.tf_proto import (
@@ -36,7 +37,8 @@ from porter.importers.tf_proto import (
 from porter.source import Source, TensorRef
 
 __all__ = ["CheckpointSource", "load_checkpoint", "load_metagraph", "load_frozen", "classify_variable",
-           "TRAINING_STATE_RULES", "tf_graph", "read_graph_def", "to_onnx", "graph_inputs"]
+           "TRAINING_STATE_RULES", "tf_graph", "read_graph_def", "to_onnx", "graph_inputs",
+           "dequantize", "inference_io", "prepare_graph", "PreparedGraph", "parse_io_spec"]
 
 _OPTIMIZER_SLOT = re.compile(
     r"/(Momentum|Adam|RMSProp|Adagrad|AdagradDA|Adadelta|Ftrl|ProximalAdagrad|"
@@ -251,6 +253,8 @@ def load_metagraph(path: Path) -> Source:
 
 # ------------------------------------------------------------------------------------ frozen
 
+QUANTIZED_DTYPES = ("qint8", "quint8", "qint16", "quint16", "qint32")
+
 def _sniff_frozen(path: Path) -> bool:
     # GraphDef field 1 (node, length-delimited) opens with 0x0a; a SavedModel opens with 0x08.
     return path.is_file() and path.suffix == ".pb" and read_magic(path, 1) == b"\x0a"
@@ -261,48 +265,236 @@ def load_frozen(path: Path) -> Source:
     """A frozen GraphDef: floating Const nodes of rank >= 1 become lazy ``constant`` tensors."""
     gd = read_graph_def(path)
     refs: dict[str, TensorRef] = {}
+    dtypes: dict[str, str] = {}
     for node in gd.nodes:
         if node.op != "Const" or "value" not in node.raw_attrs:
             continue
         code, shape, load = node.const()
-        if dtype_name(code) not in ("float32", "float64", "float16", "bfloat16") or not shape:
-            continue
+        if dtype_name(code) not in ("float32", "float64", "float16", "bfloat16",
+                                    *QUANTIZED_DTYPES) or not shape:
+            continue  # quantized Consts are weights too (folded through Dequantize later)
         refs[node.name] = TensorRef(node.name, shape, np_dtype(code), load, "constant")
+        dtypes[node.name] = dtype_name(code)
     graph = tf_graph(gd)
     sinks = [n for n in graph if graph.out_degree(n) == 0 and graph.nodes[n]["op_type"]
              not in ("Const", "NoOp", "Assert")]
-    meta = {"files": [path], "producer": gd.producer, "functions": gd.functions,
+    meta = {"files": [path], "producer": gd.producer, "functions": gd.functions, "dtypes": dtypes,
             "inputs": graph_inputs(graph), "outputs": [f"{n}:0" for n in sinks]}
     return Source(path=path, format="tf1-frozen", tensors=refs, graph=graph, meta=meta)
 
 
+# ------------------------------------------------------------------------ quantized weights
+
+_QRANGE = {"qint8": (-128, 127), "quint8": (0, 255), "qint16": (-32768, 32767),
+           "quint16": (0, 65535), "qint32": (-(2 ** 31), 2 ** 31 - 1)}
+
+
+def dequantize(values: np.ndarray, qtype: str, min_range: Any, max_range: Any,
+               mode: str = "MIN_COMBINED", axis: int = -1, narrow_range: bool = False
+               ) -> np.ndarray:
+    """TF's ``Dequantize`` in numpy (float32), for folding quantized Consts before tf2onnx.
+
+    ``MIN_COMBINED``: ``min + (q + half) * (max - min) / (hi - lo)`` (half of the range for
+    signed types); ``MIN_FIRST``: ``round(min / step) * step + (q - lo) * step`` with
+    ``step = (max - min) * 2^b / (2^b - 1) / 2^b``;
+    ``SCALED``: ``q * s`` with ``s`` from whichever of min/max reaches the type's end first
+    (``narrow_range`` drops the lowest code). ``axis`` >= 0: per-slice min/max along it.
+    """
+    if qtype not in _QRANGE:
+        raise FormatError(f"Dequantize of {qtype} is not supported")
+    lo, hi = _QRANGE[qtype]
+    q = np.asarray(values).astype(np.float64)
+    mn = np.asarray(min_range, np.float32).astype(np.float64)
+    mx = np.asarray(max_range, np.float32).astype(np.float64)
+    if axis >= 0 and mn.ndim == 1:
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        mn, mx = mn.reshape(shape), mx.reshape(shape)
+    if mode == "MIN_COMBINED":
+        half = (hi - lo + 1) / 2.0 if lo < 0 else 0.0
+        out = (q + half) * ((mx - mn) / (hi - lo)) + mn
+    elif mode == "MIN_FIRST":
+        steps = float(1 << (8 * np.dtype(np_dtype_of(qtype)).itemsize))
+        scale = (mx - mn) * (steps / (steps - 1.0)) / steps
+        # TF snaps min to the quantization grid first (float32 step), then adds codes above it
+        step32 = scale.astype(np.float32).astype(np.float64)
+        out = np.round(mn / step32) * step32 + (q - lo) * scale
+    elif mode == "SCALED":
+        low = lo + (1 if narrow_range else 0)
+        scale = mx / hi if lo == 0 else np.maximum(mn / low, mx / hi)
+        out = q * scale
+    else:
+        raise FormatError(f"Dequantize mode {mode!r} is not supported")
+    return out.astype(np.float32)
+
+
+def np_dtype_of(qtype: str) -> np.dtype:
+    """The numpy storage type of a TF quantized type name."""
+    return {"qint8": np.dtype(np.int8), "quint8": np.dtype(np.uint8),
+            "qint16": np.dtype(np.int16), "quint16": np.dtype(np.uint16),
+            "qint32": np.dtype(np.int32)}[qtype]
+
+
+# ---------------------------------------------------------------- inference inputs / outputs
+
+_WEIGHTED = {"Conv2D", "Conv3D", "DepthwiseConv2dNative", "MatMul", "BatchMatMul",
+             "BatchMatMulV2", "Conv2DBackpropInput", "FusedBatchNorm", "FusedBatchNormV3"}
+_NOT_OUTPUTS = {"Shape", "ShapeN", "Size", "Rank", "NoOp", "Assert", "Identity"}
+
+
+def _is_training_op(name: str, op: str) -> bool:
+    return (name.startswith(("gradients/", "save/")) or op.startswith(("Apply", "ResourceApply",
+            "Assign", "Queue", "Reader")) or op.endswith("Summary") or op in ("SaveV2",
+            "RestoreV2", "VariableV2", "VarHandleOp", "NoOp"))
+
+
+def inference_io(graph: nx.DiGraph) -> tuple[list[str], list[str]]:
+    """The inference inputs and outputs of a (training) op graph, as tensor names.
+
+    Inputs: the Placeholders that reach a weighted op (labels and targets do not). Outputs: the
+    float sinks of what depends on those inputs alone, once training machinery (gradients,
+    optimizer updates, savers, summaries) is set aside. Pass ``--inputs``/``--outputs`` where
+    this reads a graph wrongly.
+    """
+    live = [n for n, d in graph.nodes(data=True) if not _is_training_op(n, d["op_type"])]
+    data = nx.DiGraph((u, v) for u, v, d in graph.subgraph(live).edges(data=True)
+                      if not d.get("control"))
+    data.add_nodes_from(live)
+    placeholders = [n for n, d in graph.nodes(data=True)
+                    if d["op_type"] in ("Placeholder", "PlaceholderV2")]
+    inputs = [p for p in placeholders
+              if any(graph.nodes[n]["op_type"] in _WEIGHTED for n in nx.descendants(data, p))]
+    inputs = inputs or placeholders
+    others = set(placeholders) - set(inputs)
+    tainted = set(others).union(*(nx.descendants(data, p) for p in others)) if others else set()
+    keep = set().union(*(nx.descendants(data, p) for p in inputs)) - tainted if inputs else set()
+    outputs = []
+    for n in sorted(keep, key=lambda n: graph.nodes[n]["index"]):
+        if any(v in keep for v in data.successors(n)):
+            continue
+        attrs = graph.nodes[n]["attrs"]
+        dtype = (attrs.get("output_type") or attrs.get("out_type") or attrs.get("T")
+                 or attrs.get("dtype") or "float32")
+        if graph.nodes[n]["op_type"] in _NOT_OUTPUTS or "float" not in str(dtype):
+            continue
+        outputs.append(f"{n}:0")
+    return [f"{p}:0" for p in inputs], outputs
+
+
+def parse_io_spec(text: str) -> tuple[str, list[int] | None]:
+    """``"pre/scaled:0:1x14x14x3"`` or ``"images:0"`` -> (tensor name, shape or None).
+
+    ``-1`` or ``?`` marks a free dimension; a name without ``:index`` means output 0.
+    """
+    parts = text.split(":")
+    shape = None
+    if len(parts) >= 2 and re.fullmatch(r"(-1|\?|\d+)([x,](-1|\?|\d+))*", parts[-1]) and (
+            len(parts) == 3 or not parts[-1].isdigit() or "x" in parts[-1]):
+        shape = [-1 if d in ("?", "-1") else int(d) for d in re.split(r"[x,]", parts[-1])]
+        parts = parts[:-1]
+    name = ":".join(parts)
+    if not name or name.startswith(":"):
+        raise FormatError(f"--inputs/--outputs {text!r}: expected NAME[:INDEX][:1x3x224x224]")
+    return (name if ":" in name else f"{name}:0"), shape
+
+
 # -------------------------------------------------------------------------- generic via ONNX
 
-def to_onnx(source: Source, inputs: list[str] | None = None, outputs: list[str] | None = None,
-            opset: int = 17) -> Any:
+@dataclass
+class PreparedGraph:
+    """A frozen GraphDef ready for tf2onnx, with what was done to get it."""
+
+    path: Path
+    inputs: list[dict[str, Any]]  # name, dtype, shape (None for free dims) of its Placeholders
+    outputs: list[str]
+    folds: list[dict[str, Any]]  # Dequantize folds, each checked against TensorFlow
+    frozen_from: str | None  # the MetaGraph frozen with its checkpoint, if any
+    feeds: dict[str, list[int]]  # inner tensors turned into inputs
+    consts: list[str]  # the Const nodes the prepared graph still reads
+
+
+def prepare_graph(source: Source, out: Path, inputs: dict[str, list[int] | None] | None = None,
+                  outputs: list[str] | None = None) -> PreparedGraph:
+    """The source's op graph as a frozen, Dequantize-folded GraphDef at ``out`` (TF in a child).
+
+    A checkpoint/MetaGraph is restored and frozen; ``inputs`` naming non-Placeholder tensors
+    (with their shapes) turn those into Placeholders.
+    """
+    if source.graph is None:
+        raise FormatError(f"{source.path}: a {source.format} source without a MetaGraph has no "
+                          "op graph to convert (put the .meta beside the checkpoint)")
+    auto_in, auto_out = inference_io(source.graph) if source.format != "tf1-frozen" else (
+        [i["name"] for i in source.meta.get("inputs", [])], list(source.meta.get("outputs", [])))
+    outputs = list(outputs or auto_out)
+    if not outputs:
+        raise FormatError(f"{source.path}: no inference output found in the graph; name them "
+                          "with --outputs NAME ...")
+    placeholders = {i["name"] for i in graph_inputs(source.graph)}
+    feeds: dict[str, list[int]] = {}
+    for name, shape in (inputs or {}).items():
+        node = name.rsplit(":", 1)[0]
+        if node not in source.graph:
+            raise FormatError(f"--inputs {name}: no node {node!r} in {source.path}")
+        if name not in placeholders:
+            if shape is None:
+                raise FormatError(f"--inputs {name}: an inner tensor needs a shape "
+                                  f"(NAME:1x224x224x3)")
+            feeds[name] = shape
+    request: dict[str, Any] = {"outputs": outputs, "feeds": feeds, "out": str(out)}
+    frozen_from = None
+    if source.format == "tf1-frozen":
+        request["graph"] = str(source.path)
+    else:
+        meta = source.meta.get("metagraph") or str(source.path)
+        checkpoint = source.meta.get("prefix") or source.meta.get("checkpoint")
+        if not checkpoint:
+            raise FormatError(f"{meta}: no checkpoint beside the MetaGraph to restore")
+        request.update(meta=meta, checkpoint=str(checkpoint))
+        frozen_from = meta
+    from porter.verify.runtimes.child import ChildRuntime
+
+    try:
+        with ChildRuntime("porter.importers.tf1_child:prepared", request,
+                          name="tensorflow") as child:
+            ok = child.info
+    except PorterError as exc:
+        raise FormatError(f"{source.path}: {exc}") from exc
+    wanted = set(inputs or auto_in) | set(feeds)
+    ins = [i for i in ok["inputs"] if not wanted or i["name"] in wanted] or ok["inputs"]
+    return PreparedGraph(Path(out), ins, outputs, ok["folds"], frozen_from, feeds,
+                         ok["consts"])
+
+
+def to_onnx(source: Source | Path, inputs: list[str] | None = None,
+            outputs: list[str] | None = None, opset: int = 17) -> Any:
     """A frozen TF1 graph as an ``onnx.ModelProto`` through tf2onnx, run in a child process.
 
-    TensorFlow is imported only in the child (it must never share a process with Paddle).
+    ``source`` is a ``tf1-frozen`` Source or the path of a prepared GraphDef. TensorFlow is
+    imported only in the child (it must never share a process with Paddle).
     """
+    import os
     import subprocess
     import sys
+    import tempfile
 
     import onnx
 
-    if source.format != "tf1-frozen":
-        raise FormatError(f"to_onnx needs a frozen GraphDef, got {source.format}")
-    inputs = inputs or [i["name"] for i in source.meta["inputs"]]
-    outputs = outputs or list(source.meta["outputs"])
-    import tempfile
-
+    if isinstance(source, Source):
+        if source.format != "tf1-frozen":
+            raise FormatError(f"to_onnx needs a frozen GraphDef, got {source.format}")
+        inputs = inputs or [i["name"] for i in source.meta["inputs"]]
+        outputs = outputs or list(source.meta["outputs"])
+        path = source.path
+    else:
+        path = Path(source)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "model.onnx"
-        cmd = [sys.executable, "-m", "tf2onnx.convert", "--graphdef", str(source.path),
-               "--inputs", ",".join(inputs), "--outputs", ",".join(outputs),
+        cmd = [sys.executable, "-m", "tf2onnx.convert", "--graphdef", str(path),
+               "--inputs", ",".join(inputs or []), "--outputs", ",".join(outputs or []),
                "--opset", str(opset), "--output", str(out)]
         proc = subprocess.run(cmd, capture_output=True, text=True,
-                              env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         if proc.returncode != 0 or not out.is_file():
             tail = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-            raise FormatError(f"{source.path}: tf2onnx failed ({tail})")
+            raise FormatError(f"{path}: tf2onnx failed ({tail})")
         return onnx.load(str(out))

@@ -9,7 +9,7 @@ from typing import Any
 __all__ = ["MappingEntry", "MappingReport"]
 
 # What happened to a source tensor (or, for "filled", to a target slot with no source tensor).
-ACTIONS = ("mapped", "dropped", "structure", "filled", "rewritten")
+ACTIONS = ("mapped", "dropped", "structure", "filled", "folded", "rewritten")
 
 
 @dataclass
@@ -20,6 +20,9 @@ class MappingEntry:
     (optimizer slot, EMA copy, training-only head), ``note`` says why. ``structure``: a constant of
     the graph (resize scales, a reshape target) checked against the module, not a weight.
     ``filled``: a target slot with no source tensor, filled by rule (``note`` says with what).
+    ``folded``: an exporter combined it into ``target`` (a BatchNorm into its convolution, a
+    quantized Const through Dequantize); the fold was recomputed from the source tensors and
+    matched against ``target``, ``note`` gives how and the max |Δ|.
     ``rewritten``: consumed by a generic conversion but not found verbatim in the module (an
     intermediate exporter folded or re-laid it out); parity is what vouches for it.
     """
@@ -60,6 +63,7 @@ class MappingReport:
             "dropped": c["dropped"],
             "structure": c["structure"],
             "filled": c["filled"],
+            "folded": c["folded"],
             "rewritten": c["rewritten"],
             "accounted": sources,
         }
@@ -83,6 +87,8 @@ class MappingReport:
             parts.append(f"{c['structure']} -> graph constants, checked")
         if c["dropped"]:
             parts.append(f"{c['dropped']} dropped")
+        if c["folded"]:
+            parts.append(f"{c['folded']} traced through exporter folds, checked")
         if c["rewritten"]:
             parts.append(f"{c['rewritten']} folded or rewritten in conversion, covered by parity")
         if c["filled"]:
