@@ -141,11 +141,45 @@ def _to_onnx(source: Source) -> Any:
                       f"op graph to convert generically{hint}")
 
 
-def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | None = None):
-    """(GraphPort, Ported) for ``source`` through porter's generic ONNX converter."""
+def paddle_io(source: Source) -> list[dict[str, Any]]:
+    """A Paddle program's feeds in the shape :func:`onnx_io` gives (None for -1 dims)."""
+    out = []
+    for spec in source.meta.get("inputs", []):
+        dims = [d if isinstance(d, int) and d > 0 else None for d in (spec.get("shape") or [])]
+        out.append({"name": spec["name"], "dims": dims,
+                    "dtype": np.dtype(spec.get("dtype") or "float32")})
+    return out
+
+
+def _convert(source: Source) -> tuple[Any, list[dict[str, Any]], list[str], str, list[str]]:
+    """(module, inputs, output names, how it was converted, notes) for ``source``.
+
+    Paddle programs go through porter's direct Paddle-op converter first; where it refuses
+    (ops or attributes it has no converter for), paddle2onnx is the fallback, and a failure
+    of both reports both reasons.
+    """
     from porter.converters import convert_onnx
-    from porter.graphs import GraphPort, Ported
-    model = _to_onnx(source)
+
+    notes: list[str] = []
+    if source.format == "paddle-inference":
+        from porter.converters.paddle import convert_paddle
+        from porter.errors import UnsupportedOpError
+
+        try:
+            module = convert_paddle(source).eval()
+            return (module, paddle_io(source), list(module.output_names),
+                    "Paddle ops (porter's direct converter)", notes)
+        except UnsupportedOpError as exc:
+            direct = str(exc)
+        try:
+            model = _to_onnx(source)
+        except PorterError as exc:
+            raise PorterError(f"cannot convert this Paddle model: the direct converter refused "
+                              f"({direct}), and the paddle2onnx fallback failed ({exc})"
+                              ) from exc
+        notes.append(f"direct Paddle converter refused ({direct}); converted via paddle2onnx")
+    else:
+        model = _to_onnx(source)
     if source.format == "onnx" and any(
             t.data_location == 1 for t in model.graph.initializer):  # external data on disk
         model_arg: Any = source.path
@@ -153,10 +187,19 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
         model_arg = model
     module = convert_onnx(model_arg).eval()
     inputs, outputs = onnx_io(model)
+    via = "ONNX" if source.format == "onnx" else f"{source.format} -> ONNX"
+    return module, inputs, outputs, via, notes
+
+
+def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | None = None):
+    """(GraphPort, Ported) for ``source`` through porter's generic converters."""
+    from porter.graphs import GraphPort, Ported
+
+    module, inputs, outputs, via, notes = _convert(source)
     names = [i["name"] for i in inputs]
     params = dict(module.state_dict())
     report = account_verbatim(source, params)
-    via = "ONNX" if source.format == "onnx" else f"{source.format} -> ONNX"
+    report.notes += notes
     report.notes.append(f"generic conversion via {via}; {len(params)} parameters/buffers in "
                         "the generated module")
     cases = default_cases(inputs, shapes)

@@ -87,6 +87,16 @@ def _to_torch(v: Any) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr).copy()) if arr.ndim else torch.tensor(arr)
 
 
+def _carries_shape(result: Op, inputs: list[str | None], shape_like: set[str]) -> bool:
+    """Whether an op's outputs are sizes as python lists (``shape`` and what passes them on)."""
+    from porter.converters.paddle.ops import shape_fns
+
+    fn = result.fn
+    if fn is shape_fns.SOURCE:
+        return True
+    return fn in shape_fns.PASS and any(n in shape_like for n in inputs if n is not None)
+
+
 class _Builder:
     def __init__(self, source: Source) -> None:
         self.source = source
@@ -99,6 +109,7 @@ class _Builder:
         self.namer = Namer()
         self.slots: dict[str, int] = {}
         self.const_paths: dict[str, str] = {}
+        self.shape_like: set[str] = set()  # values holding sizes as python lists
 
     # --- names and slots ---------------------------------------------------------------------
     def define(self, name: str | None) -> str | None:
@@ -166,13 +177,15 @@ class _Builder:
             resolved = PaddleOp(op.type, ins, op.outputs, op.attrs, op.index, op.pir, op.scope,
                                 op.params)
             try:
-                result: Op = reg.fn(resolved, Context(resolved, self.consts))
+                result: Op = reg.fn(resolved, Context(resolved, self.consts, self.shape_like))
             except Unsupported as exc:
                 problems.append(f"{op.type} (op {op.index}): {exc}")
                 for o in op.outputs:
                     self.define(o)
                 continue
             outs = [self.define(o) for o in op.outputs]
+            if _carries_shape(result, ins, self.shape_like):
+                self.shape_like.update(o for o in outs if o is not None)
             step = self._fold_or_step(resolved, reg, result, outs)
             if step is not None:
                 steps.append(step)

@@ -72,9 +72,15 @@ class PaddleOp:
 class Context:
     """Conversion-time values of an op's inputs (parameters, folded constants)."""
 
-    def __init__(self, op: PaddleOp, consts: dict[str, Any]) -> None:
+    def __init__(self, op: PaddleOp, consts: dict[str, Any],
+                 shape_like: set[str] | None = None) -> None:
         self.op = op
         self._consts = consts
+        self._shape_like = shape_like or set()
+
+    def shape_like(self, i: int) -> bool:
+        """Whether input ``i`` is a shape value (sizes as a python list, see ops.tensor)."""
+        return self.has(i) and self.op.inputs[i] in self._shape_like
 
     def has(self, i: int) -> bool:
         return i < len(self.op.inputs) and self.op.inputs[i] is not None

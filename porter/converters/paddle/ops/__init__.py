@@ -10,5 +10,6 @@ from porter.converters.paddle.ops import (  # noqa: F401
     pool,
     reduce,
     resize,
+    shape_fns,
     tensor,
 )

@@ -92,6 +92,9 @@ def _full_like(op: PaddleOp, ctx: Context) -> Op:
 
 
 def cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x.to(dtype)``; a shape value (list of sizes) cast to an integer type stays a list."""
+    if isinstance(x, list):
+        return x if not dtype.is_floating_point else torch.tensor(x, dtype=dtype)
     return x.to(dtype)
 
 

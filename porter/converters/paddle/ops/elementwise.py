@@ -7,6 +7,7 @@ all PIR ops use.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from porter.converters.paddle.context import Context, In, Op, PaddleOp
@@ -86,8 +87,68 @@ _COMPARE = {"equal": torch.eq, "not_equal": torch.ne, "less_than": torch.lt,
             "logical_and": torch.logical_and, "logical_or": torch.logical_or}
 
 
+def shape_binary(a, b, kind: str) -> list:
+    """Arithmetic on shape values (python lists of sizes, or one size), size by size, so
+    it stays symbolic under tracing; a one-element side broadcasts."""
+    xs = a if isinstance(a, list) else [a]
+    ys = b if isinstance(b, list) else [b]
+    if len(xs) == 1:
+        xs = xs * len(ys)
+    if len(ys) == 1:
+        ys = ys * len(xs)
+    out = []
+    for x, y in zip(xs, ys):
+        if kind == "add":
+            out.append(x + y)
+        elif kind == "sub":
+            out.append(x - y)
+        elif kind == "mul":
+            out.append(x * y)
+        elif kind == "floordiv":
+            out.append(x // y)
+        elif kind == "div":
+            out.append(x // y if isinstance(x, int) and isinstance(y, int) else x / y)
+        else:
+            out.append(x % y)
+    return out if isinstance(a, list) or isinstance(b, list) else out[0]
+
+
+def shape_scale(x, s: float, bias: float, bias_after_scale: bool):
+    """``scale`` on a shape value (sizes stay ints where the factors are whole numbers)."""
+    def one(v):
+        r = v * s + bias if bias_after_scale else (v + bias) * s
+        return int(r) if float(s).is_integer() and float(bias).is_integer() else r
+    return [one(v) for v in x] if isinstance(x, list) else one(x)
+
+
+_SHAPE_KINDS = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "floordiv": "floordiv",
+                "mod": "mod", "subtract": "sub", "multiply": "mul", "divide": "div",
+                "floor_divide": "floordiv", "remainder": "mod"}
+
+
+def _shape_op(op: PaddleOp, ctx: Context) -> Op | None:
+    """The shape-value form of a binary op whose operand is a shape value, else None."""
+    if not (ctx.shape_like(0) or ctx.shape_like(1)):
+        return None
+    name = op.type.rpartition(".")[2].rstrip("_").replace("elementwise_", "")
+    kind = _SHAPE_KINDS.get(name)
+    if kind is None:
+        return None
+    args = []
+    for i in (0, 1):
+        if ctx.is_const(i):
+            v = ctx.ints(i)
+            args.append(v if np.asarray(ctx.const(i)).ndim else v[0])
+        else:
+            args.append(In(i))
+    return Op(shape_binary, (*args, kind))
+
+
 def _legacy(with_axis, plain, template):
     def convert(op: PaddleOp, ctx: Context) -> Op:
+        shaped = _shape_op(op, ctx)
+        if shaped is not None:
+            return shaped
         axis = int(op.attr("axis", -1))
         y = ctx.const(1)
         x = ctx.const(0)
@@ -99,6 +160,9 @@ def _legacy(with_axis, plain, template):
 
 def _pir(fn, template):
     def convert(op: PaddleOp, ctx: Context) -> Op:
+        shaped = _shape_op(op, ctx)
+        if shaped is not None:
+            return shaped
         return Op(fn, (In(0), In(1)), template=template)
     return convert
 
@@ -129,6 +193,9 @@ def scale(x: torch.Tensor, s: float, bias: float, bias_after_scale: bool) -> tor
 @paddle_op("pd_op.scale", "pd_op.scale_")
 def _scale(op: PaddleOp, ctx: Context) -> Op:
     s = float(ctx.scalar(1, "scale", 1.0))
+    if ctx.shape_like(0):
+        return Op(shape_scale, (In(0), s, float(op.attr("bias", 0.0)),
+                                bool(op.attr("bias_after_scale", True))))
     return Op(scale, (In(0), s, float(op.attr("bias", 0.0)),
                       bool(op.attr("bias_after_scale", True))))
 

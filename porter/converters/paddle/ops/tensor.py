@@ -16,10 +16,21 @@ from porter.converters.paddle.registry import paddle_op
 
 
 def as_ints(v) -> list:
-    """A shape-like value (ints, a tensor, a list of 1-element tensors) as python ints."""
+    """A shape-like value (ints, a tensor, a list of 1-element tensors) as python ints; sizes
+    read from a tensor's shape stay symbolic under tracing."""
     if isinstance(v, torch.Tensor):
         return [int(t) for t in v.reshape(-1)]
-    return [int(t.reshape(-1)[0]) if isinstance(t, torch.Tensor) else int(t) for t in v]
+    if not isinstance(v, (list, tuple)):
+        return [v]
+    out = []
+    for t in v:
+        if isinstance(t, torch.Tensor):
+            out += [int(e) for e in t.reshape(-1)]
+        elif isinstance(t, (list, tuple)):
+            out += as_ints(t)
+        else:
+            out.append(t)
+    return out
 
 
 def reshape(x: torch.Tensor, shape) -> torch.Tensor:
@@ -44,7 +55,15 @@ def item(xs, index: int):
 
 @paddle_op("builtin.combine")
 def _combine(op: PaddleOp, ctx: Context) -> Op:
-    return Op(combine, tuple(In(i) for i in range(len(op.inputs))))
+    n = len(op.inputs)
+    if any(ctx.shape_like(i) for i in range(n)):  # a shape list: constant sizes as literals
+        args = []
+        for i in range(n):
+            v = ctx.const(i)
+            small = isinstance(v, torch.Tensor) and v.numel() == 1 and not v.is_floating_point()
+            args.append(int(v.reshape(-1)[0]) if small else In(i))
+        return Op(combine, tuple(args))
+    return Op(combine, tuple(In(i) for i in range(n)))
 
 
 @paddle_op("builtin.split")
@@ -147,6 +166,9 @@ def _unsqueeze(op: PaddleOp, ctx: Context) -> Op:
 
 
 def concat(xs, axis: int) -> torch.Tensor:
+    """``torch.cat``; shape values (python lists of sizes) concatenate as lists."""
+    if any(isinstance(x, list) for x in xs):
+        return as_ints(list(xs))
     return torch.cat(list(xs), dim=axis)
 
 
@@ -157,6 +179,9 @@ def _concat(op: PaddleOp, ctx: Context) -> Op:
 
 
 def stack(xs, axis: int) -> torch.Tensor:
+    """``torch.stack``; sizes (python ints, e.g. from a sliced shape) stack into a list."""
+    if not all(isinstance(x, torch.Tensor) for x in xs):
+        return as_ints(list(xs))
     return torch.stack(list(xs), dim=axis)
 
 
@@ -201,6 +226,9 @@ def slice_(x: torch.Tensor, axes: list, starts, ends, strides, decrease: list) -
     """Paddle slice/strided_slice: python slicing per axis, then drop ``decrease`` axes."""
     starts, ends = as_ints(starts), as_ints(ends)
     steps = as_ints(strides) if strides is not None else [1] * len(axes)
+    if isinstance(x, list):  # a shape value: slice the list of sizes
+        y = x[starts[0]:ends[0]:steps[0]]
+        return y[0] if decrease else y
     index = [slice(None)] * x.dim()
     for a, s, e, st in zip(axes, starts, ends, steps):
         index[a] = slice(s, e, st)
@@ -274,23 +302,26 @@ def _strided_pir(op: PaddleOp, ctx: Context) -> Op:
                     _index_arg(ctx, 2, "ends", op), _index_arg(ctx, 3, "strides", op))
 
 
-def shape32(x: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(x.shape, dtype=torch.int32)
+def shape_of(x: torch.Tensor) -> list:
+    """A tensor's shape as a python list of sizes (symbolic under tracing, so shape
+    arithmetic exports); ops that need a tensor convert it (``shape_tensor``)."""
+    return list(x.shape)
 
 
-def shape64(x: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(x.shape, dtype=torch.int64)
+def shape_tensor(v, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    """A shape value as an integer tensor (for ops that compute with it as data)."""
+    return v if isinstance(v, torch.Tensor) else torch.tensor(as_ints(v), dtype=dtype)
 
 
 @paddle_op("shape", inputs=("Input",))
 @paddle_op("pd_op.shape")
 def _shape(op: PaddleOp, ctx: Context) -> Op:
-    return Op(shape32, (In(0),))
+    return Op(shape_of, (In(0),))
 
 
 @paddle_op("pd_op.shape64")
 def _shape64(op: PaddleOp, ctx: Context) -> Op:
-    return Op(shape64, (In(0),))
+    return Op(shape_of, (In(0),))
 
 
 def pad_nd(x: torch.Tensor, pads: list, mode: str, value: float, channels_last: bool
@@ -394,6 +425,9 @@ def _tile(op: PaddleOp, ctx: Context) -> Op:
 
 def gather(x: torch.Tensor, index: torch.Tensor, axis: int) -> torch.Tensor:
     """Paddle gather: rows of ``x`` along ``axis`` at a 1-D (or 0-D) ``index``."""
+    if isinstance(x, list):
+        picked = [x[i] for i in as_ints(index)]
+        return picked[0] if index.dim() == 0 else picked
     if index.dim() == 0:
         return x.select(axis, int(index))
     return x.index_select(axis, index.reshape(-1).long())
