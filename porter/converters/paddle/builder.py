@@ -150,6 +150,7 @@ class _Builder:
         outputs: list[tuple[str, str]] = []  # (output name, program value)
         steps: list[Step] = []
         problems: list[str] = []
+        failed: set[str] = set()
         if meta.get("program_format") != "pir":  # legacy: persistable vars are the params
             for name, ref in self.source.tensors.items():
                 self.consts[self.define(name)] = _to_torch(ref.numpy())
@@ -171,6 +172,11 @@ class _Builder:
                 outputs.append((label, value))
                 continue
             reg = lookup(op.type)
+            if any(n in failed for n in op.inputs if n is not None):
+                failed.update(o for o in op.outputs if o is not None)
+                continue  # downstream of an op already reported
+            if not op.pir:
+                op = self._var_attrs(op, steps)
             op.params = [self.current[n] for n in op.inputs
                          if n is not None and self.current.get(n) in self.params]
             ins = [self.read(n, op) for n in op.inputs]
@@ -180,8 +186,7 @@ class _Builder:
                 result: Op = reg.fn(resolved, Context(resolved, self.consts, self.shape_like))
             except Unsupported as exc:
                 problems.append(f"{op.type} (op {op.index}): {exc}")
-                for o in op.outputs:
-                    self.define(o)
+                failed.update(o for o in op.outputs if o is not None)
                 continue
             outs = [self.define(o) for o in op.outputs]
             if _carries_shape(result, ins, self.shape_like):
@@ -195,6 +200,32 @@ class _Builder:
             raise Unsupported(f"the Paddle-to-torch converter cannot express: {shown}")
         self._finish(inputs, outputs, meta, steps)
         return self.mod.eval()
+
+    def _var_attrs(self, op: PaddleOp, steps: list[Step]) -> PaddleOp:
+        """A legacy op whose attribute names variables (a VARS attribute, e.g. a computed
+        ``output_size``): those variables become one extra list input, the attribute ``In``."""
+        extra: dict[str, list[str]] = {
+            k: v for k, v in op.attrs.items()
+            if isinstance(v, list) and v and all(isinstance(n, str) and n in self.current
+                                                 for n in v)}
+        if not extra:
+            return op
+        attrs, inputs = dict(op.attrs), list(op.inputs)
+        reg = lookup("builtin.combine")
+        for k, names in extra.items():
+            name = f"{op.type}_{op.index}.{k}"
+            combine = PaddleOp("builtin.combine", [self.read(n, op) for n in names], [name], {},
+                               op.index, False)
+            result = reg.fn(combine, Context(combine, self.consts, self.shape_like))
+            outs = [self.define(name)]
+            if _carries_shape(result, combine.inputs, self.shape_like):
+                self.shape_like.update(outs)
+            step = self._fold_or_step(combine, reg, result, outs)
+            if step is not None:
+                steps.append(step)
+            attrs[k] = In(len(inputs))
+            inputs.append(name)
+        return PaddleOp(op.type, inputs, op.outputs, attrs, op.index, op.pir, op.scope)
 
     def _fold_or_step(self, op: PaddleOp, reg: Registration, result: Op,
                       outs: list[str | None]) -> Step | None:

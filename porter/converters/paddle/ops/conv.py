@@ -99,6 +99,7 @@ def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
                      output_size: list) -> torch.Tensor:
     """Transposed convolution with Paddle's paddings ``[top, bottom, left, right]``; an
     ``output_size`` fixes the size, as Paddle does, through the output padding."""
+    output_size = [int(v) for v in output_size] if len(output_size) else []
     y = F.conv_transpose2d(x, weight, None, stride, 0, output_padding or 0, groups, dilation)
     h, w = y.shape[2] - pads[0] - pads[1], y.shape[3] - pads[2] - pads[3]
     if output_size:
@@ -112,16 +113,15 @@ def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 @paddle_op("conv2d_transpose", "depthwise_conv2d_transpose", inputs=("Input", "Filter", "Bias"),
            outputs=("Output",), names=("input", "weight", "bias"))
 def _conv2d_transpose_legacy(op: PaddleOp, ctx: Context) -> Op:
-    return _transpose(op, ctx, list(op.attr("output_size", []) or []), 2)
+    size = op.attr("output_size", []) or []  # ints, or In: variables named by a VARS attr
+    return _transpose(op, ctx, size if isinstance(size, In) else list(size), 2)
 
 
 @paddle_op("pd_op.conv2d_transpose", "pd_op.depthwise_conv2d_transpose",
            names=("input", "weight", "output_size"))
 def _conv2d_transpose_pir(op: PaddleOp, ctx: Context) -> Op:
     size = ctx.int_list(2, None, [])
-    if isinstance(size, In):
-        raise Unsupported("conv2d_transpose with a computed output_size")
-    return _transpose(op, ctx, list(size or []), None)
+    return _transpose(op, ctx, size if isinstance(size, In) else list(size or []), None)
 
 
 def _transpose(op: PaddleOp, ctx: Context, output_size: list, i_bias: int | None) -> Op:
