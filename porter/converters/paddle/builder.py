@@ -327,7 +327,7 @@ class _Builder:
         self.mod._input_slots = [self.slot(n) for n in order]
         if not outputs:
             raise FormatError(f"{self.source.path}: the program fetches nothing")
-        for k, (_, value) in enumerate(outputs):
+        for k, (label, value) in enumerate(outputs):
             if value not in self.slots and value in self.consts:
                 holder = {"params": {}, "buffers": {"value": _to_torch(self.consts[value])
                                                     if not isinstance(self.consts[value],
@@ -339,6 +339,8 @@ class _Builder:
             if value not in self.slots:
                 raise FormatError(f"fetched value {value!r} is never computed")
             self.mod._output_slots.append(self.slots[value])
+            # intermediates are recorded by slot name: a fetched value goes by its fetch name
+            self.mod._slot_names[self.slots[value]] = label
         self.mod.output_names = [label for label, _ in outputs]
         keep = set(self.mod._output_slots) | {s for s, _ in self.mod._const_slots}
         last: dict[int, int] = {}
