@@ -115,3 +115,18 @@ def test_registry_covers_the_common_vision_ops() -> None:
     missing += [f"pd_op.{op}" for op in _PIR if f"pd_op.{op}" not in have]
     assert not missing
     assert {"builtin.combine", "builtin.split"} <= have
+
+
+def test_both_paths_failing_report_both_reasons(paddle_models: Path) -> None:
+    """Where the direct converter refuses, paddle2onnx is tried; when it fails too, the one
+    error names the unsupported op and paddle2onnx's own reason."""
+    from porter.generic import generic_port
+
+    src = porter.open(paddle_models / "pir" / "opsnet")
+    for _, d in src.graph.nodes(data=True):
+        if d["op_type"] == "pd_op.gelu":
+            d["op_type"] = "pd_op.custom_gelu"
+    with pytest.raises(PorterError) as err:
+        generic_port(src)
+    msg = str(err.value)
+    assert "pd_op.custom_gelu" in msg and "FloatAttribute" in msg
