@@ -143,6 +143,44 @@ def build_edge_net():
     return net
 
 
+def build_extra_net(pir: bool):
+    """Tensor-manipulation and less common ops (pixel_shuffle, add_n, roll, gather, tile,
+    expand, stack, where, topk ...); the legacy variant keeps to what Paddle 3.3 can save."""
+    import paddle
+    from paddle import nn
+    from paddle.nn import functional as F
+
+    class ExtraNet(nn.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2D(3, 8, 3, padding=1)
+            self.gn = nn.GroupNorm(2, 8)
+            self.inorm = nn.InstanceNorm2D(8)
+
+        def forward(self, x):
+            y = self.conv(x)
+            y = self.gn(y) + self.inorm(y)
+            y = F.pixel_shuffle(y, 2)                          # 2 channels, 2x size
+            y = paddle.add_n([y, y * 2.0, F.hardtanh(y, -0.5, 0.5)])
+            y = paddle.roll(y, shifts=1, axis=2) if pir else y
+            s = paddle.stack([y[:, 0], y[:, 1]], axis=1)
+            s = paddle.where(s > 0, s, s * 0.1)
+            s = paddle.tile(paddle.mean(s, axis=[2, 3], keepdim=True), [1, 1, 2, 3])
+            idx = paddle.to_tensor([1, 0], dtype="int64")
+            g = paddle.gather(s, idx, axis=1)
+            e = paddle.expand(g[:, :1], [g.shape[0], 4, 2, 3])
+            out = [e, paddle.squeeze(paddle.unsqueeze(s, [0, 2]), [0])]
+            if pir:
+                v, _ = paddle.topk(paddle.flatten(y, 1), 3)
+                out.append(F.log_sigmoid(v) + paddle.cumsum(v, axis=1))
+            return tuple(out)
+
+    paddle.seed(SEED + 2)
+    net = ExtraNet()
+    net.eval()
+    return net
+
+
 def _flatten(obj, prefix=""):
     """name -> array from what paddle.load(return_numpy=True) gives (same naming as porter)."""
     out = {}
@@ -229,6 +267,8 @@ def build_inference(out: Path, mode: str) -> None:
     paddle.jit.save(build_ops_net(mode == "pir"), str(out / mode / "opsnet" / "inference"),
                     input_spec=spec)
     paddle.jit.save(build_edge_net(), str(out / mode / "edgenet" / "inference"),
+                    input_spec=spec)
+    paddle.jit.save(build_extra_net(mode == "pir"), str(out / mode / "extranet" / "inference"),
                     input_spec=spec)
 
 

@@ -170,9 +170,31 @@ def _attr(buf: bytes) -> tuple[str, Any]:
         v = _str(f.get(17))
     elif kind == 14:        # VARS
         v = [val.decode() for _, val in f.get(18, [])]
-    else:                   # SCALAR(S) and future kinds: kept raw, named so
+    elif kind == 16:        # SCALAR
+        v = _scalar(f[20][-1][1]) if 20 in f else None
+    elif kind == 17:        # SCALARS (e.g. assign_value's values in Paddle 3)
+        v = [_scalar(val) for _, val in f.get(21, [])]
+    else:                   # future kinds: kept raw, named so
         v = f"<attr type {kind}>"
     return name, v
+
+
+def _scalar(buf: bytes) -> bool | int | float | complex | None:
+    """One framework.proto ``Scalar``: BOOLEAN (1), LONG (2), FLOAT64 (3), COMPLEX128 (4)."""
+    f = _group(buf)
+    kind = f.get(1, [(0, 0)])[-1][1]
+    if kind == 1:
+        return bool(f.get(2, [(0, 0)])[-1][1])
+    if kind == 2:
+        return _signed(f.get(3, [(0, 0)])[-1][1])
+    if kind == 3:
+        return struct.unpack("<d", f[4][-1][1])[0] if 4 in f else 0.0
+    if kind == 4 and 5 in f:
+        c = _group(f[5][-1][1])
+        real = struct.unpack("<d", c[1][-1][1])[0] if 1 in c else 0.0
+        imag = struct.unpack("<d", c[2][-1][1])[0] if 2 in c else 0.0
+        return complex(real, imag)
+    return None
 
 
 def _slots(items: list[tuple[int, Any]]) -> dict[str, list[str]]:

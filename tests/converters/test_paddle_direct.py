@@ -21,7 +21,8 @@ SHAPES = [(1, 3, 16, 16), (2, 3, 20, 28), (1, 3, 33, 17)]
 
 
 def _parity(path: Path, shapes=SHAPES, tol: float = 1e-5) -> dict[str, float]:
-    """Worst max|Δ| per output of the direct conversion vs Paddle Inference over ``shapes``."""
+    """Worst max|Δ| per output of the direct conversion vs Paddle Inference over ``shapes``
+    (bound: ``tol``, relative to the output's peak where that exceeds 1)."""
     module = convert_paddle(porter.open(path))
     worst: dict[str, float] = {}
     with paddle_inference_runtime(path) as run:
@@ -35,17 +36,19 @@ def _parity(path: Path, shapes=SHAPES, tol: float = 1e-5) -> dict[str, float]:
             for name, g in zip(module.output_names, got):
                 assert tuple(g.shape) == ref[name].shape, (name, shape)
                 err = float(np.max(np.abs(g.numpy().astype(np.float64) - ref[name])))
-                assert err <= tol, (name, shape, err)
+                peak = float(np.max(np.abs(ref[name]))) if ref[name].size else 0.0
+                assert err <= tol * max(1.0, peak), (name, shape, err, peak)
                 worst[name] = max(worst.get(name, 0.0), err)
     return worst
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["pir", "legacy"])
-@pytest.mark.parametrize("net", ["opsnet", "edgenet"])
+@pytest.mark.parametrize("net", ["opsnet", "edgenet", "extranet"])
 def test_direct_conversion_matches_paddle_inference(paddle_models: Path, mode: str,
                                                     net: str) -> None:
     worst = _parity(paddle_models / mode / net)
-    assert len(worst) == 3
+    assert len(worst) >= 2
 
 
 @pytest.mark.parametrize("mode", ["pir", "legacy"])
@@ -56,6 +59,7 @@ def test_program_carries_float_list_scale(paddle_models: Path, mode: str) -> Non
     assert src.meta["program_format"] == ("pir" if mode == "pir" else "program-desc")
 
 
+@pytest.mark.slow
 def test_paddle2onnx_failure_reason_reaches_the_user(paddle_models: Path) -> None:
     """paddle2onnx 2.1 cannot read the f64 ``scale`` list of a Paddle 3 program; its reason
     (printed on the child's stdout) is in the error, not just an exit code."""
@@ -117,6 +121,7 @@ def test_registry_covers_the_common_vision_ops() -> None:
     assert {"builtin.combine", "builtin.split"} <= have
 
 
+@pytest.mark.slow
 def test_both_paths_failing_report_both_reasons(paddle_models: Path) -> None:
     """Where the direct converter refuses, paddle2onnx is tried; when it fails too, the one
     error names the unsupported op and paddle2onnx's own reason."""

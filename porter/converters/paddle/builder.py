@@ -167,6 +167,8 @@ class _Builder:
                 self.slot(inputs[-1])
                 continue
             if op.type in ("fetch", "pd_op.fetch", "builtin.shadow_output"):
+                if op.inputs[0] in failed:
+                    continue
                 value = self.read(op.inputs[0], op)
                 label = (op.attr("name") or op.attr("output_name") if op.pir else op.inputs[0])
                 outputs.append((label, value))
@@ -184,14 +186,20 @@ class _Builder:
                                 op.params)
             try:
                 result: Op = reg.fn(resolved, Context(resolved, self.consts, self.shape_like))
+                outs = [self.define(o) for o in op.outputs]
+                if _carries_shape(result, ins, self.shape_like):
+                    self.shape_like.update(o for o in outs if o is not None)
+                step = self._fold_or_step(resolved, reg, result, outs)
             except Unsupported as exc:
                 problems.append(f"{op.type} (op {op.index}): {exc}")
                 failed.update(o for o in op.outputs if o is not None)
                 continue
-            outs = [self.define(o) for o in op.outputs]
-            if _carries_shape(result, ins, self.shape_like):
-                self.shape_like.update(o for o in outs if o is not None)
-            step = self._fold_or_step(resolved, reg, result, outs)
+            except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+                # attributes or constants a converter did not expect: refuse this op (the
+                # caller may fall back to paddle2onnx) rather than fail with a traceback
+                problems.append(f"{op.type} (op {op.index}): {type(exc).__name__}: {exc}")
+                failed.update(o for o in op.outputs if o is not None)
+                continue
             if step is not None:
                 steps.append(step)
         if problems:

@@ -195,3 +195,19 @@ paddle_op("assign", "share_data", "memcpy", "memcpy_d2h", "memcpy_h2d", inputs=(
     _unary(identity))
 paddle_op("pd_op.assign", "pd_op.assign_", "pd_op.share_data_", "pd_op.memcpy_d2h",
           "pd_op.memcpy_h2d")(_unary(identity))
+
+
+def hardtanh(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    return F.hardtanh(x, lo, hi)
+
+
+@paddle_op("brelu", "hardtanh", inputs=("X",))
+@paddle_op("pd_op.hardtanh", "pd_op.hardtanh_")
+def _hardtanh(op: PaddleOp, ctx: Context) -> Op:
+    return Op(hardtanh, (In(0), float(op.attr("t_min", -1.0)), float(op.attr("t_max", 1.0))))
+
+
+@paddle_op("logsigmoid", inputs=("X",))
+@paddle_op("pd_op.logsigmoid")
+def _logsigmoid(op: PaddleOp, ctx: Context) -> Op:
+    return Op(F.logsigmoid, (In(0),))

@@ -222,3 +222,17 @@ def where(cond: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 @paddle_op("pd_op.where", "pd_op.where_")
 def _where(op: PaddleOp, ctx: Context) -> Op:
     return Op(where, (In(0), In(1), In(2)))
+
+
+def add_n(xs) -> torch.Tensor:
+    """The sum of a list of tensors (legacy ``sum``, PIR ``add_n``)."""
+    out = xs[0]
+    for x in xs[1:]:
+        out = out + x
+    return out
+
+
+@paddle_op("sum", inputs=("X*",))
+@paddle_op("pd_op.add_n", "pd_op.add_n_")
+def _add_n(op: PaddleOp, ctx: Context) -> Op:
+    return Op(add_n, (In(0),))

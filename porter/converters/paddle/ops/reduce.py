@@ -72,3 +72,41 @@ paddle_op("arg_max", inputs=("X",))(_arg(True, False))
 paddle_op("arg_min", inputs=("X",))(_arg(False, False))
 paddle_op("pd_op.argmax")(_arg(True, True))
 paddle_op("pd_op.argmin")(_arg(False, True))
+
+
+def topk(x: torch.Tensor, k: int, axis: int, largest: bool, sorted_: bool) -> tuple:
+    values, indices = torch.topk(x, k, dim=axis, largest=largest, sorted=sorted_)
+    return values, indices
+
+
+@paddle_op("top_k_v2", inputs=("X", "K"), outputs=("Out", "Indices"))
+@paddle_op("pd_op.topk")
+def _topk(op: PaddleOp, ctx: Context) -> Op:
+    k = int(ctx.scalar(1, "k", 1))
+    return Op(topk, (In(0), k, int(op.attr("axis", -1)), bool(op.attr("largest", True)),
+                     bool(op.attr("sorted", True))), n_out=2)
+
+
+def cumsum(x: torch.Tensor, axis: int, flatten: bool, exclusive: bool, reverse: bool
+           ) -> torch.Tensor:
+    """Paddle cumsum, with its ``flatten``, ``exclusive`` and ``reverse`` options."""
+    if flatten:
+        x, axis = x.reshape(-1), 0
+    if reverse:
+        x = x.flip(axis)
+    y = torch.cumsum(x, dim=axis)
+    if exclusive:
+        y = y - x
+    return y.flip(axis) if reverse else y
+
+
+@paddle_op("cumsum", inputs=("X",))
+def _cumsum_legacy(op: PaddleOp, ctx: Context) -> Op:
+    return Op(cumsum, (In(0), int(op.attr("axis", -1)), bool(op.attr("flatten", False)),
+                       bool(op.attr("exclusive", False)), bool(op.attr("reverse", False))))
+
+
+@paddle_op("pd_op.cumsum", "pd_op.cumsum_")
+def _cumsum(op: PaddleOp, ctx: Context) -> Op:
+    return Op(cumsum, (In(0), int(ctx.scalar(1, "axis", -1)), bool(op.attr("flatten", False)),
+                       bool(op.attr("exclusive", False)), bool(op.attr("reverse", False))))

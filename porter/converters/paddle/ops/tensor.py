@@ -437,3 +437,44 @@ def gather(x: torch.Tensor, index: torch.Tensor, axis: int) -> torch.Tensor:
 @paddle_op("pd_op.gather")
 def _gather(op: PaddleOp, ctx: Context) -> Op:
     return Op(gather, (In(0), In(1), int(ctx.scalar(2, "axis", 0))))
+
+
+def pixel_shuffle(x: torch.Tensor, factor: int, channels_last: bool) -> torch.Tensor:
+    if channels_last:
+        return F.pixel_shuffle(x.movedim(-1, 1), factor).movedim(1, -1)
+    return F.pixel_shuffle(x, factor)
+
+
+@paddle_op("pixel_shuffle", inputs=("X",))
+@paddle_op("pd_op.pixel_shuffle")
+def _pixel_shuffle(op: PaddleOp, ctx: Context) -> Op:
+    return Op(pixel_shuffle, (In(0), int(op.attr("upscale_factor")),
+                              str(op.attr("data_format", "NCHW")).upper() == "NHWC"))
+
+
+def roll(x: torch.Tensor, shifts: list, axes: list) -> torch.Tensor:
+    """Paddle roll; no axes rolls the flattened tensor."""
+    if not axes:
+        return torch.roll(x.reshape(-1), shifts[0]).reshape(x.shape)
+    return torch.roll(x, list(shifts), list(axes))
+
+
+@paddle_op("roll", inputs=("X", "ShiftsTensor"))
+def _roll_legacy(op: PaddleOp, ctx: Context) -> Op:
+    shifts = _axes(ctx, 1, op, "shifts")
+    return Op(roll, (In(0), shifts, list(op.attr("axis", []))))
+
+
+@paddle_op("pd_op.roll")
+def _roll(op: PaddleOp, ctx: Context) -> Op:
+    return Op(roll, (In(0), _axes(ctx, 1, op, "shifts"), list(op.attr("axis", []))))
+
+
+def index_select(x: torch.Tensor, index: torch.Tensor, axis: int) -> torch.Tensor:
+    return x.index_select(axis, index.long())
+
+
+@paddle_op("index_select", inputs=("X", "Index"), outputs=("Out",))
+@paddle_op("pd_op.index_select")
+def _index_select(op: PaddleOp, ctx: Context) -> Op:
+    return Op(index_select, (In(0), In(1), int(op.attr("dim", op.attr("axis", 0)))))
