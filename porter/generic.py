@@ -10,6 +10,7 @@ The output carries a generated, readable ``model.py`` that the manifest names as
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -203,8 +204,10 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
     report.notes.append(f"generic conversion via {via}; {len(params)} parameters/buffers in "
                         "the generated module")
     cases = default_cases(inputs, shapes)
+    origin = (f"the Paddle program {Path(str(source.path)).name}"
+              if via.startswith("Paddle ops") else "ONNX")
     ported = Ported(module, f"model.py:{CLASS_NAME}", {}, report, names, outputs,
-                    render_files=lambda: {"model.py": checked_source(module, cases[0])})
+                    render_files=lambda: {"model.py": checked_source(module, cases[0], origin)})
     port = GraphPort(
         name="generic", formats=(source.format,), graph=ported.graph,
         matches=lambda s: True, port=lambda s, **_: ported,
@@ -212,7 +215,7 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
         reference=lambda s, p: _reference(s, names, outputs),
         example_inputs=lambda p: tuple(_torch(cases[0].inputs[n]) for n in names),
         reference_name=REFERENCE_NAMES[source.format],
-        tolerance=GENERIC_TOLERANCE, description="generic ONNX conversion")
+        tolerance=GENERIC_TOLERANCE, description=f"generic conversion via {via}")
     return port, ported
 
 
@@ -236,7 +239,7 @@ def image_input(rgb: np.ndarray, like: np.ndarray) -> np.ndarray:
     return np.repeat(x, like.shape[0], axis=0).astype(like.dtype)
 
 
-def checked_source(module: Any, case: Case) -> str:
+def checked_source(module: Any, case: Case, origin: str = "ONNX") -> str:
     """The generated ``model.py`` of ``module``, after running it once against the module.
 
     Parity vouches for the in-memory module; this vouches for the file that ships: the source
@@ -250,7 +253,7 @@ def checked_source(module: Any, case: Case) -> str:
     from porter.converters.codegen import render_source
     from porter.verify.metrics import compare_arrays
 
-    text = render_source(module, class_name=CLASS_NAME)
+    text = render_source(module, class_name=CLASS_NAME, origin=origin)
     namespace = types.ModuleType("porter_generated_model")
     try:
         exec(compile(text, "model.py", "exec"), namespace.__dict__)  # porter's own output
