@@ -135,7 +135,11 @@ def build_edge_net():
             b = F.interpolate(p2, size=[7, 9], mode="nearest")
             c = F.interpolate(p3, size=[7, 9], mode="bilinear", align_corners=True)
             u = self.up(y, output_size=[y.shape[2] * 2, y.shape[3] * 2])
-            return a, b + c, paddle.tanh(u) if paddle.framework.in_pir_mode() else u
+            p4 = F.avg_pool2d(y, 3, 2, padding=1, ceil_mode=True, exclusive=False)
+            p5 = F.avg_pool2d(y, 2, 2, padding=[0, 1, 1, 0])
+            p6 = F.max_pool2d(y, 2, 2, padding=[1, 0, 0, 1], ceil_mode=True)
+            return (a, b + c, paddle.tanh(u) if paddle.framework.in_pir_mode() else u, p4, p5,
+                    p6)
 
     paddle.seed(SEED + 1)
     net = EdgeNet()

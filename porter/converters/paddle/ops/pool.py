@@ -7,8 +7,6 @@ torch's pooling pads symmetrically and at most half a window; Paddle allows any
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -29,13 +27,13 @@ def pool2d_padded(x: torch.Tensor, kind: str, ksize: list, strides: list, pads: 
                   ceil_mode: bool, exclusive: bool) -> torch.Tensor:
     """Pooling with arbitrary explicit padding ``[top, bottom, left, right]``."""
     lrtb = [pads[2], pads[3], pads[0], pads[1]]
-    if kind == "max":
-        xp = F.pad(x, lrtb, value=-math.inf)
+    if kind == "max":  # an all-padding window gives -FLT_MAX in Paddle, as the pad here
+        xp = F.pad(x, lrtb, value=torch.finfo(x.dtype).min)
         return F.max_pool2d(xp, ksize, strides, 0, 1, ceil_mode)
+    # divisor_override=1: window sums; Paddle divides by the real elements in the window
+    # (exclusive) or by the window clipped to the padded input, as torch does
     total = F.avg_pool2d(F.pad(x, lrtb), ksize, strides, 0, ceil_mode, True, 1)
-    if not exclusive:
-        return total * (ksize[0] * ksize[1])
-    ones = F.pad(torch.ones_like(x[:1, :1]), lrtb)
+    ones = F.pad(torch.ones_like(x[:1, :1]), lrtb, value=0.0 if exclusive else 1.0)
     count = F.avg_pool2d(ones, ksize, strides, 0, ceil_mode, True, 1)
     return total / count
 
@@ -78,7 +76,7 @@ def _pool(op: PaddleOp, ksize) -> Op:
     pads = pads4(op, op.attr("paddings"))
     symmetric = (pads[0] == pads[1] and pads[2] == pads[3] and pads[0] * 2 <= ksize[0]
                  and pads[2] * 2 <= ksize[1])
-    if symmetric and not (ceil_mode and any(pads)):
+    if symmetric and not (ceil_mode and any(pads) and kind == "max"):
         if kind == "max":
             return Op(F.max_pool2d, (In(0), tuple(ksize), tuple(strides), (pads[0], pads[2])),
                       {"ceil_mode": ceil_mode})
