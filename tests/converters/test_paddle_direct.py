@@ -135,3 +135,17 @@ def test_both_paths_failing_report_both_reasons(paddle_models: Path) -> None:
         generic_port(src)
     msg = str(err.value)
     assert "pd_op.custom_gelu" in msg and "FloatAttribute" in msg
+
+
+def test_inexpressible_attributes_are_refused_by_op(paddle_models: Path) -> None:
+    """An attribute no converter can express names the op (and its index), once per op."""
+    from porter.converters.paddle.context import Unsupported
+
+    src = porter.open(paddle_models / "legacy" / "opsnet")
+    pools = [d for _, d in src.graph.nodes(data=True) if d["op_type"] == "pool2d"]
+    for d in pools:
+        d["attrs"]["pooling_type"] = "lp"
+    with pytest.raises(Unsupported) as err:
+        convert_paddle(src)
+    msg = str(err.value)
+    assert msg.count("pool2d (op ") == len(pools) >= 2 and "pooling_type 'lp'" in msg

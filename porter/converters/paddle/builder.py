@@ -175,8 +175,19 @@ class _Builder:
                 continue
             reg = lookup(op.type)
             if any(n in failed for n in op.inputs if n is not None):
+                # downstream of a refused op: no step, but its own attributes are still judged
+                # so that one error names every op that cannot be expressed
+                probe = PaddleOp(op.type, [None if n in failed else self.current.get(n, n)
+                                           for n in op.inputs], op.outputs, op.attrs, op.index,
+                                 op.pir, op.scope)
+                try:
+                    reg.fn(probe, Context(probe, self.consts, self.shape_like))
+                except Unsupported as exc:
+                    problems.append(f"{op.type} (op {op.index}): {exc}")
+                except Exception:  # noqa: BLE001 - a missing input upset it, not an attribute
+                    pass
                 failed.update(o for o in op.outputs if o is not None)
-                continue  # downstream of an op already reported
+                continue
             if not op.pir:
                 op = self._var_attrs(op, steps)
             op.params = [self.current[n] for n in op.inputs
