@@ -185,6 +185,27 @@ def build_extra_net(pir: bool):
     return net
 
 
+def build_lstm_net():
+    """A bidirectional two-layer LSTM (PaddleOCR's CRNN head): ``rnn`` has no direct converter
+    yet, so it exercises the paddle2onnx fallback; its dropout state is a non-persistable
+    parameter that the params file does not hold. Paddle 3.3 saves it only as PIR."""
+    import paddle
+    from paddle import nn
+
+    class LSTMNet(nn.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(6, 5, num_layers=2, direction="bidirect")
+
+        def forward(self, x):
+            return self.lstm(x)[0]
+
+    paddle.seed(SEED + 3)
+    net = LSTMNet()
+    net.eval()
+    return net
+
+
 def _flatten(obj, prefix=""):
     """name -> array from what paddle.load(return_numpy=True) gives (same naming as porter)."""
     out = {}
@@ -274,6 +295,10 @@ def build_inference(out: Path, mode: str) -> None:
                     input_spec=spec)
     paddle.jit.save(build_extra_net(mode == "pir"), str(out / mode / "extranet" / "inference"),
                     input_spec=spec)
+    if mode == "pir":
+        paddle.jit.save(build_lstm_net(), str(out / mode / "lstm" / "inference"),
+                        input_spec=[paddle.static.InputSpec([None, None, 6], "float32",
+                                                            name="x")])
 
 
 def main(argv: list[str]) -> int:

@@ -396,6 +396,7 @@ def _pir(model: Path) -> dict[str, Any]:
         raise FormatError(f"{model.name}: not a readable PIR program ({exc})") from exc
     names: dict[int, str] = {}
     ops, inputs, outputs, expected = [], [], [], {}
+    unchecked: set[str] = set()
     for raw in raw_ops:
         op_type = _pir_name(raw.get("#", "?"))
         outs = raw.get("O", [])
@@ -405,6 +406,11 @@ def _pir(model: Path) -> dict[str, Any]:
             attrs = {"parameter_name": name}
             _, dims = _pir_type(outs[0].get("TT"))
             expected[name] = tuple(dims or ())
+            oa = raw.get("OA")
+            if isinstance(oa, list) and oa and oa[0] == 0:
+                # not persistable (an RNN's dropout state): declared as a parameter but not
+                # saved in the params file
+                unchecked.add(name)
         else:
             attrs = {a["N"]: _pir_value(a["AT"]) for a in raw.get("A", [])
                      if isinstance(a, dict) and "N" in a}
@@ -428,7 +434,8 @@ def _pir(model: Path) -> dict[str, Any]:
                             "shape": dims, "dtype": dtype})
         ops.append({"op_type": op_type, "inputs": in_names, "outputs": out_names,
                     "attrs": attrs})
-    params = sorted(expected)
+    params = sorted(k for k in expected if k not in unchecked)
+    expected = {k: v for k, v in expected.items() if k not in unchecked}
     return {"program_format": "pir", "ops": ops, "params": params, "expected": expected,
             "blocks": 1, "inputs": inputs, "outputs": outputs,
             "pir_version": doc.get("base_code", {}).get("version")}

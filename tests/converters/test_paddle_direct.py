@@ -149,3 +149,23 @@ def test_inexpressible_attributes_are_refused_by_op(paddle_models: Path) -> None
         convert_paddle(src)
     msg = str(err.value)
     assert msg.count("pool2d (op ") == len(pools) >= 2 and "pooling_type 'lp'" in msg
+
+
+@pytest.mark.slow
+def test_unconvertible_ops_fall_back_to_paddle2onnx(paddle_models: Path) -> None:
+    """An LSTM program (``rnn``, no direct converter) converts through paddle2onnx, says so,
+    and still matches Paddle Inference."""
+    from porter.generic import generic_port
+
+    src = porter.open(paddle_models / "pir" / "lstm")
+    assert len(src.tensors) == 16  # the non-persistable dropout state is not in the file
+    port, ported = generic_port(src)
+    assert any("pd_op.rnn" in n and "paddle2onnx" in n for n in ported.mapping.notes)
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 7, 6)).astype("float32")
+    with paddle_inference_runtime(paddle_models / "pir" / "lstm") as run:
+        ref = run({"x": x})
+    with torch.no_grad():
+        got = ported.module(torch.from_numpy(x))
+    (name,) = ref
+    assert ref[name].shape == (3, 7, 10)
+    assert float(np.max(np.abs(got.numpy() - ref[name]))) <= 1e-5

@@ -151,13 +151,19 @@ class _Builder:
         steps: list[Step] = []
         problems: list[str] = []
         failed: set[str] = set()
+        absent: set[str] = set()  # parameters the params file does not hold: read as None
         if meta.get("program_format") != "pir":  # legacy: persistable vars are the params
             for name, ref in self.source.tensors.items():
                 self.consts[self.define(name)] = _to_torch(ref.numpy())
                 self.params.add(name)
         for op in self.ops:
+            if absent:
+                op.inputs = [None if n in absent else n for n in op.inputs]
             if op.type == "builtin.parameter":
                 name = op.attrs["parameter_name"]
+                if name not in self.source.tensors:  # declared, not saved (non-persistable)
+                    absent.add(op.outputs[0])
+                    continue
                 self.consts[self.define(op.outputs[0])] = _to_torch(
                     self.source.tensors[name].numpy())
                 self.params.add(self.current[op.outputs[0]])
