@@ -186,9 +186,9 @@ def build_extra_net(pir: bool):
 
 
 def build_lstm_net():
-    """A bidirectional two-layer LSTM (PaddleOCR's CRNN head): ``rnn`` has no direct converter
-    yet, so it exercises the paddle2onnx fallback; its dropout state is a non-persistable
-    parameter that the params file does not hold. Paddle 3.3 saves it only as PIR."""
+    """A bidirectional two-layer LSTM (PaddleOCR's CRNN head); its dropout state is a
+    non-persistable parameter that the params file does not hold. Paddle 3.3 saves it only
+    as PIR."""
     import paddle
     from paddle import nn
 

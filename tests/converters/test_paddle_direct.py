@@ -152,15 +152,28 @@ def test_inexpressible_attributes_are_refused_by_op(paddle_models: Path) -> None
 
 
 @pytest.mark.slow
+def test_lstm_converts_directly(paddle_models: Path) -> None:
+    """A bidirectional two-layer LSTM (``pd_op.rnn``) against Paddle Inference; its
+    non-persistable dropout state is declared in the program but not in the params file."""
+    src = porter.open(paddle_models / "pir" / "lstm")
+    assert len(src.tensors) == 16
+    worst = _parity(paddle_models / "pir" / "lstm", [(1, 5, 6), (3, 7, 6), (2, 1, 6)])
+    assert len(worst) == 1
+
+
+@pytest.mark.slow
 def test_unconvertible_ops_fall_back_to_paddle2onnx(paddle_models: Path) -> None:
-    """An LSTM program (``rnn``, no direct converter) converts through paddle2onnx, says so,
-    and still matches Paddle Inference."""
+    """A program the direct converter refuses (here: an op renamed to one it does not know,
+    the model file itself untouched) converts through paddle2onnx, says so, and still matches
+    Paddle Inference."""
     from porter.generic import generic_port
 
     src = porter.open(paddle_models / "pir" / "lstm")
-    assert len(src.tensors) == 16  # the non-persistable dropout state is not in the file
+    for _, d in src.graph.nodes(data=True):
+        if d["op_type"] == "pd_op.rnn":
+            d["op_type"] = "pd_op.custom_rnn"
     port, ported = generic_port(src)
-    assert any("pd_op.rnn" in n and "paddle2onnx" in n for n in ported.mapping.notes)
+    assert any("pd_op.custom_rnn" in n and "paddle2onnx" in n for n in ported.mapping.notes)
     x = np.random.default_rng(0).uniform(-1, 1, (3, 7, 6)).astype("float32")
     with paddle_inference_runtime(paddle_models / "pir" / "lstm") as run:
         ref = run({"x": x})

@@ -49,6 +49,8 @@ class PaddleOp:
 
     ``inputs``/``outputs`` hold value names (None for an absent optional value); for a legacy
     list slot the builder inserts a ``builtin.combine`` so the input is one list-valued name.
+    A converter whose function returns its results in another order may rewrite ``outputs``
+    in place to that order (None for a result nothing reads).
     """
 
     type: str

@@ -8,6 +8,7 @@ from porter.converters.paddle.ops import (  # noqa: F401
     linalg,
     norm,
     pool,
+    recurrent,
     reduce,
     resize,
     shape_fns,

@@ -122,3 +122,11 @@ def _range(op: PaddleOp, ctx: Context) -> Op:
 @paddle_op("pd_op.arange")
 def _arange(op: PaddleOp, ctx: Context) -> Op:
     return Op(arange, (In(0), In(1), In(2), torch_dtype(op.attr("dtype", "int64"))))
+
+
+@paddle_op("pd_op.full_with_tensor")
+def _full_with_tensor(op: PaddleOp, ctx: Context) -> Op:
+    dtype = torch_dtype(op.attr("dtype", "float32"))
+    value = ctx.scalar(0, None, 0.0)
+    shape = ctx.ints(1) if ctx.is_const(1) else In(1)
+    return Op(full, (shape, _number(float(value), dtype), dtype))
