@@ -112,8 +112,10 @@ def summary(result) -> str:
                          f"{len(npu.get('missing', []))} without an NPU kernel; registry "
                          f"{npu.get('registry', {}).get('source', '?')}")
             fp16 = npu.get("fp16") or {}
-            if fp16:
+            if fp16.get("worst_max_abs") is not None:
                 lines.append(f"            fp16 rerun worst max|Δ| {fp16['worst_max_abs']:.2e}")
+            elif fp16.get("error"):
+                lines.append(f"            fp16 rerun not possible on the CPU: {fp16['error']}")
     if m.get("substitutes"):
         lines.append(f"  substitutes {len(m['substitutes'])} NPU-safe rewrites")
     if result.out is not None:
