@@ -10,6 +10,7 @@ The output carries a generated, readable ``model.py`` that the manifest names as
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -177,17 +178,29 @@ def _to_onnx(source: Source) -> Any:
     raise PorterError(f"no clean graph matches this {fmt} source, and {why}{hint}")
 
 
-def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | None = None,
-                 inputs: Mapping[str, list[int] | None] | None = None,
-                 outputs: Sequence[str] | None = None):
-    """(GraphPort, Ported) for ``source`` through porter's generic ONNX converter.
+def paddle_io(source: Source) -> list[dict[str, Any]]:
+    """A Paddle program's feeds in the shape :func:`onnx_io` gives (None for -1 dims)."""
+    out = []
+    for spec in source.meta.get("inputs", []):
+        dims = [d if isinstance(d, int) and d > 0 else None for d in (spec.get("shape") or [])]
+        out.append({"name": spec["name"], "dims": dims,
+                    "dtype": np.dtype(spec.get("dtype") or "float32")})
+    return out
 
-    ``inputs`` (tensor name -> shape or None) and ``outputs`` name the graph's interface where
-    the source does not (TF1 graphs without Placeholders, training MetaGraphs).
+
+def _convert(source: Source, inputs: Mapping[str, list[int] | None] | None = None,
+             outputs: Sequence[str] | None = None
+             ) -> tuple[Any, list[dict[str, Any]], list[str], str, list[str], Any]:
+    """(module, inputs, output names, how it was converted, notes, TF1 preparation) for ``source``.
+
+    Paddle programs go through porter's direct Paddle-op converter first; where it refuses
+    (ops or attributes it has no converter for), paddle2onnx is the fallback, and a failure
+    of both reports both reasons. TF1 graphs are prepared (frozen, dequantized, fed at inner
+    tensors named by ``inputs``/``outputs``) by TensorFlow, then go through tf2onnx.
     """
     from porter.converters import convert_onnx
-    from porter.graphs import GraphPort, Ported
 
+    notes: list[str] = []
     prepared = None
     if source.format in TF1_FORMATS and source.graph is None:
         _to_onnx(source)  # a bare checkpoint: the error names the graphs that port it
@@ -195,6 +208,23 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
         model, prepared = _tf1_to_onnx(source, inputs, outputs)
     elif inputs or outputs:
         raise PorterError("--inputs/--outputs apply to TF1 graphs only")
+    elif source.format == "paddle-inference":
+        from porter.converters.paddle import convert_paddle
+        from porter.errors import UnsupportedOpError
+
+        try:
+            module = convert_paddle(source).eval()
+            return (module, paddle_io(source), list(module.output_names),
+                    "Paddle ops (porter's direct converter)", notes, None)
+        except UnsupportedOpError as exc:
+            direct = str(exc)
+        try:
+            model = _to_onnx(source)
+        except PorterError as exc:
+            raise PorterError(f"cannot convert this Paddle model: the direct converter refused "
+                              f"({direct}), and the paddle2onnx fallback failed ({exc})"
+                              ) from exc
+        notes.append(f"direct Paddle converter refused ({direct}); converted via paddle2onnx")
     else:
         model = _to_onnx(source)
     if source.format == "onnx" and any(
@@ -203,11 +233,26 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
     else:
         model_arg = model
     module = convert_onnx(model_arg).eval()
-    onnx_inputs, outputs = onnx_io(model)
-    names = [i["name"] for i in onnx_inputs]
+    onnx_inputs, onnx_outputs = onnx_io(model)
+    via = "ONNX" if source.format == "onnx" else f"{source.format} -> ONNX"
+    return module, onnx_inputs, onnx_outputs, via, notes, prepared
+
+
+def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | None = None,
+                 inputs: Mapping[str, list[int] | None] | None = None,
+                 outputs: Sequence[str] | None = None):
+    """(GraphPort, Ported) for ``source`` through porter's generic converters.
+
+    ``inputs`` (tensor name -> shape or None) and ``outputs`` name the graph's interface where
+    the source does not (TF1 graphs without Placeholders, training MetaGraphs).
+    """
+    from porter.graphs import GraphPort, Ported
+
+    module, io_inputs, io_outputs, via, notes, prepared = _convert(source, inputs, outputs)
+    names = [i["name"] for i in io_inputs]
     params = dict(module.state_dict())
     report = account_verbatim(source, params, prepared)
-    via = "ONNX" if source.format == "onnx" else f"{source.format} -> ONNX"
+    report.notes += notes
     if prepared is not None and prepared.frozen_from:
         report.notes.append(f"MetaGraph {prepared.frozen_from} restored and frozen by "
                             "TensorFlow before tf2onnx; parity runs the restored MetaGraph")
@@ -218,19 +263,22 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
                         "the generated module")
     given = {n: tuple(d) for n, d in (inputs or {}).items()  # --inputs NAME:SHAPE sizes a case
              if d and all(x > 0 for x in d) and n in names}
-    cases = default_cases(onnx_inputs, {**given, **dict(shapes or {})})
+    cases = default_cases(io_inputs, {**given, **dict(shapes or {})})
     smallest = min(cases, key=lambda c: sum(np.asarray(v).size for v in c.inputs.values()))
+    origin = (f"the Paddle program {Path(str(source.path)).name}"
+              if via.startswith("Paddle ops") else "ONNX")
+    outputs = io_outputs
     ported = Ported(module, f"model.py:{CLASS_NAME}", {}, report, names, outputs,
-                    render_files=lambda: {"model.py": checked_source(module, smallest)})
+                    render_files=lambda: {"model.py": checked_source(module, smallest, origin)})
     port = GraphPort(
         name="generic", formats=(source.format,), graph=ported.graph,
         matches=lambda s: True, port=lambda s, **_: ported,
         cases=lambda s, p: list(cases),
         reference=lambda s, p: _reference(s, names, outputs),
         example_inputs=lambda p: tuple(_torch(cases[0].inputs[n]) for n in names),
-        dynamic_shapes=lambda p: declared_dynamic(inputs),
+        dynamic_shapes=lambda p: declared_dynamic(io_inputs),
         reference_name=REFERENCE_NAMES[source.format],
-        tolerance=GENERIC_TOLERANCE, description="generic ONNX conversion")
+        tolerance=GENERIC_TOLERANCE, description=f"generic conversion via {via}")
     return port, ported
 
 
@@ -264,7 +312,7 @@ def image_input(rgb: np.ndarray, like: np.ndarray) -> np.ndarray:
     return np.repeat(x, like.shape[0], axis=0).astype(like.dtype)
 
 
-def checked_source(module: Any, case: Case) -> str:
+def checked_source(module: Any, case: Case, origin: str = "ONNX") -> str:
     """The generated ``model.py`` of ``module``, after running it once against the module.
 
     Parity vouches for the in-memory module; this vouches for the file that ships: the source
@@ -279,7 +327,7 @@ def checked_source(module: Any, case: Case) -> str:
     from porter.converters.codegen import render_source
     from porter.verify.metrics import compare_arrays
 
-    text = render_source(module, class_name=CLASS_NAME)
+    text = render_source(module, class_name=CLASS_NAME, origin=origin)
     namespace = types.ModuleType("porter_generated_model")
     try:
         exec(compile(text, "model.py", "exec"), namespace.__dict__)  # porter's own output

@@ -22,6 +22,7 @@ list Paddle meant. The number of repairs is recorded in the model's ``metadata_p
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,8 @@ from typing import Any
 from porter.errors import FormatError, PorterError
 from porter.source import Source
 
-__all__ = ["paddle_to_onnx", "export_in_child", "repair_scalar_concat", "rename_outputs"]
+__all__ = ["paddle_to_onnx", "export_in_child", "repair_scalar_concat", "rename_outputs",
+           "child_failure"]
 
 
 def export_in_child(model: Path, params: Path, out: Path, opset: int = 11,
@@ -43,10 +45,32 @@ def export_in_child(model: Path, params: Path, out: Path, opset: int = 11,
         [sys.executable, "-m", "porter.importers.paddle_onnx", str(model), str(params),
          str(out), str(opset)], capture_output=True, text=True, env=env, timeout=timeout)
     if proc.returncode != 0 or not out.is_file():
-        lines = [ln for ln in (proc.stderr or "").splitlines()
-                 if "rror" in ln and "Warning" not in ln] or (proc.stderr or "").splitlines()
-        tail = lines[-1].strip() if lines else f"exit code {proc.returncode}"
-        raise PorterError(f"paddle2onnx failed on {model.name}: {tail}")
+        reason = child_failure(proc.stdout, proc.stderr) or f"exit code {proc.returncode}"
+        raise PorterError(f"paddle2onnx failed on {model.name} (exit code {proc.returncode}): "
+                          f"{reason}")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_NOISE = ("Warning", "warnings.warn", "UserWarning", "ccache")
+
+
+def child_failure(stdout: str | None, stderr: str | None, limit: int = 600) -> str:
+    """The failure message of a child run, from its stdout *and* stderr, as one line.
+
+    paddle2onnx's C++ side prints its reason (``[ERROR] Failed to convert PaddlePaddle model:
+    (Unimplemented) the 0th elementwise MUST be ir::FloatAttribute``) on stdout, Python errors
+    land on stderr. The first error line of either stream and what follows it (Paddle's hint and
+    source location) are joined; otherwise the last non-noise line.
+    """
+    lines = []
+    for text in (stdout or "", stderr or ""):
+        lines += [_ANSI.sub("", ln).strip() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln and not any(n in ln for n in _NOISE)]
+    for k, ln in enumerate(lines):
+        if "ERROR" in ln or "rror:" in ln or "Error" in ln.split(" ", 1)[0]:
+            msg = " ".join(lines[k:k + 3]).strip(" .")
+            return msg[:limit] + ("…" if len(msg) > limit else "")
+    return lines[-1][:limit] if lines else ""
 
 
 def paddle_to_onnx(source: Source | str | Path, opset: int = 11) -> Any:

@@ -170,9 +170,31 @@ def _attr(buf: bytes) -> tuple[str, Any]:
         v = _str(f.get(17))
     elif kind == 14:        # VARS
         v = [val.decode() for _, val in f.get(18, [])]
-    else:                   # SCALAR(S) and future kinds: kept raw, named so
+    elif kind == 16:        # SCALAR
+        v = _scalar(f[20][-1][1]) if 20 in f else None
+    elif kind == 17:        # SCALARS (e.g. assign_value's values in Paddle 3)
+        v = [_scalar(val) for _, val in f.get(21, [])]
+    else:                   # future kinds: kept raw, named so
         v = f"<attr type {kind}>"
     return name, v
+
+
+def _scalar(buf: bytes) -> bool | int | float | complex | None:
+    """One framework.proto ``Scalar``: BOOLEAN (1), LONG (2), FLOAT64 (3), COMPLEX128 (4)."""
+    f = _group(buf)
+    kind = f.get(1, [(0, 0)])[-1][1]
+    if kind == 1:
+        return bool(f.get(2, [(0, 0)])[-1][1])
+    if kind == 2:
+        return _signed(f.get(3, [(0, 0)])[-1][1])
+    if kind == 3:
+        return struct.unpack("<d", f[4][-1][1])[0] if 4 in f else 0.0
+    if kind == 4 and 5 in f:
+        c = _group(f[5][-1][1])
+        real = struct.unpack("<d", c[1][-1][1])[0] if 1 in c else 0.0
+        imag = struct.unpack("<d", c[2][-1][1])[0] if 2 in c else 0.0
+        return complex(real, imag)
+    return None
 
 
 def _slots(items: list[tuple[int, Any]]) -> dict[str, list[str]]:
@@ -374,6 +396,7 @@ def _pir(model: Path) -> dict[str, Any]:
         raise FormatError(f"{model.name}: not a readable PIR program ({exc})") from exc
     names: dict[int, str] = {}
     ops, inputs, outputs, expected = [], [], [], {}
+    unchecked: set[str] = set()
     for raw in raw_ops:
         op_type = _pir_name(raw.get("#", "?"))
         outs = raw.get("O", [])
@@ -383,6 +406,11 @@ def _pir(model: Path) -> dict[str, Any]:
             attrs = {"parameter_name": name}
             _, dims = _pir_type(outs[0].get("TT"))
             expected[name] = tuple(dims or ())
+            oa = raw.get("OA")
+            if isinstance(oa, list) and oa and oa[0] == 0:
+                # not persistable (an RNN's dropout state): declared as a parameter but not
+                # saved in the params file
+                unchecked.add(name)
         else:
             attrs = {a["N"]: _pir_value(a["AT"]) for a in raw.get("A", [])
                      if isinstance(a, dict) and "N" in a}
@@ -406,7 +434,8 @@ def _pir(model: Path) -> dict[str, Any]:
                             "shape": dims, "dtype": dtype})
         ops.append({"op_type": op_type, "inputs": in_names, "outputs": out_names,
                     "attrs": attrs})
-    params = sorted(expected)
+    params = sorted(k for k in expected if k not in unchecked)
+    expected = {k: v for k, v in expected.items() if k not in unchecked}
     return {"program_format": "pir", "ops": ops, "params": params, "expected": expected,
             "blocks": 1, "inputs": inputs, "outputs": outputs,
             "pir_version": doc.get("base_code", {}).get("version")}

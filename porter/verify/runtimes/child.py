@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
+import re
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -66,7 +67,10 @@ class ChildRuntime:
         except (OSError, ValueError):
             err = []
         code = self.proc.wait(timeout=30)
-        tail = err[-1] if err else "no message"
+        # the child's stdout is merged into stderr (see _serve); frameworks colour their logs
+        err = [re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", ln).strip() for ln in err]
+        errors = [ln for ln in err if "rror" in ln and "Warning" not in ln]
+        tail = (errors or [ln for ln in err if ln] or ["no message"])[-1]
         return f"exit code {code}: {tail}"
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
