@@ -59,6 +59,7 @@ def flatten_state(obj: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         raise FormatError(f"not a Paddle state dict (top level is {type(obj).__name__})")
     arrays: dict[str, np.ndarray] = {}
     meta: dict[str, Any] = {"structured_names": {}, "param_names": {}, "extra": {}}
+    seen: set[int] = set()
 
     def visit(prefix: str, value: Any) -> None:
         if isinstance(value, np.ndarray):
@@ -68,6 +69,10 @@ def flatten_state(obj: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             arrays[prefix] = value[1]
             meta["param_names"][prefix] = value[0]
         elif isinstance(value, dict):
+            if id(value) in seen:  # a state dict is a tree; a shared dict would repeat work
+                raise FormatError(f"not a Paddle state dict ({prefix!r} repeats a nested dict "
+                                  "shared through the pickle memo)")
+            seen.add(id(value))
             value = _join_big(dict(value))
             for k, v in value.items():
                 if k == _STRUCTURED and isinstance(v, dict):
