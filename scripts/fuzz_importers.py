@@ -156,7 +156,7 @@ def _onnx_seeds(out: Path) -> None:
     graph = helper.make_graph(
         nodes, "seed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 8, 8])], [w, b])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     (out / "inline").mkdir()
     onnx.save(model, str(out / "inline" / "model.onnx"))
     (out / "external").mkdir()

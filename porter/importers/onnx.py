@@ -82,11 +82,37 @@ def _ref(tensor: Any, base: Path, kind: str, name: str | None = None) -> TensorR
                      _tensor_loader(tensor, base), kind)
 
 
-def _attrs(node: Any) -> dict[str, Any]:
-    from onnx import helper
+_SCHEMA_TYPES: dict[tuple[str, str, int], dict[str, int] | None] = {}
+
+
+def _schema_types(op_type: str, domain: str, opset: int) -> dict[str, int] | None:
+    """attribute name -> AttributeProto type the ONNX schema declares (None: unknown op)."""
+    key = (op_type, domain, opset)
+    if key not in _SCHEMA_TYPES:
+        import onnx.defs
+
+        try:
+            schema = onnx.defs.get_schema(op_type, max_inclusive_version=max(opset, 1),
+                                          domain=domain)
+            _SCHEMA_TYPES[key] = {n: int(a.type) for n, a in schema.attributes.items()}
+        except Exception:  # unknown op or domain: nothing to check against
+            _SCHEMA_TYPES[key] = None
+    return _SCHEMA_TYPES[key]
+
+
+def _attrs(node: Any, opset: int = 0) -> dict[str, Any]:
+    from onnx import AttributeProto, helper
 
     out = {}
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    types = _schema_types(node.op_type, domain, opset) if opset else None
     for a in node.attribute:
+        want = (types or {}).get(a.name)
+        if want is not None and want != a.type and want != AttributeProto.UNDEFINED:
+            raise FormatError(
+                f"node {node.name or node.op_type!r} ({node.op_type}): attribute {a.name!r} is "
+                f"{AttributeProto.AttributeType.Name(a.type)}, the ONNX schema says "
+                f"{AttributeProto.AttributeType.Name(want)}")
         if a.type in (a.GRAPH, a.GRAPHS):
             out[a.name] = f"<subgraph {a.name}>"
             continue
@@ -110,13 +136,16 @@ def onnx_graph(model: Any) -> nx.DiGraph:
     g = nx.DiGraph()
     producer: dict[str, str] = {}
     used: set[str] = set()
+    opsets = {o.domain or "": int(o.version) for o in model.opset_import}
     for i, node in enumerate(model.graph.node):
+        opset = opsets.get("" if node.domain == "ai.onnx" else node.domain, 0)
         key = node.name or f"{node.op_type}_{i}"
         while key in used:
             key = f"{key}_{i}"
         used.add(key)
         g.add_node(key, op_type=node.op_type, domain=node.domain, inputs=list(node.input),
-                   outputs=list(node.output), attrs=_attrs(node), index=i)
+                   outputs=list(node.output), index=i,
+                   attrs=_attrs(node, opset))
         for t in node.input:
             if t in producer:
                 g.add_edge(producer[t], key, tensor=t)
