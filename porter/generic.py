@@ -107,9 +107,11 @@ def _reference(source: Source, input_names: list[str], output_names: list[str]):
 
         return OrtRunner(source.path)
     if fmt == "tf1-frozen":
+        from porter.importers.tf1 import check_frozen_ops
         from porter.verify.runtimes.child import ChildRuntime
 
-        payload = {"graph": str(source.path), "layout": "none",
+        check_frozen_ops(source, output_names + input_names)
+        payload = {"graph_bytes": source.native, "graph": str(source.path), "layout": "none",
                    "inputs": {n: n for n in input_names}, "outputs": {n: n for n in output_names}}
         return ChildRuntime("porter.verify.runtimes.tf1:frozen", payload,
                             name="tensorflow")

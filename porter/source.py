@@ -86,7 +86,16 @@ class Source:
             self.tensors = TensorTable(self.tensors)
 
     def sha256(self) -> str:
-        """Digest of the source file (of the folder's files in sorted order for a directory)."""
+        """Digest of the source file (of the folder's files in sorted order for a directory).
+
+        Where the importer kept the file's bytes (``native`` is ``bytes``), the digest is of
+        those bytes: what porter read, parsed and hands to a reference, not what the path
+        holds now.
+        """
+        if isinstance(self.native, bytes):
+            import hashlib
+
+            return hashlib.sha256(self.native).hexdigest()
         return sha256_file(self.path)
 
     def files(self) -> list[Path]:
