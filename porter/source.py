@@ -88,14 +88,16 @@ class Source:
     def sha256(self) -> str:
         """Digest of the source file (of the folder's files in sorted order for a directory).
 
-        Where the importer kept the file's bytes (``native`` is ``bytes``), the digest is of
-        those bytes: what porter read, parsed and hands to a reference, not what the path
-        holds now.
+        Where the importer kept the file's bytes (``native`` is ``bytes``) or their digest
+        (``meta["sha256"]``), the digest is of those bytes: what porter read, parsed and hands
+        to a reference, not what the path holds now.
         """
         if isinstance(self.native, bytes):
             import hashlib
 
             return hashlib.sha256(self.native).hexdigest()
+        if isinstance(self.meta.get("sha256"), str):  # taken by the importer from what it read
+            return self.meta["sha256"]
         return sha256_file(self.path)
 
     def files(self) -> list[Path]:
