@@ -8,6 +8,7 @@ Unknown fields are skipped, as protobuf itself does.
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,15 +168,35 @@ def _fill(values: np.ndarray, count: int, name: str) -> np.ndarray:
     return np.concatenate([values, np.full(count - values.size, values[-1], values.dtype)])
 
 
+#: Largest tensor a TensorProto may decode to (fill-encoded: a few bytes can claim gigabytes);
+#: ``PORTER_MAX_TENSOR_BYTES`` raises it.
+MAX_TENSOR_BYTES = int(os.environ.get("PORTER_MAX_TENSOR_BYTES", 4 << 30))
+_ATTR_INLINE = 1 << 16  # elements of a tensor-valued attribute decoded when a graph is read
+
+
+def _count(shape: tuple[int, ...], name: str) -> int:
+    if any(d < 0 for d in shape):
+        raise FormatError(f"tensor {name!r} has an unknown or negative dimension {list(shape)}")
+    count = 1
+    for d in shape:
+        count *= d
+    return count
+
+
 def parse_tensor(buf: Any, name: str = "") -> tuple[int, tuple[int, ...], Any]:
-    """TensorProto -> (dtype code, shape, loader); the loader decodes values on demand."""
+    """TensorProto -> (dtype code, shape, loader); the loader decodes values on demand, at
+    most :data:`MAX_TENSOR_BYTES`."""
     f = parse_fields(buf)
     code = _one(f, 1, 0)
     shape = parse_shape(_one(f, 2, b"")) or ()
 
     def load() -> np.ndarray:
         dt = np_dtype(code)
-        count = int(np.prod(shape, dtype=np.int64))
+        count = _count(shape, name)
+        if count * dt.itemsize > MAX_TENSOR_BYTES:
+            raise FormatError(f"tensor {name!r} of shape {list(shape)} would decode to "
+                              f"{count * dt.itemsize} bytes, over porter's limit of "
+                              f"{MAX_TENSOR_BYTES} (raise PORTER_MAX_TENSOR_BYTES)")
         content = _one(f, 4, None)
         if dt.kind == "O":
             vals = np.empty(len(f.get(8, [])), object)
@@ -216,6 +237,15 @@ def parse_tensor(buf: Any, name: str = "") -> tuple[int, tuple[int, ...], Any]:
 
 # --------------------------------------------------------------------------- graphs and nodes
 
+def _attr_tensor(buf: Any) -> Any:
+    """A tensor-valued attribute: decoded when small, else described (weights stay lazy)."""
+    code, shape, load = parse_tensor(buf)
+    count = _count(shape, "attribute")
+    if count > _ATTR_INLINE:
+        return f"<tensor {dtype_name(code)} {list(shape)}>"
+    return load()
+
+
 def _attr_value(buf: Any) -> Any:
     """AttrValue -> a python value (str, int, float, bool, dtype name, shape, ndarray, list)."""
     f = parse_fields(buf)
@@ -232,7 +262,7 @@ def _attr_value(buf: Any) -> Any:
     if 7 in f:
         return parse_shape(f[7][-1])
     if 8 in f:
-        return parse_tensor(f[8][-1])[2]()
+        return _attr_tensor(f[8][-1])
     if 9 in f:
         return f"<placeholder {_str(f[9][-1])}>"
     if 10 in f:
@@ -252,7 +282,7 @@ def _attr_value(buf: Any) -> Any:
         if 7 in lf:
             return [parse_shape(s) for s in lf[7]]
         if 8 in lf:
-            return [parse_tensor(t)[2]() for t in lf[8]]
+            return [_attr_tensor(t) for t in lf[8][:_ATTR_INLINE]]
         if 9 in lf:
             return [_str(_one(parse_fields(x), 1, b"")) for x in lf[9]]
         return []
