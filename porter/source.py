@@ -33,7 +33,14 @@ class TensorRef:
 
     def numpy(self) -> np.ndarray:
         """Read the tensor; the result is read-only so a source can never be altered."""
-        arr = np.asarray(self._load())
+        from porter.errors import FOREIGN_ERRORS, PorterError, foreign_error
+
+        try:
+            arr = np.asarray(self._load())
+        except PorterError:
+            raise
+        except FOREIGN_ERRORS as exc:  # a lazily decoded tensor is still the importer's input
+            raise foreign_error(f"tensor {self.name!r}", exc) from exc
         if arr.flags.writeable:
             arr = arr.view()
             arr.flags.writeable = False
@@ -93,8 +100,6 @@ class Source:
         to a reference, not what the path holds now.
         """
         if isinstance(self.native, bytes):
-            import hashlib
-
             return hashlib.sha256(self.native).hexdigest()
         if isinstance(self.meta.get("sha256"), str):  # taken by the importer from what it read
             return self.meta["sha256"]

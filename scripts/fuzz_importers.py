@@ -73,7 +73,14 @@ def run_one(path: Path) -> dict:
                 "bytes": nbytes}
     except PorterError as exc:
         kind = "memory" if _has_memory_error(exc) else "porter"
-        return {"outcome": kind, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        res = {"outcome": kind, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        cause = exc.__cause__
+        if cause is not None and not isinstance(cause, PorterError):
+            res["wrapped"] = type(cause).__name__  # a foreign error turned into a FormatError
+            tb = traceback.extract_tb(cause.__traceback__)
+            if tb:
+                res["where"] = f"{Path(tb[-1].filename).name}:{tb[-1].lineno}"
+        return res
     except BaseException as exc:  # noqa: BLE001 - classifying is the point
         kind = "memory" if _has_memory_error(exc) else "foreign"
         tb = traceback.extract_tb(exc.__traceback__)
@@ -263,7 +270,7 @@ def _members(seed: Path) -> list[Path]:
 def mutate(data: bytes, rng: random.Random) -> bytes:
     """1-4 random byte-level edits of ``data``."""
     buf = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
+    for _ in range(rng.choice((1, 1, 1, 1, 2, 2, 3, 4))):
         n = len(buf)
         op = rng.randrange(8)
         pos = rng.randrange(n) if n else 0
@@ -328,13 +335,19 @@ def fuzz(formats: list[str] | None, per_format: int, seed: int, timeout: float,
         build_seeds(seeds_dir, set(formats) if formats else None)
         seeds = find_seeds([seeds_dir, SHARED_MODELS, *extra_dirs])
         names = formats or sorted(IMPORTERS)
+        if not quiet:
+            print(f"importers: {', '.join(sorted(IMPORTERS))}; seeds per format: "
+                  + ", ".join(f"{k} {len(v)}" for k, v in sorted(seeds.items())), flush=True)
         for fmt in names:
             pool = seeds.get(fmt, [])
             if not pool:
                 results[fmt] = {"counts": {}, "seeds": 0, "note": "no seed could be built"}
+                if not quiet:
+                    print(f"{fmt:18s} no seed could be built or found", flush=True)
                 continue
             rng = random.Random(f"{seed}:{fmt}")
             counts: dict[str, int] = {}
+            wrapped: dict[str, int] = {}
             examples: list[dict] = []
             t0 = time.monotonic()
             for i in range(per_format):
@@ -342,6 +355,9 @@ def fuzz(formats: list[str] | None, per_format: int, seed: int, timeout: float,
                 target = make_input(s, Path(tmp) / "case", rng)
                 res = run_forked(target, timeout)
                 counts[res["outcome"]] = counts.get(res["outcome"], 0) + 1
+                if "wrapped" in res:
+                    key = f"{res['wrapped']}@{res.get('where', '?')}"
+                    wrapped[key] = wrapped.get(key, 0) + 1
                 if res["outcome"] in BAD:
                     res.update(input=i, seed_file=str(s))
                     examples.append(res)
@@ -349,12 +365,14 @@ def fuzz(formats: list[str] | None, per_format: int, seed: int, timeout: float,
                         dest = keep / fmt / f"{i:06d}"
                         shutil.copytree(target.parent, dest, dirs_exist_ok=True)
                         res["kept"] = str(dest)
-            results[fmt] = {"counts": counts, "seeds": len(pool),
+            results[fmt] = {"counts": counts, "seeds": len(pool), "wrapped": wrapped,
                             "seconds": round(time.monotonic() - t0, 1), "examples": examples[:20]}
             if not quiet:
                 print(f"{fmt:18s} {per_format:6d} inputs, {len(pool)} seeds: "
                       + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-                      + f"  ({results[fmt]['seconds']} s)", flush=True)
+                      + f"  ({results[fmt]['seconds']} s)"
+                      + (f"; porter errors wrapped at the importer boundary: {wrapped}"
+                         if wrapped else ""), flush=True)
                 for ex in examples[:5]:
                     print(f"    {ex}", flush=True)
     return results

@@ -66,6 +66,8 @@ def parse_fields(buf: bytes | memoryview) -> dict[int, list[Any]]:
 
 
 def _signed(v: int, bits: int = 64) -> int:
+    if not isinstance(v, int):
+        raise FormatError("malformed protobuf (bytes where a number belongs)")
     return v - (1 << bits) if v >= 1 << (bits - 1) else v
 
 
