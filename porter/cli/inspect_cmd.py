@@ -47,7 +47,10 @@ def run(args: argparse.Namespace) -> int:
           + (f", produced by {info['producer']}" if info.get("producer") else ""))
     for io in ("inputs", "outputs"):
         for v in info[io]:
-            print(f"  {io[:-1]:<10} {v.get('name')} {v.get('shape', '')}")
+            if isinstance(v, dict):
+                print(f"  {io[:-1]:<10} {v.get('name')} {v.get('shape', '')}")
+            else:  # TF graphs list their outputs as tensor names
+                print(f"  {io[:-1]:<10} {v}")
     kinds = ", ".join(f"{n} {k}" for k, n in info["kinds"].items())
     print(f"  tensors    {info['tensor_count']} ({kinds}); {info['parameters']:,} values")
     if info["ops"]:
