@@ -234,9 +234,9 @@ class _Builder:
                 holder["names"].append(name)
                 path = self.namer.claim(f"output_{len(self.mod._const_slots)}")
                 self._register_holder(path, holder)
-            self.mod._output_slots.append(self.slot(name))
-            if name not in self.slots:
+            if name not in self.slots:  # checked before slot() would allocate one for it
                 raise FormatError(f"graph output {name!r} is never produced")
+            self.mod._output_slots.append(self.slot(name))
         self.mod.output_names = [o.name for o in g.output]
         self._free_lists(steps)
         self.mod._steps = steps
