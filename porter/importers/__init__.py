@@ -15,7 +15,7 @@ from pathlib import Path
 from porter.errors import FOREIGN_ERRORS, FormatError, PorterError, foreign_error
 from porter.source import Source
 
-__all__ = ["importer", "open_source", "IMPORTERS", "sniff"]
+__all__ = ["importer", "open_source", "IMPORTERS", "sniff", "check_beside"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,21 @@ def open_source(path: str | Path, format: str | None = None) -> Source:
         raise
     except FOREIGN_ERRORS as exc:  # the importer's boundary: malformed input is a FormatError
         raise foreign_error(f"{path} ({format})", exc) from exc
+
+
+def check_beside(path: Path, anchor: Path, what: str) -> Path:
+    """``path``, a file porter found beside ``anchor`` (a params file, a data shard), refused
+    when a symlink or hard link makes it another file than one in ``anchor``'s folder."""
+    from porter.errors import UnsafeSourceError
+
+    folder = anchor.parent.resolve()
+    target = path.resolve()
+    if target.parent != folder:
+        raise UnsafeSourceError(f"{path}: the {what} links outside the model's folder")
+    if target.is_file() and target.stat().st_nlink > 1:
+        raise UnsafeSourceError(f"{path}: the {what} is a hard link (refused like a symlink: "
+                                "it may be any file on the filesystem)")
+    return path
 
 
 def read_magic(path: Path, n: int = 16) -> bytes:

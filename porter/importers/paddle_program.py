@@ -450,6 +450,9 @@ def load_inference(path: Path) -> Source:
     if pair is None:
         raise FormatError(f"{path}: no Paddle inference model (.pdmodel/.json + .pdiparams)")
     model, params = pair
+    from porter.importers import check_beside
+
+    check_beside(params, model, "parameter file")
     if model.stat().st_size == 0:
         raise FormatError(f"{model}: empty program file")
     prog = _legacy(model) if model.suffix.lower() == ".pdmodel" else _pir(model)

@@ -356,6 +356,9 @@ class BundleReader:
         shard = self.shards[entry.shard_id]
         if not shard.is_file():
             raise FormatError(f"{shard}: data shard missing (needed for {name!r})")
+        from porter.importers import check_beside
+
+        check_beside(shard, self.index_path, "data shard")
         dt = np_dtype(entry.dtype)
         count = int(np.prod(entry.shape, dtype=np.int64))
         if entry.offset < 0 or entry.size < 0 or entry.offset + entry.size > shard.stat().st_size:
