@@ -354,6 +354,8 @@ def fuzz(formats: list[str] | None, per_format: int, seed: int, timeout: float,
                 s = rng.choice(pool)
                 target = make_input(s, Path(tmp) / "case", rng)
                 res = run_forked(target, timeout)
+                if not quiet and (i + 1) % 250 == 0:
+                    print(f"  {fmt}: {i + 1}/{per_format} {counts}", flush=True)
                 counts[res["outcome"]] = counts.get(res["outcome"], 0) + 1
                 if "wrapped" in res:
                     key = f"{res['wrapped']}@{res.get('where', '?')}"
