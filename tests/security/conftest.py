@@ -7,6 +7,7 @@ is one ``porter: error: ...`` line, and that nothing outside the model folder wa
 
 from __future__ import annotations
 
+import os
 import resource
 import subprocess
 import sys
@@ -36,7 +37,8 @@ def run_capped(code_args: list[str], cwd: Path, timeout: float = 120,
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(cwd),
-           "TF_CPP_MIN_LOG_LEVEL": "3"}
+           "TF_CPP_MIN_LOG_LEVEL": "3",
+           **{k: v for k, v in os.environ.items() if k.startswith("PORTER_")}}
     try:
         return subprocess.run([sys.executable, *code_args], cwd=cwd, capture_output=True,
                               text=True, timeout=timeout, preexec_fn=limits, env=env)

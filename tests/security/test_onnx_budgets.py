@@ -106,3 +106,31 @@ def test_output_never_produced(arena) -> None:
     _save(path, [helper.make_node("Relu", ["x"], ["y"])], [_f("x", [4])],
           [_f("y", [4]), _f("ghost", [4])])
     assert_one_line_error(_convert(path, cwd, "none"), "ghost")
+
+
+def test_loop_whose_condition_stays_true_is_stopped_by_the_runtime_timeout(arena) -> None:
+    """Case 7: the condition is computed (v > -1, always true), so no static check can tell;
+    onnxruntime is stopped by its run timeout instead of spinning through 1e12 iterations."""
+    model, cwd = arena
+    body = helper.make_graph(
+        [helper.make_node("Add", ["v_in", "one"], ["v_out"]),
+         helper.make_node("ReduceSum", ["v_out"], ["s"], keepdims=0),
+         helper.make_node("Greater", ["s", "minus"], ["cond_out"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []), _f("v_in", [1])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), _f("v_out", [1])],
+        [numpy_helper.from_array(np.ones(1, np.float32), "one"),
+         numpy_helper.from_array(np.array(-1e30, np.float32), "minus")])
+    inits = [numpy_helper.from_array(np.array(10 ** 12, np.int64), "M"),
+             numpy_helper.from_array(np.array(True), "c")]
+    path = model / "m.onnx"
+    _save(path, [helper.make_node("Loop", ["M", "c", "x"], ["y"], body=body)], [_f("x", [1])],
+          [_f("y", [1])], inits)
+    import os
+    os.environ["PORTER_ORT_TIMEOUT"] = "5"
+    try:
+        t0 = time.monotonic()
+        assert_one_line_error(_convert(path, cwd), "PORTER_ORT_TIMEOUT")
+        assert time.monotonic() - t0 < 120
+    finally:
+        del os.environ["PORTER_ORT_TIMEOUT"]
