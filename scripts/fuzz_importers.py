@@ -323,7 +323,8 @@ def make_input(seed: Path, scratch: Path, rng: random.Random) -> Path:
 # ------------------------------------------------------------------------------------ main
 
 def fuzz(formats: list[str] | None, per_format: int, seed: int, timeout: float,
-         keep: Path | None, extra_dirs: list[Path], quiet: bool = False) -> dict:
+         keep: Path | None, extra_dirs: list[Path], quiet: bool = False,
+         build: bool = True) -> dict:
     """Run the campaign; returns ``{format: {"counts": ..., "examples": [...]}}``."""
     from porter.importers import IMPORTERS, _load_registry
 
@@ -332,7 +333,8 @@ def fuzz(formats: list[str] | None, per_format: int, seed: int, timeout: float,
     with tempfile.TemporaryDirectory(prefix="porter-fuzz-") as tmp:
         seeds_dir = Path(tmp) / "seeds"
         seeds_dir.mkdir()
-        build_seeds(seeds_dir, set(formats) if formats else None)
+        if build:
+            build_seeds(seeds_dir, set(formats) if formats else None)
         seeds = find_seeds([seeds_dir, SHARED_MODELS, *extra_dirs])
         names = formats or sorted(IMPORTERS)
         if not quiet:
@@ -392,6 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=Path, action="append", default=[],
                     help="extra folder of seed files")
     ap.add_argument("--json", type=Path, help="write the results as JSON here")
+    ap.add_argument("--build-seeds", type=Path, help="only write the on-the-fly seeds into this "
+                    "folder (reuse them with --seeds DIR --no-build)")
+    ap.add_argument("--no-build", action="store_true", help="use only --seeds folders and "
+                    "../shared/models, build no seeds")
     args = ap.parse_args(argv)
     if args.one:
         res = run_one(args.one)
@@ -404,7 +410,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res), file=sys.stderr)
         return 3
     formats = args.formats.split(",") if args.formats else None
-    results = fuzz(formats, args.per_format, args.seed, args.timeout, args.keep, args.seeds)
+    if args.build_seeds:
+        args.build_seeds.mkdir(parents=True, exist_ok=True)
+        build_seeds(args.build_seeds, set(formats) if formats else None)
+        return 0
+    results = fuzz(formats, args.per_format, args.seed, args.timeout, args.keep, args.seeds,
+                   build=not args.no_build)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     bad = sum(r["counts"].get(k, 0) for r in results.values() for k in BAD)
