@@ -125,7 +125,11 @@ def _group(buf: bytes) -> dict[int, list[tuple[int, Any]]]:
 
 
 def _str(items: list[tuple[int, Any]] | None, default: str = "") -> str:
-    return items[-1][1].decode("utf-8", "replace") if items else default
+    if not items:
+        return default
+    if not isinstance(items[-1][1], (bytes, bytearray, memoryview)):
+        raise FormatError("malformed ProgramDesc (a number where text belongs)")
+    return bytes(items[-1][1]).decode("utf-8", "replace")
 
 
 # --- framework.proto ------------------------------------------------------------------------

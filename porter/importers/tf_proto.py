@@ -76,8 +76,16 @@ def _one(f: dict[int, list[Any]], num: int, default: Any = 0) -> Any:
     return vals[-1] if vals else default
 
 
+def _bytes(v: Any) -> bytes:
+    """A length-delimited field's bytes; a number there (``bytes(10**12)`` would allocate a
+    terabyte) is a corrupt message."""
+    if not isinstance(v, (bytes, bytearray, memoryview)):
+        raise FormatError("malformed protobuf (a number where text or bytes belong)")
+    return bytes(v)
+
+
 def _str(v: Any) -> str:
-    return bytes(v).decode("utf-8", errors="replace")
+    return _bytes(v).decode("utf-8", errors="replace")
 
 
 def _packed_varints(vals: list[Any]) -> list[int]:
@@ -227,7 +235,7 @@ def parse_tensor(buf: Any, name: str = "") -> tuple[int, tuple[int, ...], Any]:
             parts = np.array(_packed_fixed(f.get(fld, []), fmt, size))
             vals = (parts[0::2] + 1j * parts[1::2]).astype(dt)
         elif code in (24, 25):
-            vals = np.frombuffer(bytes(_one(f, 18, b"")), np.uint8).view(dt)
+            vals = np.frombuffer(_bytes(_one(f, 18, b"")), np.uint8).view(dt)
         else:  # int32, int16, int8, uint8, uint16, quantized: int_val
             # negative int32s are sign-extended to 64 bits on the wire
             vals = np.array([_signed(v) for v in _packed_varints(f.get(7, []))],
