@@ -111,3 +111,12 @@ def test_varint_where_a_message_belongs(arena) -> None:
     path = model / "g.pb"
     path.write_bytes(b"\x0a\x02\x28\x01")
     assert_one_line_error(open_all(path, cwd), "message belongs")
+
+
+def test_number_where_a_name_belongs_is_not_allocated(arena) -> None:
+    """Fuzzer find: a node name written as the varint 10**12 was turned into bytes(10**12)."""
+    model, cwd = arena
+    path = model / "g.pb"
+    node = tfwire.varint(1 << 3) + tfwire.varint(10 ** 12) + tfwire.field(2, b"Placeholder")
+    path.write_bytes(tfwire.field(1, node))
+    assert_one_line_error(open_all(path, cwd), "number where text")
