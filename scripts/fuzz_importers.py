@@ -225,10 +225,13 @@ def build_seeds(out: Path, formats: set[str] | None) -> None:
         return formats is None or any(n in formats for n in names)
 
     builders = [(("onnx",), _onnx_seeds), (("paddle-params",), _paddle_params_seeds)]
-    if "safetensors" in IMPORTERS:
-        builders.append((("safetensors",), _safetensors_seeds))
-    if any(n in IMPORTERS for n in ("pytorch", "torch")):
-        builders.append((("pytorch", "torch"), _pytorch_seeds))
+    # importers other helpers add (names as they register them): seeds whatever they are called
+    safetensors = tuple(n for n in IMPORTERS if "safetensors" in n)
+    pytorch = tuple(n for n in IMPORTERS if "torch" in n)
+    if safetensors:
+        builders.append((safetensors, _safetensors_seeds))
+    if pytorch:
+        builders.append((pytorch, _pytorch_seeds))
     for names, fn in builders:
         if want(*names):
             (out / fn.__name__).mkdir()
