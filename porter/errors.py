@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 __all__ = [
     "PorterError",
     "FormatError",
@@ -15,7 +17,16 @@ __all__ = [
     "OutputError",
     "TrustError",
     "CHECK_FAILED",
+    "FOREIGN_ERRORS",
+    "foreign_error",
 ]
+
+#: What parsers of untrusted bytes (porter's own, protobuf, numpy, onnx) raise on malformed
+#: input. Importers turn these into a FormatError at their boundary (see ``foreign_error``).
+FOREIGN_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, TypeError, KeyError, IndexError, AttributeError, LookupError, EOFError,
+    ArithmeticError, RuntimeError, MemoryError, UnicodeError, struct.error, OSError,
+    SystemError, AssertionError)
 
 
 class PorterError(Exception):
@@ -69,3 +80,15 @@ class TrustError(PorterError):
 
 #: Errors that mean "a check ran and failed" (exit 1), as opposed to bad input (exit 2).
 CHECK_FAILED = (ParityError, AuditError, IntegrityError)
+
+
+def foreign_error(what: str, exc: BaseException) -> FormatError:
+    """One FormatError line for a foreign exception raised while reading ``what``."""
+    if isinstance(exc, OSError) and not isinstance(exc, (EOFError,)):
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return FormatError(f"{what}: cannot read ({reason})")
+    if isinstance(exc, MemoryError):
+        return FormatError(f"{what}: not readable (it claims more memory than is available)")
+    text = " ".join(str(exc).split())[:200]
+    return FormatError(f"{what}: not readable (truncated or corrupt: "
+                       f"{type(exc).__name__}{': ' + text if text else ''})")

@@ -124,15 +124,19 @@ def _reference(source: Source, input_names: list[str], output_names: list[str]):
 
         return OrtRunner(source.path)
     if fmt in TF1_FORMATS:
+        from porter.importers.tf1 import check_frozen_ops
         from porter.verify.runtimes.child import ChildRuntime
 
         # TF feeds inner tensors directly, so the reference runs the graph as published (the
-        # restored MetaGraph for checkpoints), never the cut or frozen copy given to tf2onnx
+        # restored MetaGraph for checkpoints), never the cut or frozen copy given to tf2onnx.
+        # Nothing runs before every op the outputs depend on passed the allow-list.
+        check_frozen_ops(source, list(output_names) + list(input_names))
         payload: dict[str, Any] = {"layout": "none", "inputs": {n: n for n in input_names},
                                    "outputs": {n: n for n in output_names}}
         if fmt == "tf1-frozen":
             return ChildRuntime("porter.verify.runtimes.tf1:frozen",
-                                {**payload, "graph": str(source.path)}, name="tensorflow")
+                                {**payload, "graph_bytes": source.native,
+                                 "graph": str(source.path)}, name="tensorflow")
         meta = source.meta.get("metagraph") or str(source.path)
         checkpoint = source.meta.get("prefix") or source.meta.get("checkpoint")
         return ChildRuntime("porter.verify.runtimes.tf1:metagraph",

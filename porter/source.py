@@ -33,7 +33,14 @@ class TensorRef:
 
     def numpy(self) -> np.ndarray:
         """Read the tensor; the result is read-only so a source can never be altered."""
-        arr = np.asarray(self._load())
+        from porter.errors import FOREIGN_ERRORS, PorterError, foreign_error
+
+        try:
+            arr = np.asarray(self._load())
+        except PorterError:
+            raise
+        except FOREIGN_ERRORS as exc:  # a lazily decoded tensor is still the importer's input
+            raise foreign_error(f"tensor {self.name!r}", exc) from exc
         if arr.flags.writeable:
             arr = arr.view()
             arr.flags.writeable = False
@@ -86,7 +93,16 @@ class Source:
             self.tensors = TensorTable(self.tensors)
 
     def sha256(self) -> str:
-        """Digest of the source file (of the folder's files in sorted order for a directory)."""
+        """Digest of the source file (of the folder's files in sorted order for a directory).
+
+        Where the importer kept the file's bytes (``native`` is ``bytes``) or their digest
+        (``meta["sha256"]``), the digest is of those bytes: what porter read, parsed and hands
+        to a reference, not what the path holds now.
+        """
+        if isinstance(self.native, bytes):
+            return hashlib.sha256(self.native).hexdigest()
+        if isinstance(self.meta.get("sha256"), str):  # taken by the importer from what it read
+            return self.meta["sha256"]
         return sha256_file(self.path)
 
     def files(self) -> list[Path]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,38 @@ from porter.errors import FormatError, UnsupportedOpError
 __all__ = ["convert_onnx", "convert_subgraph", "load_model", "outer_names"]
 
 # ops whose result must not be computed once at conversion time
+#: Most elements one folded constant may have (ConstantOfShape, Range, Expand, Tile sized by
+#: values in the file); ``PORTER_MAX_FOLD_ELEMENTS`` raises it.
+MAX_FOLD_ELEMENTS = int(os.environ.get("PORTER_MAX_FOLD_ELEMENTS", 1 << 28))
+
+
+def _fold_elements(node: Node, vals: list[Any]) -> int | None:
+    """Elements the value-sized ops would allocate when folded, computed before they run."""
+    def ints(v: Any) -> list[int]:
+        return [int(x) for x in np.asarray(v).reshape(-1)]
+
+    try:
+        if node.op_type == "ConstantOfShape" and vals and vals[0] is not None:
+            return math.prod(max(d, 0) for d in ints(vals[0]))
+        if node.op_type == "Range" and len(vals) == 3 and all(v is not None for v in vals):
+            start, limit, delta = (float(np.asarray(v).reshape(-1)[0]) for v in vals)
+            if delta == 0 or not all(map(math.isfinite, (start, limit, delta))):
+                raise FormatError(f"Range {node.name!r}: delta 0 or a non-finite bound")
+            return max(math.ceil((limit - start) / delta), 0)
+        if node.op_type == "Expand" and len(vals) == 2 and all(v is not None for v in vals):
+            shape = list(np.shape(vals[0]))
+            want = ints(vals[1])
+            n = max(len(shape), len(want))
+            shape = [1] * (n - len(shape)) + shape
+            want = [1] * (n - len(want)) + want
+            return math.prod(max(a, b, 0) for a, b in zip(shape, want))
+        if node.op_type == "Tile" and len(vals) >= 2 and all(v is not None for v in vals[:2]):
+            return int(np.size(vals[0])) * math.prod(max(r, 0) for r in ints(vals[1]))
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise FormatError(f"{node.op_type} {node.name!r}: bad constant operand ({exc})") from exc
+    return None
+
+
 _NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
             "Bernoulli", "Multinomial", "Dropout"}
 _PARAM_NAMES = {"W": "weight", "B": "bias", "scale": "weight", "mean": "running_mean",
@@ -204,9 +238,9 @@ class _Builder:
                 holder["names"].append(name)
                 path = self.namer.claim(f"output_{len(self.mod._const_slots)}")
                 self._register_holder(path, holder)
-            self.mod._output_slots.append(self.slot(name))
-            if name not in self.slots:
+            if name not in self.slots:  # checked before slot() would allocate one for it
                 raise FormatError(f"graph output {name!r} is never produced")
+            self.mod._output_slots.append(self.slot(name))
         self.mod.output_names = [o.name for o in g.output]
         self._free_lists(steps)
         self.mod._steps = steps
@@ -239,6 +273,11 @@ class _Builder:
 
     def _fold(self, node: Node, op: Op) -> bool:
         """Evaluate ``node`` now; False (nothing stored) when a result is not a tensor."""
+        size = _fold_elements(node, [self.consts.get(n) if n else None for n in node.inputs])
+        if size is not None and size > MAX_FOLD_ELEMENTS:
+            raise FormatError(f"{node.op_type} {node.name or ''!r} would fold to {size} elements, "
+                              f"over porter's limit of {MAX_FOLD_ELEMENTS} "
+                              "(raise PORTER_MAX_FOLD_ELEMENTS)")
         vals = [_to_torch(self.consts[n]) if n else None for n in node.inputs]
         args = [vals[a.index] if isinstance(a, In) else a for a in op.args]
         with torch.no_grad():

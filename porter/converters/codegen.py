@@ -8,6 +8,7 @@ node. Op helpers that have no torch one-liner are copied verbatim from ``porter.
 
 from __future__ import annotations
 
+import ast
 import inspect
 import keyword
 import math
@@ -77,6 +78,35 @@ def _literal(v: Any) -> str:
     return repr(v)
 
 
+def _doc(text: Any) -> str:
+    """``text`` made inert inside a triple-quoted docstring: quotes, backslashes, newlines and
+    non-ASCII look-alikes are escaped, so a hostile name can never close the string."""
+    return str(text).encode("unicode_escape").decode("ascii").replace('"', '\\"')
+
+
+def _literal_args(m: nn.Module) -> str:
+    """``m``'s constructor arguments (its ``extra_repr``) re-rendered from parsed literals.
+
+    ``extra_repr`` pastes attribute values as text; a string ``eps`` from a hostile model would
+    become code. The text is parsed, every argument must be a plain literal (numbers, bools,
+    None, strings, tuples/lists of them), and each is written back through :func:`_literal`.
+    """
+    text = m.extra_repr()
+    try:
+        call = ast.parse(f"f({text})", mode="eval").body
+        if not isinstance(call, ast.Call):
+            raise ValueError("not a call")
+        args = [_literal(ast.literal_eval(a)) for a in call.args]
+        kwargs = [f"{k.arg}={_literal(ast.literal_eval(k.value))}" for k in call.keywords
+                  if k.arg is not None and k.arg.isidentifier()]
+        if len(kwargs) != len(call.keywords):
+            raise ValueError("keyword splat")
+    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError) as exc:
+        raise PorterError(f"cannot write {type(m).__name__}({text[:60]!r}) as source: its "
+                          f"arguments are not plain literals ({type(exc).__name__})") from exc
+    return ", ".join(args + kwargs)
+
+
 def _torch_name(fn: Any) -> str | None:
     """``torch.relu`` -> "torch.relu", ``F.softmax`` -> "F.softmax", else None."""
     name = getattr(fn, "__name__", None)
@@ -130,7 +160,7 @@ class _Sources:
 
 
 def _ident(name: str, used: set[str]) -> str:
-    base = re.sub(r"\W+", "_", name).strip("_").lower() or "x"
+    base = re.sub(r"[^0-9A-Za-z_]+", "_", name).strip("_").lower() or "x"
     if base[0].isdigit():
         base = f"x_{base}"
     if keyword.iskeyword(base) or base in ("self", "torch", "nn", "F", "math"):
@@ -141,6 +171,16 @@ def _ident(name: str, used: set[str]) -> str:
         k += 1
     used.add(out)
     return out
+
+
+_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _path(path: str) -> str:
+    """A module path as it may appear after ``self.``: dotted ASCII identifiers only."""
+    if not _PATH.match(path) or any(keyword.iskeyword(p) for p in path.split(".")):
+        raise PorterError(f"module path {path[:60]!r} is not a dotted python identifier")
+    return path
 
 
 def _init_lines(module: OnnxModule) -> list[str]:
@@ -158,14 +198,14 @@ def _init_lines(module: OnnxModule) -> list[str]:
     for path, m in module.named_modules():
         if not path or type(m) is nn.Module:
             continue
-        declare_containers(path)
+        declare_containers(_path(path))
         declared.add(path)
         if isinstance(m, Params):
             ps = {k: (tuple(v.shape), v.dtype) for k, v in m.named_parameters(recurse=False)}
             bs = {k: (tuple(v.shape), v.dtype) for k, v in m.named_buffers(recurse=False)}
             lines.append(f"self.{path} = _holder({_literal_dict(ps)}, {_literal_dict(bs)})")
         else:
-            lines.append(f"self.{path} = nn.{type(m).__name__}({m.extra_repr()})")
+            lines.append(f"self.{path} = nn.{type(m).__name__}({_literal_args(m)})")
     return lines
 
 
@@ -192,7 +232,7 @@ def _forward_lines(module: OnnxModule, sources: _Sources) -> tuple[list[str], li
         names[slot] = _ident(name, used)
         args_sig.append(names[slot])
     for slot, path in module._const_slots:
-        names[slot] = f"self.{path}"
+        names[slot] = f"self.{_path(path)}"
     lines: list[str] = []
     symbolic: set[int] = set()  # slots holding ShapeValues (python-int shape arithmetic)
     for st in module._steps:
@@ -226,7 +266,7 @@ def _step_line(st: Step, names: dict[int, str], used: set[str], sources: _Source
             fname = sources.add(shape_tensor)
             args = [f"{fname}({a})" if k in st.materialize else a for k, a in enumerate(args)]
         if isinstance(st.fn, nn.Module):
-            call = f"self.{st.label}({', '.join(args + kwargs)})"
+            call = f"self.{_path(st.label)}({', '.join(args + kwargs)})"
         elif st.template is not None and not kwargs:
             call = st.template.format(*args)
         else:
@@ -249,14 +289,17 @@ def render_source(module: OnnxModule, class_name: str = "Model", origin: str = "
     sig, body = _forward_lines(module, sources)
     init = _init_lines(module)
     uses_holder = any(line.split(" = ", 1)[1].startswith("_holder(") for line in init)
-    out = [_HEADER.format(class_name=class_name, origin=origin)]
+    if not class_name.isidentifier() or keyword.iskeyword(class_name):
+        raise PorterError(f"class name {class_name!r} is not a python identifier")
+    out = [_HEADER.format(class_name=class_name, origin=_doc(origin))]
     if uses_holder:
         out.append(_HOLDER)
     helpers = sources.render()
     if helpers:
         out.append("\n\n" + helpers + "\n")
     out.append(f"\n\nclass {class_name}(nn.Module):")
-    out.append(f'    """Converted from {origin}; inputs: {", ".join(module.input_names)}."""\n')
+    out.append(f'    """Converted from {_doc(origin)}; inputs: '
+               f'{_doc(", ".join(module.input_names))}."""\n')
     out.append("    def __init__(self) -> None:")
     out.append("        super().__init__()")
     out += [f"        {line}" for line in init]

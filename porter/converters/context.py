@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from porter.errors import FormatError
+
 __all__ = ["Node", "Context", "Op", "In", "const_attr_value"]
 
 
@@ -75,7 +77,23 @@ class Node:
     opsets: dict[str, int] = field(default_factory=dict)  # the model's imports (for subgraphs)
 
     def attr(self, name: str, default: Any = None) -> Any:
-        return self.attrs.get(name, default)
+        """Attribute ``name``; it must have the kind of ``default`` (a number where a number is
+        expected: a string ``epsilon`` is a corrupt model, not text to pass along)."""
+        value = self.attrs.get(name, default)
+        if value is default or default is None:
+            return value
+        number = (int, float, np.integer, np.floating)
+        if isinstance(default, number) and not isinstance(default, bool):
+            ok = isinstance(value, number)
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        else:
+            return value
+        if not ok:
+            raise FormatError(f"node {self.name or self.op_type!r} ({self.op_type}): attribute "
+                              f"{name!r} must be a {type(default).__name__}, got "
+                              f"{type(value).__name__} {str(value)[:40]!r}")
+        return value
 
 
 class Context:

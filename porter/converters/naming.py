@@ -27,7 +27,7 @@ def snake(name: str) -> str:
 
 
 def _ident(part: str, parent: str | None) -> str:
-    part = re.sub(r"\W+", "_", part).strip("_")
+    part = re.sub(r"[^0-9A-Za-z_]+", "_", part).strip("_")  # ASCII: no NFKC look-alikes
     if not part:
         return ""
     if part[0].isdigit():

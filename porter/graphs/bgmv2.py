@@ -576,19 +576,24 @@ def _cases(source: Any, ported: graphs.Ported) -> list[Case]:
             for i, s in enumerate(shapes)]
 
 
-def paddle_reference(path: str | Path, cls_name: str, kwargs: Mapping[str, Any]) -> Runner:
-    """Paddle dygraph (``scripts/bgmv2_paddle_ref.py``) over a ``.pdparams`` in a child process."""
+def paddle_reference(path: str | Path | None, cls_name: str, kwargs: Mapping[str, Any],
+                     state: Mapping[str, np.ndarray] | None = None) -> Runner:
+    """Paddle dygraph (``scripts/bgmv2_paddle_ref.py``) in a child process, its weights the
+    arrays ``state`` porter already read (never a second, full-pickle load of the file), or
+    for porter's own fixtures the ``.pdparams`` at ``path``."""
     from porter.verify.runtimes.paddle import dygraph_runtime
 
     outputs = REFINE_OUTPUTS if cls_name == "MattingRefine" else BASE_OUTPUTS
     path_env = os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))
-    return dygraph_runtime(f"scripts.bgmv2_paddle_ref:{cls_name}", params=path,
+    return dygraph_runtime(f"scripts.bgmv2_paddle_ref:{cls_name}",
+                           params=None if state is not None else path, state=state,
                            kwargs=dict(kwargs), inputs=["src", "bgr"], outputs=list(outputs),
                            extra_env={"PYTHONPATH": path_env})
 
 
 def _reference(source: Any, ported: graphs.Ported) -> Runner:
-    return paddle_reference(source.path, ported.graph.rpartition(":")[2], ported.kwargs)
+    state = {name: ref.numpy() for name, ref in source.tensors.items()}
+    return paddle_reference(None, ported.graph.rpartition(":")[2], ported.kwargs, state)
 
 
 def _example_inputs(ported: graphs.Ported) -> tuple:

@@ -322,7 +322,8 @@ def bshm_reference(source: Any, ported: graphs.Ported) -> Any:
     io = {"inputs": {"image": INPUT_TENSOR}, "outputs": {"alpha": OUTPUT_TENSOR}}
     if source.format == "tf1-frozen":
         return ChildRuntime("porter.verify.runtimes.tf1:frozen",
-                            {"graph": str(source.path), **io}, name="tensorflow")
+                            {"graph": str(source.path), "graph_bytes": source.native, **io},
+                            name="tensorflow")
     meta = source.meta.get("metagraph")
     checkpoint = source.meta.get("prefix") or source.meta.get("checkpoint")
     if not meta or not checkpoint:

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from porter.errors import FormatError
+from porter.errors import FOREIGN_ERRORS, FormatError, PorterError, foreign_error
 from porter.source import Source
 
-__all__ = ["importer", "open_source", "IMPORTERS", "sniff"]
+__all__ = ["importer", "open_source", "IMPORTERS", "sniff", "check_beside"]
 
 
 @dataclass(frozen=True)
@@ -70,17 +70,44 @@ def open_source(path: str | Path, format: str | None = None) -> Source:
     """Open ``path`` read-only as a Source; ``format`` forces an importer by name."""
     path = Path(path)
     # a TF checkpoint prefix ("model.ckpt-18") names files beside it, not a file of its own
-    if not path.exists() and not Path(f"{path}.index").is_file():
+    try:
+        exists = path.exists() or Path(f"{path}.index").is_file()
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+        raise FormatError(f"{path}: cannot open ({exc})") from exc
+    if not exists:
         raise FormatError(f"{path}: no such file or directory")
     _load_registry()
     if format is None:
-        format = sniff(path)
+        try:
+            format = sniff(path)
+        except FOREIGN_ERRORS as exc:
+            raise foreign_error(str(path), exc) from exc
         if format is None:
             known = ", ".join(sorted(IMPORTERS))
             raise FormatError(f"{path}: unknown format (porter reads: {known})")
     elif format not in IMPORTERS:
         raise FormatError(f"unknown format {format!r} (known: {', '.join(sorted(IMPORTERS))})")
-    return IMPORTERS[format].load(path)
+    try:
+        return IMPORTERS[format].load(path)
+    except PorterError:
+        raise
+    except FOREIGN_ERRORS as exc:  # the importer's boundary: malformed input is a FormatError
+        raise foreign_error(f"{path} ({format})", exc) from exc
+
+
+def check_beside(path: Path, anchor: Path, what: str) -> Path:
+    """``path``, a file porter found beside ``anchor`` (a params file, a data shard), refused
+    when a symlink or hard link makes it another file than one in ``anchor``'s folder."""
+    from porter.errors import UnsafeSourceError
+
+    folder = anchor.parent.resolve()
+    target = path.resolve()
+    if target.parent != folder:
+        raise UnsafeSourceError(f"{path}: the {what} links outside the model's folder")
+    if target.is_file() and target.stat().st_nlink > 1:
+        raise UnsafeSourceError(f"{path}: the {what} is a hard link (refused like a symlink: "
+                                "it may be any file on the filesystem)")
+    return path
 
 
 def read_magic(path: Path, n: int = 16) -> bytes:

@@ -34,13 +34,83 @@ def _external_path(base: Path, location: str) -> Path:
         raise UnsafeSourceError(f"external data location {location!r} is absolute")
     if ".." in Path(location).parts:
         raise UnsafeSourceError(f"external data location {location!r} leaves the model's folder")
+    if "\x00" in location:
+        raise UnsafeSourceError(f"external data location {location!r} holds a NUL byte")
     target = (base / location).resolve()
     root = base.resolve()
     if root not in target.parents:
         raise UnsafeSourceError(f"external data location {location!r} leads out of {base}")
     if not target.is_file():
         raise FormatError(f"external data file {location!r} not found beside the model")
+    if target.stat().st_nlink > 1:  # a hard link can name any file on the same filesystem
+        raise UnsafeSourceError(f"external data file {location!r} is a hard link (refused like "
+                                "a symlink: it may point outside the model's folder)")
     return target
+
+
+def _external_info(tensor: Any) -> tuple[str, int, int | None]:
+    """(location, offset, length) of an external tensor, the numbers checked."""
+    info = {e.key: e.value for e in tensor.external_data}
+    try:
+        offset = int(info.get("offset", 0) or 0)
+        length = int(info["length"]) if info.get("length", "") != "" else None
+    except ValueError as exc:
+        raise FormatError(f"external data for {tensor.name!r}: offset/length must be integers "
+                          f"({exc})") from exc
+    if offset < 0 or (length is not None and length < 0):
+        raise FormatError(f"external data for {tensor.name!r}: negative offset or length")
+    return info.get("location", ""), offset, length
+
+
+def _walk_tensors(graph: Any, main: bool = True):
+    """Every TensorProto in ``graph`` and its subgraphs: (tensor, is_main_initializer)."""
+    for t in graph.initializer:
+        yield t, main
+    for st in graph.sparse_initializer:
+        yield st.values, False
+        yield st.indices, False
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("t"):
+                yield a.t, False
+            for t in a.tensors:
+                yield t, False
+            if a.HasField("sparse_tensor"):
+                yield a.sparse_tensor.values, False
+                yield a.sparse_tensor.indices, False
+            for st in a.sparse_tensors:
+                yield st.values, False
+                yield st.indices, False
+            if a.HasField("g"):
+                yield from _walk_tensors(a.g, False)
+            for g in a.graphs:
+                yield from _walk_tensors(g, False)
+
+
+def check_external_data(model: Any, base: Path) -> None:
+    """Resolve every external location in ``model`` inside ``base`` (or refuse); tensors other
+    than the main graph's initializers (Constant values, attributes, subgraph initializers)
+    are read now and inlined, so no later reader (onnx, the converter) resolves a location
+    against the current directory."""
+    from onnx import TensorProto
+
+    for t, main in _walk_tensors(model.graph):
+        if t.data_location != TensorProto.EXTERNAL:
+            continue
+        location, offset, length = _external_info(t)
+        path = _external_path(base, location)
+        if main:
+            continue
+        size = path.stat().st_size
+        n = size - offset if length is None else length
+        if offset + n > size or n < 0:
+            raise FormatError(f"external data for {t.name!r} runs past the end of {location!r}")
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            raw = fh.read(n)
+        del t.external_data[:]
+        t.data_location = TensorProto.DEFAULT
+        t.raw_data = raw
 
 
 def _tensor_loader(tensor: Any, base: Path):
@@ -48,10 +118,8 @@ def _tensor_loader(tensor: Any, base: Path):
     from onnx import TensorProto, helper, numpy_helper
 
     if tensor.data_location == TensorProto.EXTERNAL:
-        info = {e.key: e.value for e in tensor.external_data}
-        path = _external_path(base, info.get("location", ""))
-        offset = int(info.get("offset", 0))
-        length = int(info["length"]) if "length" in info else None
+        location, offset, length = _external_info(tensor)
+        path = _external_path(base, location)
         np_dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
         shape = tuple(tensor.dims)
         expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(np_dtype).itemsize
@@ -78,15 +146,43 @@ def _ref(tensor: Any, base: Path, kind: str, name: str | None = None) -> TensorR
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
     except Exception as exc:
         raise FormatError(f"tensor {tensor.name!r} has unknown data type {tensor.data_type}") from exc
+    if any(d < 0 for d in tensor.dims):
+        raise FormatError(f"tensor {tensor.name!r} has a negative dimension {list(tensor.dims)}")
     return TensorRef(name or tensor.name, tuple(int(d) for d in tensor.dims), dtype,
                      _tensor_loader(tensor, base), kind)
 
 
-def _attrs(node: Any) -> dict[str, Any]:
-    from onnx import helper
+_SCHEMA_TYPES: dict[tuple[str, str, int], dict[str, int] | None] = {}
+
+
+def _schema_types(op_type: str, domain: str, opset: int) -> dict[str, int] | None:
+    """attribute name -> AttributeProto type the ONNX schema declares (None: unknown op)."""
+    key = (op_type, domain, opset)
+    if key not in _SCHEMA_TYPES:
+        import onnx.defs
+
+        try:
+            schema = onnx.defs.get_schema(op_type, max_inclusive_version=max(opset, 1),
+                                          domain=domain)
+            _SCHEMA_TYPES[key] = {n: int(a.type) for n, a in schema.attributes.items()}
+        except Exception:  # unknown op or domain: nothing to check against
+            _SCHEMA_TYPES[key] = None
+    return _SCHEMA_TYPES[key]
+
+
+def _attrs(node: Any, opset: int = 0) -> dict[str, Any]:
+    from onnx import AttributeProto, helper
 
     out = {}
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    types = _schema_types(node.op_type, domain, opset) if opset else None
     for a in node.attribute:
+        want = (types or {}).get(a.name)
+        if want is not None and want != a.type and want != AttributeProto.UNDEFINED:
+            raise FormatError(
+                f"node {node.name or node.op_type!r} ({node.op_type}): attribute {a.name!r} is "
+                f"{AttributeProto.AttributeType.Name(a.type)}, the ONNX schema says "
+                f"{AttributeProto.AttributeType.Name(want)}")
         if a.type in (a.GRAPH, a.GRAPHS):
             out[a.name] = f"<subgraph {a.name}>"
             continue
@@ -110,13 +206,16 @@ def onnx_graph(model: Any) -> nx.DiGraph:
     g = nx.DiGraph()
     producer: dict[str, str] = {}
     used: set[str] = set()
+    opsets = {o.domain or "": int(o.version) for o in model.opset_import}
     for i, node in enumerate(model.graph.node):
+        opset = opsets.get("" if node.domain == "ai.onnx" else node.domain, 0)
         key = node.name or f"{node.op_type}_{i}"
         while key in used:
             key = f"{key}_{i}"
         used.add(key)
         g.add_node(key, op_type=node.op_type, domain=node.domain, inputs=list(node.input),
-                   outputs=list(node.output), attrs=_attrs(node), index=i)
+                   outputs=list(node.output), index=i,
+                   attrs=_attrs(node, opset))
         for t in node.input:
             if t in producer:
                 g.add_edge(producer[t], key, tensor=t)
@@ -136,6 +235,7 @@ def _is_weight_constant(tensor: Any) -> bool:
 def source_from_model(model: Any, path: Path) -> Source:
     """Build a Source from an in-memory ModelProto whose external data lives beside ``path``."""
     base = path.parent
+    check_external_data(model, base)
     refs: dict[str, TensorRef] = {}
     for t in model.graph.initializer:
         refs[t.name] = _ref(t, base, "initializer")

@@ -59,6 +59,7 @@ def flatten_state(obj: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         raise FormatError(f"not a Paddle state dict (top level is {type(obj).__name__})")
     arrays: dict[str, np.ndarray] = {}
     meta: dict[str, Any] = {"structured_names": {}, "param_names": {}, "extra": {}}
+    seen: set[int] = set()
 
     def visit(prefix: str, value: Any) -> None:
         if isinstance(value, np.ndarray):
@@ -68,6 +69,10 @@ def flatten_state(obj: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             arrays[prefix] = value[1]
             meta["param_names"][prefix] = value[0]
         elif isinstance(value, dict):
+            if id(value) in seen:  # a state dict is a tree; a shared dict would repeat work
+                raise FormatError(f"not a Paddle state dict ({prefix!r} repeats a nested dict "
+                                  "shared through the pickle memo)")
+            seen.add(id(value))
             value = _join_big(dict(value))
             for k, v in value.items():
                 if k == _STRUCTURED and isinstance(v, dict):
@@ -85,13 +90,24 @@ def flatten_state(obj: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 @importer("paddle-params", sniff=_sniff_params)
 def load_pdparams(path: Path) -> Source:
     """Read a ``.pdparams``/``.pdopt`` pickle safely (never imports paddle) into a Source."""
-    from porter.importers.safe_pickle import safe_load
+    import hashlib
+
+    from porter.importers.safe_pickle import MAX_PICKLE_BYTES, safe_loads
 
     if not path.is_file():
         raise FormatError(f"{path}: not a file")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise FormatError(f"{path}: empty file")
-    arrays, meta = flatten_state(safe_load(path))
+    if size > MAX_PICKLE_BYTES:
+        raise FormatError(f"{path}: {size} bytes is over porter's pickle limit of "
+                          f"{MAX_PICKLE_BYTES} (raise PORTER_MAX_PICKLE_BYTES to read it)")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    arrays, meta = flatten_state(safe_loads(data, str(path)))
+    meta["sha256"] = hashlib.sha256(data).hexdigest()  # of the bytes read, not the path later
     refs = {name: TensorRef(name, tuple(int(d) for d in a.shape), a.dtype, _const(a), "variable")
             for name, a in arrays.items()}
     meta["files"] = [path]

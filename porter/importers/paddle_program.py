@@ -125,7 +125,11 @@ def _group(buf: bytes) -> dict[int, list[tuple[int, Any]]]:
 
 
 def _str(items: list[tuple[int, Any]] | None, default: str = "") -> str:
-    return items[-1][1].decode("utf-8", "replace") if items else default
+    if not items:
+        return default
+    if not isinstance(items[-1][1], (bytes, bytearray, memoryview)):
+        raise FormatError("malformed ProgramDesc (a number where text belongs)")
+    return bytes(items[-1][1]).decode("utf-8", "replace")
 
 
 # --- framework.proto ------------------------------------------------------------------------
@@ -336,6 +340,10 @@ def _legacy(model: Path) -> dict[str, Any]:
     ops, inputs, outputs = [], [], []
     for op in main["ops"]:
         attrs = {k: v for k, v in op["attrs"].items() if k not in _DROP_ATTRS}
+        slot = "Out" if op["type"] == "feed" else "X"
+        if op["type"] in ("feed", "fetch") and not (
+                op["outputs"] if op["type"] == "feed" else op["inputs"]).get(slot):
+            raise FormatError(f"{model.name}: {op['type']} op without its {slot!r} variable")
         if op["type"] == "feed":
             name = op["outputs"]["Out"][0]
             v = vars_.get(name, {})
@@ -392,8 +400,19 @@ def _pir(model: Path) -> dict[str, Any]:
         doc = json.loads(model.read_text())
         block = doc["program"]["regions"][0]["blocks"][0]
         raw_ops = block["ops"]
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise FormatError(f"{model.name}: not a readable PIR program ({exc})") from exc
+        if not isinstance(raw_ops, list):
+            raise TypeError("ops is not a list")
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError) as exc:
+        raise FormatError(f"{model.name}: not a readable PIR program ({type(exc).__name__}: "
+                          f"{str(exc)[:120]})") from exc
+    try:
+        return _pir_ops(doc, raw_ops)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError, RecursionError) as exc:
+        raise FormatError(f"{model.name}: malformed PIR program ({type(exc).__name__}: "
+                          f"{str(exc)[:120]})") from exc
+
+
+def _pir_ops(doc: Any, raw_ops: list[Any]) -> dict[str, Any]:
     names: dict[int, str] = {}
     ops, inputs, outputs, expected = [], [], [], {}
     unchecked: set[str] = set()
@@ -464,6 +483,9 @@ def load_inference(path: Path) -> Source:
     if pair is None:
         raise FormatError(f"{path}: no Paddle inference model (.pdmodel/.json + .pdiparams)")
     model, params = pair
+    from porter.importers import check_beside
+
+    check_beside(params, model, "parameter file")
     if model.stat().st_size == 0:
         raise FormatError(f"{model}: empty program file")
     prog = _legacy(model) if model.suffix.lower() == ".pdmodel" else _pir(model)

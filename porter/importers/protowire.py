@@ -37,6 +37,8 @@ _FIXED = {1: 8, 5: 4}
 def iter_fields(buf: bytes | memoryview) -> Iterator[tuple[int, int, Any]]:
     """(field number, wire type, value) in order: an int for varints, a memoryview of the raw
     bytes for length-delimited and fixed32/fixed64 fields."""
+    if not isinstance(buf, (bytes, bytearray, memoryview)):
+        raise FormatError(f"malformed protobuf (a {type(buf).__name__} where a message belongs)")
     buf = memoryview(buf)
     pos, n = 0, len(buf)
     while pos < n:

@@ -2,10 +2,14 @@
 
 Paddle's ``.pdparams``/``.pdopt`` are pickles. A pickle is a program: ``GLOBAL`` + ``REDUCE``
 calls any importable callable (``os.system``, ``builtins.eval``). :class:`SafeUnpickler` resolves
-only the globals in :data:`ALLOWED` (numpy's array/dtype/scalar reconstructors, wrapped so their
-arguments are checked too, and builtin containers); any other global, any persistent id, an
+only the globals in :data:`ALLOWED`, and none of them is a numpy constructor: numpy's array,
+dtype and scalar reconstructors are replaced by placeholders that record their arguments, and the
+arrays are rebuilt by porter from checked bytes (shape x itemsize == byte length, plain numeric
+dtypes only, no field offsets, no buffer offsets). Any other global, any persistent id, an
 object-dtype array or an ndarray subclass raises :class:`~porter.errors.UnsafeSourceError`
-naming what was refused, before anything is called. Paddle is never imported.
+naming what was refused, before anything is called. The work is bounded: the file's size, the
+bytes the arrays copy (at most the file's size), the nesting depth, and a walk that visits each
+shared object once. Paddle is never imported.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ import builtins
 import codecs
 import collections
 import io
+import os
 import pickle
+import pickletools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,119 +29,299 @@ import numpy as np
 
 from porter.errors import FormatError, UnsafeSourceError
 
-__all__ = ["SafeUnpickler", "safe_load", "safe_loads", "ALLOWED"]
+__all__ = ["SafeUnpickler", "safe_load", "safe_loads", "ALLOWED", "MAX_PICKLE_BYTES"]
+
+#: Largest pickle file porter reads (bytes); ``PORTER_MAX_PICKLE_BYTES`` raises it.
+MAX_PICKLE_BYTES = int(os.environ.get("PORTER_MAX_PICKLE_BYTES", 16 << 30))
+_MAX_DEPTH = 100
+_KINDS = "biufcSU"  # bool, ints, floats, complex, fixed bytes/str: no objects, voids, fields
+_DTYPE_SPEC = re.compile(r"^[<>|=]?[a-zA-Z][a-zA-Z0-9]{0,12}$")
 
 
-def _check_dtype(dt: np.dtype, where: str) -> np.dtype:
+def _refuse(msg: str) -> UnsafeSourceError:
+    return UnsafeSourceError(f"pickle refused: {msg}")
+
+
+def _plain_dtype(spec: Any, where: str) -> np.dtype:
+    """A builtin numeric (or fixed string) dtype from a short type code, nothing else."""
+    if isinstance(spec, _Dtype):
+        return spec.value()
+    if not isinstance(spec, str) or not _DTYPE_SPEC.match(spec):
+        raise _refuse(f"{where} with dtype {str(spec)[:40]!r} (only plain type codes)")
+    try:
+        dt = np.dtype(spec)
+    except TypeError as exc:
+        raise FormatError(f"unknown dtype {spec!r} in {where}") from exc
     if dt.hasobject:
-        raise UnsafeSourceError(f"pickle refused: {where} with object dtype {dt}")
+        raise _refuse(f"{where} with object dtype {dt}")
+    if dt.kind not in _KINDS or dt.fields is not None or dt.subdtype is not None:
+        raise _refuse(f"{where} with dtype {dt} (only plain numeric dtypes)")
+    if dt.itemsize > 1 << 20:
+        raise _refuse(f"{where} with a {dt.itemsize}-byte element")
     return dt
 
 
-def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-    """numpy's ``_reconstruct`` restricted to plain ndarrays (no subclasses, no objects)."""
-    if subtype is not np.ndarray:
-        raise UnsafeSourceError(f"pickle refused: array subclass {subtype!r}")
-    return np.ndarray.__new__(np.ndarray, shape, dtype)
+class _Dtype:
+    """Placeholder for ``numpy.dtype(spec)``; BUILD may only set its byte order."""
+
+    def __init__(self, spec: Any, align: Any = False, copy: Any = True) -> None:
+        self.dtype = _plain_dtype(spec, "dtype")
+        self.order: str | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) not in (8, 9) or state[0] not in (3, 4):
+            raise _refuse("dtype state is not numpy's plain (version, byteorder, ...) tuple")
+        order, subarray, names, fields = state[1:5]
+        if subarray is not None or names is not None or fields is not None:
+            raise _refuse("dtype state with sub-arrays or fields (offsets are not allowed)")
+        if order not in ("<", ">", "|", "="):
+            raise _refuse(f"dtype byte order {str(order)[:10]!r}")
+        elsize = state[5]
+        if not isinstance(elsize, int) or elsize not in (-1, self.dtype.itemsize):
+            if self.dtype.kind in "SU" and isinstance(elsize, int) and 0 < elsize <= 1 << 20:
+                self.dtype = np.dtype(f"{self.dtype.kind}{elsize // (4 if self.dtype.kind == 'U' else 1)}")
+            else:
+                raise _refuse(f"dtype state with element size {str(elsize)[:20]}")
+        self.order = order
+
+    def value(self) -> np.dtype:
+        if self.order in ("<", ">") and self.dtype.itemsize > 1:
+            return self.dtype.newbyteorder(self.order)
+        return self.dtype
 
 
-def _dtype(*args: Any) -> np.dtype:
-    return _check_dtype(np.dtype(*args), "dtype")
+class _NDArrayType:
+    """What the unpickler hands out for ``numpy.ndarray``: a marker, never callable."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise _refuse("numpy.ndarray(...) called directly (buffer/offset constructor)")
 
 
-def _scalar(dtype: Any, *args: Any) -> Any:
-    from numpy._core.multiarray import scalar
-
-    _check_dtype(np.dtype(dtype), "scalar")
-    return scalar(dtype, *args)
+_NDARRAY = _NDArrayType()
 
 
-def _frombuffer(buf: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
-    from numpy._core.numeric import _frombuffer
+class _Budget:
+    """Bytes the rebuilt arrays may copy: a pickle cannot hold more data than its own size."""
 
-    _check_dtype(np.dtype(dtype), "array")
-    return _frombuffer(buf, dtype, shape, order)
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def take(self, n: int, where: str) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise _refuse(f"{where}: arrays would copy more bytes than the file holds "
+                          "(shared buffers reused many times)")
+
+
+def _shape(shape: Any, where: str) -> tuple[int, ...]:
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape,)
+    if not isinstance(shape, tuple) or len(shape) > 32 or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 1 << 48 for d in shape):
+        raise FormatError(f"{where}: bad array shape {str(shape)[:60]}")
+    return shape
+
+
+def _from_bytes(raw: Any, dtype: np.dtype, shape: tuple[int, ...], fortran: bool,
+                budget: _Budget, where: str) -> np.ndarray:
+    if isinstance(raw, str):  # python-2 pickles carry bytes as latin-1 text
+        raw = raw.encode("latin1")
+    if not isinstance(raw, (bytes, bytearray)):
+        raise _refuse(f"{where}: array data is {type(raw).__name__}, not bytes")
+    count = 1
+    for d in shape:
+        count *= d
+    if count * dtype.itemsize != len(raw):
+        raise FormatError(f"{where}: {len(raw)} data bytes for shape {shape} of {dtype} "
+                          f"(needs {count * dtype.itemsize})")
+    budget.take(len(raw), where)
+    arr = np.frombuffer(bytes(raw), dtype=dtype).copy()
+    return arr.reshape(shape, order="F" if fortran else "C")
+
+
+class _Array:
+    """Placeholder for ``numpy.core.multiarray._reconstruct``; BUILD gives it checked state."""
+
+    def __init__(self, budget: _Budget) -> None:
+        self.budget = budget
+        self.array: np.ndarray | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        if self.array is not None:
+            raise _refuse("array state set twice")
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise _refuse("array state is not numpy's (version, shape, dtype, fortran, data)")
+        if len(state) == 5:
+            state = state[1:]
+        shape, dtype, fortran, raw = state
+        dt = _plain_dtype(dtype, "array") if not isinstance(dtype, np.dtype) else dtype
+        arr = _from_bytes(raw, dt, _shape(shape, "array"), bool(fortran), self.budget, "array")
+        # numpy's own ndarray.__setstate__ hands back native byte order; so does porter
+        self.array = arr if dt.isnative else arr.astype(dt.newbyteorder("="))
 
 
 def _codecs_encode(obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
     """Protocol-2 pickles spell ``bytes`` as ``_codecs.encode(str, 'latin1')``; only that."""
-    if not isinstance(obj, str) or codecs.lookup(encoding).name not in ("iso8859-1", "utf-8"):
-        raise UnsafeSourceError(f"pickle refused: _codecs.encode({type(obj).__name__}, "
-                                f"{encoding!r})")
+    try:
+        name = codecs.lookup(encoding).name if isinstance(encoding, str) else None
+    except LookupError:
+        name = None
+    if not isinstance(obj, str) or name not in ("iso8859-1", "utf-8") or errors != "strict":
+        raise _refuse(f"_codecs.encode({type(obj).__name__}, {str(encoding)[:20]!r})")
     return codecs.encode(obj, encoding, errors)
 
 
-_NUMPY = {
-    "multiarray._reconstruct": _reconstruct,
-    "multiarray.scalar": _scalar,
-    "numeric._frombuffer": _frombuffer,
-}
+def _bytearray(data: Any = b"", *args: Any) -> bytearray:
+    """``bytearray(bytes)`` only: ``bytearray(3_000_000_000)`` would allocate on command."""
+    if isinstance(data, str) and args:
+        data = _codecs_encode(data, *args)
+    if not isinstance(data, (bytes, bytearray)) or (args and not isinstance(data, str)):
+        raise _refuse(f"bytearray({type(data).__name__}) (only bytearray(bytes))")
+    return bytearray(data)
 
-#: (module, name) -> the object the unpickler hands out for it.
+
+#: (module, name) -> the object the unpickler hands out for it (resolved per unpickler).
 ALLOWED: dict[tuple[str, str], Any] = {
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): _dtype,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _Dtype,
     ("_codecs", "encode"): _codecs_encode,
     ("collections", "OrderedDict"): collections.OrderedDict,
+    ("builtins", "bytearray"): _bytearray,
     **{("builtins", n): getattr(builtins, n)
-       for n in ("dict", "list", "tuple", "set", "frozenset", "bytearray", "complex")},
+       for n in ("dict", "list", "tuple", "set", "frozenset", "complex")},
 }
+_NUMPY = ("multiarray._reconstruct", "multiarray.scalar", "numeric._frombuffer")
 for _prefix in ("numpy.core", "numpy._core"):
-    for _key, _fn in _NUMPY.items():
+    for _key in _NUMPY:
         _mod, _, _name = _key.rpartition(".")
-        ALLOWED[(f"{_prefix}.{_mod}", _name)] = _fn
+        ALLOWED[(f"{_prefix}.{_mod}", _name)] = _key  # bound to the unpickler's budget below
 
 
 class SafeUnpickler(pickle.Unpickler):
     """``pickle.Unpickler`` that resolves only :data:`ALLOWED` globals and no persistent ids."""
+
+    def __init__(self, file: Any, *, budget: int = MAX_PICKLE_BYTES, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self.budget = _Budget(budget)
 
     def find_class(self, module: str, name: str) -> Any:
         fn = ALLOWED.get((module, name))
         if fn is None:
             raise UnsafeSourceError(f"pickle refused: global {module}.{name} is not allowed "
                                     "(porter only reads numpy arrays and plain containers)")
+        if fn == "multiarray._reconstruct":
+            return self._reconstruct
+        if fn == "multiarray.scalar":
+            return self._scalar
+        if fn == "numeric._frombuffer":
+            return self._frombuffer
         return fn
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafeSourceError(f"pickle refused: persistent id {str(pid)[:60]!r}")
 
+    def _reconstruct(self, subtype: Any, shape: Any = (0,), dtype: Any = b"b") -> _Array:
+        """numpy's ``_reconstruct`` restricted to plain ndarrays; the data comes via BUILD."""
+        if subtype is not _NDARRAY:
+            raise _refuse(f"array subclass {str(subtype)[:60]}")
+        return _Array(self.budget)
 
-def _walk_check(obj: Any, depth: int = 0) -> None:
-    """Refuse object arrays that slipped in through ``ndarray.__setstate__``."""
-    if depth > 100:
-        raise UnsafeSourceError("pickle refused: nesting deeper than 100 levels")
-    if isinstance(obj, np.ndarray):
-        _check_dtype(obj.dtype, "array")
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            _walk_check(k, depth + 1)
-            _walk_check(v, depth + 1)
-    elif isinstance(obj, (list, tuple, set, frozenset)):
-        for v in obj:
-            _walk_check(v, depth + 1)
+    def _scalar(self, dtype: Any, raw: Any = None) -> Any:
+        dt = _plain_dtype(dtype, "scalar")
+        return _from_bytes(raw, dt, (), False, self.budget, "scalar")[()]
+
+    def _frombuffer(self, buf: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
+        if order not in ("C", "F"):
+            raise _refuse(f"array order {str(order)[:10]!r}")
+        if isinstance(buf, pickle.PickleBuffer):
+            buf = bytes(buf.raw())
+        return _from_bytes(buf, _plain_dtype(dtype, "array"), _shape(shape, "array"),
+                           order == "F", self.budget, "array")
+
+
+def _finish(obj: Any) -> Any:
+    """Replace the placeholders by real numpy objects, visiting each shared object once."""
+    done: dict[int, Any] = {}
+    keep: list[Any] = []  # holds originals so ids stay unique during the walk
+
+    def walk(o: Any, depth: int) -> Any:
+        if isinstance(o, (str, bytes, int, float, complex, bool, type(None), np.generic,
+                          np.ndarray)):
+            return o
+        key = id(o)
+        if key in done:
+            return done[key]
+        if depth > _MAX_DEPTH:
+            raise _refuse(f"nesting deeper than {_MAX_DEPTH} levels")
+        keep.append(o)
+        if isinstance(o, _Array):
+            if o.array is None:
+                raise _refuse("array without data (no BUILD state)")
+            done[key] = o.array
+        elif isinstance(o, _Dtype):
+            done[key] = o.value()
+        elif isinstance(o, dict):
+            done[key] = o
+            items = [(walk(k, depth + 1), walk(v, depth + 1)) for k, v in o.items()]
+            o.clear()
+            o.update(items)
+        elif isinstance(o, list):
+            done[key] = o
+            o[:] = [walk(v, depth + 1) for v in o]
+        elif isinstance(o, tuple):
+            done[key] = tuple(walk(v, depth + 1) for v in o)
+        elif isinstance(o, (set, frozenset)):
+            done[key] = type(o)(walk(v, depth + 1) for v in o)
+        else:  # bytearray, or what a subclass's own allow-list builds
+            done[key] = o
+        return done[key]
+
+    return walk(obj, 0)
 
 
 def safe_loads(data: bytes, what: str = "pickle") -> Any:
     """Unpickle ``data`` with :class:`SafeUnpickler`; corrupt data raises FormatError."""
-    return _load(io.BytesIO(data), what)
+    return _load(bytes(data), what)
 
 
 def safe_load(path: str | Path) -> Any:
     """Unpickle the file at ``path`` with :class:`SafeUnpickler`."""
     path = Path(path)
-    with open(path, "rb") as fh:
-        return _load(fh, str(path))
-
-
-def _load(fh: Any, what: str) -> Any:
-    unpickler = SafeUnpickler(fh, encoding="latin1")
     try:
-        obj = unpickler.load()
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > MAX_PICKLE_BYTES:
+                raise FormatError(f"{path}: {size} bytes is over porter's pickle limit of "
+                                  f"{MAX_PICKLE_BYTES} (raise PORTER_MAX_PICKLE_BYTES to read it)")
+            data = fh.read()
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    return _load(data, str(path))
+
+
+def _prescan(data: bytes) -> None:
+    """Walk the opcodes without running them: lengths that run past the end and memo slots
+    far beyond the opcodes seen would make the C unpickler allocate what the header claims."""
+    ops = 0
+    for op, arg, _ in pickletools.genops(data):
+        ops += 1
+        if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and not 0 <= int(arg) <= ops:
+            raise FormatError(f"memo slot {arg} after {ops} opcodes (corrupt)")
+        if op.name == "STOP":
+            return
+
+
+def _load(data: bytes, what: str) -> Any:
+    unpickler = SafeUnpickler(io.BytesIO(data), encoding="latin1", budget=len(data))
+    try:
+        _prescan(data)
+        return _finish(unpickler.load())
     except UnsafeSourceError as exc:
         raise UnsafeSourceError(f"{what}: {exc}") from None
+    except FormatError as exc:
+        raise FormatError(f"{what}: {exc}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
-            AttributeError, MemoryError, OverflowError) as exc:
+            AttributeError, MemoryError, OverflowError, LookupError, RecursionError,
+            UnicodeError, SystemError) as exc:
         raise FormatError(f"{what}: not a readable pickle (truncated or corrupt: "
-                          f"{type(exc).__name__}: {exc})") from exc
-    _walk_check(obj)
-    return obj
+                          f"{type(exc).__name__}: {str(exc)[:200]})") from exc

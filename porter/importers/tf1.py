@@ -133,11 +133,11 @@ def graph_inputs(graph: nx.DiGraph) -> list[dict[str, Any]]:
     return out
 
 
-def read_graph_def(path: str | Path) -> GraphDef:
-    """Parse a frozen GraphDef file, FormatError if it is not one."""
+def read_graph_def(path: str | Path, data: bytes | None = None) -> GraphDef:
+    """Parse a frozen GraphDef file (or its bytes, already read), FormatError if it is not one."""
     path = Path(path)
     try:
-        gd = parse_graph_def(path.read_bytes())
+        gd = parse_graph_def(path.read_bytes() if data is None else data)
     except FormatError as exc:
         raise FormatError(f"{path}: not a readable GraphDef ({exc})") from exc
     if not gd.nodes:
@@ -262,8 +262,13 @@ def _sniff_frozen(path: Path) -> bool:
 
 @importer("tf1-frozen", sniff=_sniff_frozen)
 def load_frozen(path: Path) -> Source:
-    """A frozen GraphDef: floating Const nodes of rank >= 1 become lazy ``constant`` tensors."""
-    gd = read_graph_def(path)
+    """A frozen GraphDef: floating Const nodes of rank >= 1 become lazy ``constant`` tensors.
+
+    The file's bytes stay in ``native``: the TF reference and tf2onnx get those bytes (the
+    ones parsed, checked and hashed), never the path again.
+    """
+    data = path.read_bytes()
+    gd = read_graph_def(path, data)
     refs: dict[str, TensorRef] = {}
     dtypes: dict[str, str] = {}
     for node in gd.nodes:
@@ -280,7 +285,19 @@ def load_frozen(path: Path) -> Source:
              not in ("Const", "NoOp", "Assert")]
     meta = {"files": [path], "producer": gd.producer, "functions": gd.functions, "dtypes": dtypes,
             "inputs": graph_inputs(graph), "outputs": [f"{n}:0" for n in sinks]}
-    return Source(path=path, format="tf1-frozen", tensors=refs, graph=graph, meta=meta)
+    return Source(path=path, format="tf1-frozen", tensors=refs, graph=graph, meta=meta,
+                  native=data)
+
+
+def check_frozen_ops(source: Source, outputs: list[str]) -> None:
+    """Refuse a frozen graph whose ``outputs`` reach an op outside the TF allow-list."""
+    from types import SimpleNamespace
+
+    from porter.importers.tf_ops import check_graph_ops
+
+    nodes = [SimpleNamespace(name=n, op=d["op_type"], input=d["inputs"])
+             for n, d in source.graph.nodes(data=True)]
+    check_graph_ops(nodes, str(source.path), roots=outputs)
 
 
 # ------------------------------------------------------------------------ quantized weights
@@ -440,6 +457,7 @@ def prepare_graph(source: Source, out: Path, inputs: dict[str, list[int] | None]
                 raise FormatError(f"--inputs {name}: an inner tensor needs a shape "
                                   f"(NAME:1x224x224x3)")
             feeds[name] = shape
+    check_frozen_ops(source, outputs + list(feeds))  # TF runs the graph to freeze and fold it
     request: dict[str, Any] = {"outputs": outputs, "feeds": feeds, "out": str(out)}
     frozen_from = None
     if source.format == "tf1-frozen":
@@ -479,15 +497,18 @@ def to_onnx(source: Source | Path, inputs: list[str] | None = None,
 
     import onnx
 
-    if isinstance(source, Source):
-        if source.format != "tf1-frozen":
-            raise FormatError(f"to_onnx needs a frozen GraphDef, got {source.format}")
-        inputs = inputs or [i["name"] for i in source.meta["inputs"]]
-        outputs = outputs or list(source.meta["outputs"])
-        path = source.path
-    else:
-        path = Path(source)
     with tempfile.TemporaryDirectory() as tmp:
+        if isinstance(source, Source):
+            if source.format != "tf1-frozen":
+                raise FormatError(f"to_onnx needs a frozen GraphDef, got {source.format}")
+            inputs = inputs or [i["name"] for i in source.meta["inputs"]]
+            outputs = outputs or list(source.meta["outputs"])
+            check_frozen_ops(source, outputs)  # tf2onnx runs subgraphs while folding constants
+            path = Path(tmp) / "graph.pb"  # the bytes porter parsed and checked, not the path again
+            path.write_bytes(source.native if isinstance(source.native, bytes)
+                             else source.path.read_bytes())
+        else:
+            path = Path(source)
         out = Path(tmp) / "model.onnx"
         cmd = [sys.executable, "-m", "tf2onnx.convert", "--graphdef", str(path),
                "--inputs", ",".join(inputs or []), "--outputs", ",".join(outputs or []),

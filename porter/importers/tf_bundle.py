@@ -140,12 +140,22 @@ def unmask_crc(masked: int) -> int:
 
 # ------------------------------------------------------------------------------------- snappy
 
+#: Most shards a bundle header may declare; ``PORTER_MAX_TF_SHARDS`` raises it.
+MAX_SHARDS = int(os.environ.get("PORTER_MAX_TF_SHARDS", 10_000))
+
+
 def snappy_decompress(data: bytes | memoryview) -> bytes:
-    """Decode a raw (unframed) snappy block: a varint length, then literals and back-copies."""
+    """Decode a raw (unframed) snappy block: a varint length, then literals and back-copies.
+
+    Snappy expands at most ~22x (a 3-byte copy tag yields 64 bytes), so a header claiming more
+    is corrupt and refused before any work; output never grows past the header's size.
+    """
     data = memoryview(data)
     size, pos = varint(data, 0)
-    out = bytearray()
     n = len(data)
+    if size > 32 * n + 64:
+        raise FormatError(f"corrupt snappy block (header says {size} bytes from {n})")
+    out = bytearray()
     while pos < n:
         tag = data[pos]
         pos += 1
@@ -157,7 +167,7 @@ def snappy_decompress(data: bytes | memoryview) -> bytes:
                 length = int.from_bytes(data[pos:pos + extra], "little")
                 pos += extra
             length += 1
-            if pos + length > n:
+            if pos + length > n or len(out) + length > size:
                 raise FormatError("corrupt snappy block (literal runs past the end)")
             out += data[pos:pos + length]
             pos += length
@@ -176,12 +186,13 @@ def snappy_decompress(data: bytes | memoryview) -> bytes:
             pos += 4
         if offset == 0 or offset > len(out):
             raise FormatError("corrupt snappy block (copy offset out of range)")
+        if len(out) + length > size:
+            raise FormatError(f"corrupt snappy block (decodes past the {size} bytes it declares)")
         start = len(out) - offset
         if offset >= length:
             out += out[start:start + length]
-        else:  # overlapping copy repeats the pattern
-            for i in range(length):
-                out.append(out[start + i])
+        else:  # overlapping copy repeats the last `offset` bytes
+            out += (out[start:] * (length // offset + 1))[:length]
     if len(out) != size:
         raise FormatError(f"corrupt snappy block ({len(out)} bytes decoded, header says {size})")
     return bytes(out)
@@ -254,8 +265,13 @@ def read_table(path: str | Path) -> list[tuple[bytes, memoryview]]:
     index_off, index_size, _ = _handle(footer, pos)
     index = _read_block(data, index_off, index_size, str(path))
     out: list[tuple[bytes, memoryview]] = []
+    end = 0
     for _, handle in _block_entries(index, str(path)):
         off, size, _ = _handle(handle)
+        if off < end:  # blocks follow each other: a handle repeated or pointing back is corrupt
+            raise FormatError(f"{path}: corrupt index (data block at {off} overlaps or repeats "
+                              "an earlier one)")
+        end = off + size + _TRAILER
         out.extend(_block_entries(_read_block(data, off, size, str(path)), str(path)))
     return out
 
@@ -315,6 +331,9 @@ class BundleReader:
             else:
                 self.entries[key.decode("utf-8", errors="replace")] = parse_bundle_entry(value)
         n = self.header["num_shards"]
+        if not 0 <= n <= MAX_SHARDS:
+            raise FormatError(f"{self.index_path}: bundle header declares {n} data shards, over "
+                              f"porter's limit of {MAX_SHARDS} (raise PORTER_MAX_TF_SHARDS)")
         self.shards = [Path(f"{self.prefix}.data-{i:05d}-of-{n:05d}") for i in range(n)]
         used = {e.shard_id for e in (*self.entries.values(), *self._slice_entries.values())
                 if e.size}
@@ -337,14 +356,24 @@ class BundleReader:
         shard = self.shards[entry.shard_id]
         if not shard.is_file():
             raise FormatError(f"{shard}: data shard missing (needed for {name!r})")
+        from porter.importers import check_beside
+
+        check_beside(shard, self.index_path, "data shard")
+        dt = np_dtype(entry.dtype)
+        count = int(np.prod(entry.shape, dtype=np.int64))
+        if entry.offset < 0 or entry.size < 0 or entry.offset + entry.size > shard.stat().st_size:
+            raise FormatError(f"{shard}: {name!r} at offset {entry.offset} size {entry.size} "
+                              f"lies outside the {shard.stat().st_size}-byte shard")
+        if any(d < 0 for d in entry.shape) or (dt.kind == "O" and count > entry.size) or (
+                dt.kind != "O" and count * dt.itemsize != entry.size):
+            raise FormatError(f"{shard}: {name!r} has {entry.size} bytes for shape "
+                              f"{list(entry.shape)} of {dt}")
         with open(shard, "rb") as fh:
             fh.seek(entry.offset)
             data = fh.read(entry.size)
         if len(data) != entry.size:
             raise FormatError(f"{shard}: truncated ({name!r} needs {entry.size} bytes at "
                               f"offset {entry.offset})")
-        dt = np_dtype(entry.dtype)
-        count = int(np.prod(entry.shape, dtype=np.int64))
         if dt.kind == "O":
             return self._strings(name, data, count, entry)
         if unmask_crc(entry.crc32c) != crc32c(data):
@@ -385,6 +414,13 @@ class BundleReader:
         if not entry.slices:
             return self._raw(name, entry)
         dt = np_dtype(entry.dtype)
+        parts = [self._slice_entries.get(encode_tensor_name_slice(name, t)) for t in entry.slices]
+        stored = sum(p.size for p in parts if p is not None)
+        count = int(np.prod(entry.shape, dtype=np.int64))
+        if any(d < 0 for d in entry.shape) or count * (dt.itemsize if dt.kind != "O" else 1) > (
+                stored):
+            raise FormatError(f"{self.index_path}: {name!r} of shape {list(entry.shape)} is "
+                              f"larger than its {stored} bytes of slices")
         full = np.zeros(entry.shape, dt) if dt.kind != "O" else np.empty(entry.shape, object)
         for tslice in entry.slices:
             key = encode_tensor_name_slice(name, tslice)
@@ -411,13 +447,16 @@ def checkpoint_prefix(path: str | Path) -> Path | None:
             for line in state.read_text(errors="replace").splitlines():
                 key, _, value = line.partition(":")
                 if key.strip() == "model_checkpoint_path":
-                    target = Path(value.strip().strip('"'))
-                    target = target if target.is_absolute() else path / target
-                    if Path(f"{target}.index").is_file():
+                    named = Path(value.strip().strip('"'))
+                    # only inside this folder: "/abs/x" and "../../x" never open another
+                    # checkpoint; an absolute path from another machine keeps its file name
+                    target = path / named
+                    inside = not named.is_absolute() and path.resolve() in (
+                        Path(f"{target}.index").resolve().parents)
+                    if inside and Path(f"{target}.index").is_file():
                         return target
-                    # an absolute path from another machine: try its name in this folder
-                    if Path(f"{path / target.name}.index").is_file():
-                        return path / target.name
+                    if named.name and Path(f"{path / named.name}.index").is_file():
+                        return path / named.name
         indexes = sorted(path.glob("*.index"))
         return indexes[0].with_suffix("") if len(indexes) == 1 else None
     if text.endswith(".index") and path.is_file():

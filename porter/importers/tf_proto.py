@@ -8,6 +8,7 @@ Unknown fields are skipped, as protobuf itself does.
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,8 @@ def parse_fields(buf: bytes | memoryview) -> dict[int, list[Any]]:
 
 
 def _signed(v: int, bits: int = 64) -> int:
+    if not isinstance(v, int):
+        raise FormatError("malformed protobuf (bytes where a number belongs)")
     return v - (1 << bits) if v >= 1 << (bits - 1) else v
 
 
@@ -73,8 +76,16 @@ def _one(f: dict[int, list[Any]], num: int, default: Any = 0) -> Any:
     return vals[-1] if vals else default
 
 
+def _bytes(v: Any) -> bytes:
+    """A length-delimited field's bytes; a number there (``bytes(10**12)`` would allocate a
+    terabyte) is a corrupt message."""
+    if not isinstance(v, (bytes, bytearray, memoryview)):
+        raise FormatError("malformed protobuf (a number where text or bytes belong)")
+    return bytes(v)
+
+
 def _str(v: Any) -> str:
-    return bytes(v).decode("utf-8", errors="replace")
+    return _bytes(v).decode("utf-8", errors="replace")
 
 
 def _packed_varints(vals: list[Any]) -> list[int]:
@@ -167,15 +178,35 @@ def _fill(values: np.ndarray, count: int, name: str) -> np.ndarray:
     return np.concatenate([values, np.full(count - values.size, values[-1], values.dtype)])
 
 
+#: Largest tensor a TensorProto may decode to (fill-encoded: a few bytes can claim gigabytes);
+#: ``PORTER_MAX_TENSOR_BYTES`` raises it.
+MAX_TENSOR_BYTES = int(os.environ.get("PORTER_MAX_TENSOR_BYTES", 4 << 30))
+_ATTR_INLINE = 1 << 16  # elements of a tensor-valued attribute decoded when a graph is read
+
+
+def _count(shape: tuple[int, ...], name: str) -> int:
+    if any(d < 0 for d in shape):
+        raise FormatError(f"tensor {name!r} has an unknown or negative dimension {list(shape)}")
+    count = 1
+    for d in shape:
+        count *= d
+    return count
+
+
 def parse_tensor(buf: Any, name: str = "") -> tuple[int, tuple[int, ...], Any]:
-    """TensorProto -> (dtype code, shape, loader); the loader decodes values on demand."""
+    """TensorProto -> (dtype code, shape, loader); the loader decodes values on demand, at
+    most :data:`MAX_TENSOR_BYTES`."""
     f = parse_fields(buf)
     code = _one(f, 1, 0)
     shape = parse_shape(_one(f, 2, b"")) or ()
 
     def load() -> np.ndarray:
         dt = np_dtype(code)
-        count = int(np.prod(shape, dtype=np.int64))
+        count = _count(shape, name)
+        if count * dt.itemsize > MAX_TENSOR_BYTES:
+            raise FormatError(f"tensor {name!r} of shape {list(shape)} would decode to "
+                              f"{count * dt.itemsize} bytes, over porter's limit of "
+                              f"{MAX_TENSOR_BYTES} (raise PORTER_MAX_TENSOR_BYTES)")
         content = _one(f, 4, None)
         if dt.kind == "O":
             vals = np.empty(len(f.get(8, [])), object)
@@ -204,7 +235,7 @@ def parse_tensor(buf: Any, name: str = "") -> tuple[int, tuple[int, ...], Any]:
             parts = np.array(_packed_fixed(f.get(fld, []), fmt, size))
             vals = (parts[0::2] + 1j * parts[1::2]).astype(dt)
         elif code in (24, 25):
-            vals = np.frombuffer(bytes(_one(f, 18, b"")), np.uint8).view(dt)
+            vals = np.frombuffer(_bytes(_one(f, 18, b"")), np.uint8).view(dt)
         else:  # int32, int16, int8, uint8, uint16, quantized: int_val
             # negative int32s are sign-extended to 64 bits on the wire
             vals = np.array([_signed(v) for v in _packed_varints(f.get(7, []))],
@@ -215,6 +246,15 @@ def parse_tensor(buf: Any, name: str = "") -> tuple[int, tuple[int, ...], Any]:
 
 
 # --------------------------------------------------------------------------- graphs and nodes
+
+def _attr_tensor(buf: Any) -> Any:
+    """A tensor-valued attribute: decoded when small, else described (weights stay lazy)."""
+    code, shape, load = parse_tensor(buf)
+    count = _count(shape, "attribute")
+    if count > _ATTR_INLINE:
+        return f"<tensor {dtype_name(code)} {list(shape)}>"
+    return load()
+
 
 def _attr_value(buf: Any) -> Any:
     """AttrValue -> a python value (str, int, float, bool, dtype name, shape, ndarray, list)."""
@@ -232,7 +272,7 @@ def _attr_value(buf: Any) -> Any:
     if 7 in f:
         return parse_shape(f[7][-1])
     if 8 in f:
-        return parse_tensor(f[8][-1])[2]()
+        return _attr_tensor(f[8][-1])
     if 9 in f:
         return f"<placeholder {_str(f[9][-1])}>"
     if 10 in f:
@@ -252,7 +292,7 @@ def _attr_value(buf: Any) -> Any:
         if 7 in lf:
             return [parse_shape(s) for s in lf[7]]
         if 8 in lf:
-            return [parse_tensor(t)[2]() for t in lf[8]]
+            return [_attr_tensor(t) for t in lf[8][:_ATTR_INLINE]]
         if 9 in lf:
             return [_str(_one(parse_fields(x), 1, b"")) for x in lf[9]]
         return []

@@ -9,11 +9,15 @@ optional is its value or None.
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import torch
 from torch import nn
 
 from porter.converters.context import Context, In, Node, Op
 from porter.converters.registry import converter
+from porter.errors import FormatError
 
 _TORCH_SINCE = (1, 11, 13, 16, 19, 21, 23, 24, 25)
 
@@ -75,6 +79,27 @@ def _stack(vals: list, axis: int = 0, reverse: bool = False) -> torch.Tensor:
 
 # ---- Loop -----------------------------------------------------------------------------------
 
+#: Most iterations a Loop may run (porter's module, and a constant trip count with no way to
+#: stop earlier, refused at conversion before onnxruntime spins on it); PORTER_MAX_LOOP_TRIPS.
+MAX_LOOP_TRIPS = int(os.environ.get("PORTER_MAX_LOOP_TRIPS", 10_000_000))
+
+
+def _never_stops_early(node: Node, ctx: Context) -> bool:
+    """Whether the body's condition output is the condition input passed through (or absent
+    cond): then the loop runs its full trip count."""
+    body = node.attr("body")
+    if not ctx.has(1):
+        return True
+    if body is None or len(body.input) < 2 or not body.output:
+        return False
+    cond_in, cond_out = body.input[1].name, body.output[0].name
+    if cond_out == cond_in:
+        return True
+    for n in body.node:
+        if cond_out in n.output:
+            return n.op_type == "Identity" and list(n.input) == [cond_in]
+    return False
+
 class Loop(nn.Module):
     """ONNX Loop: ``(M, cond, *carried, *outer) -> (*final carried, *stacked scan outputs)``."""
 
@@ -93,6 +118,9 @@ class Loop(nn.Module):
         scans: list[list] = []
         it = 0
         while go and (trip is None or it < trip):
+            if it >= MAX_LOOP_TRIPS:
+                raise FormatError(f"Loop ran {it} iterations, porter's limit "
+                                  "(raise PORTER_MAX_LOOP_TRIPS)")
             it_t = torch.tensor(it, dtype=m.dtype if m is not None else torch.int64)
             cond_t = torch.tensor(go) if cond is None else torch.tensor(go, dtype=cond.dtype)
             outs = self.body([it_t, cond_t, *carried], outer)
@@ -114,6 +142,13 @@ class Loop(nn.Module):
 def _loop(node: Node, ctx: Context) -> Op:
     n_in, n_out = len(node.inputs), len(node.outputs)
     n_carried = n_in - 2
+    trips = ctx.const(0)
+    if trips is not None and np.asarray(trips).size == 1 and int(np.asarray(trips).reshape(
+            -1)[0]) > MAX_LOOP_TRIPS and (not ctx.is_const(1) or bool(np.asarray(
+            ctx.const(1)).reshape(-1)[0])) and _never_stops_early(node, ctx):
+        raise FormatError(f"Loop {node.name or ''!r} always runs its constant trip count "
+                          f"{int(np.asarray(trips).reshape(-1)[0])}, over porter's limit of "
+                          f"{MAX_LOOP_TRIPS} (raise PORTER_MAX_LOOP_TRIPS)")
     (body,), outer = _bodies(node, ctx, [node.attr("body")])
     ins = [In(0) if ctx.has(0) else None, In(1) if ctx.has(1) else None]
     ins += [In(i) for i in range(2, n_in)]

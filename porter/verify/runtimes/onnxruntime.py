@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -76,11 +77,27 @@ class OrtRunner:
         self.version = ort.__version__
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import threading
+
+        import onnxruntime as ort
+
         feeds = {k: np.ascontiguousarray(v) for k, v in inputs.items() if k in self.input_names}
+        # a crafted graph (a Loop whose condition never turns false) must not hang the check
+        limit = float(os.environ.get("PORTER_ORT_TIMEOUT", 1800))
+        options = ort.RunOptions()
+        options.log_severity_level = 4  # the terminate notice is ours to report, in one line
+        timer = threading.Timer(limit, lambda: setattr(options, "terminate", True))
+        timer.daemon = True
+        timer.start()
         try:
-            outs = self.session.run(self.output_names, feeds)
+            outs = self.session.run(self.output_names, feeds, options)
         except Exception as exc:  # the model rejects these inputs (shape, value, type)
+            if options.terminate:
+                raise PorterError(f"onnxruntime ran past {limit:g} s on one case (raise "
+                                  "PORTER_ORT_TIMEOUT)") from exc
             shapes = ", ".join(f"{k}={'x'.join(map(str, v.shape))}" for k, v in feeds.items())
             raise PorterError(f"onnxruntime cannot run the model on {shapes}: {_message(exc)}; "
                               "set input sizes with --shape NAME=DIMS") from exc
+        finally:
+            timer.cancel()
         return dict(zip(self.output_names, outs))

@@ -81,12 +81,20 @@ def dygraph(payload: Mapping[str, Any]) -> Runner:
     """A ``paddle.nn.Layer`` in eval mode. payload: ``builder`` ("pkg.mod:fn" returning the
     layer), optional ``kwargs``, ``params`` (a .pdparams to ``set_state_dict``), ``inputs``
     (argument names in call order; default: the input dict's order), ``outputs`` (names for a
-    tuple/list result; a dict result keeps its keys; a single tensor is ``"output"``)."""
+    tuple/list result; a dict result keeps its keys; a single tensor is ``"output"``).
+    ``state`` (name -> numpy array, the tensors porter itself read and hashed) is preferred to
+    ``params``: paddle.load is a full unpickler, and a path can be swapped after porter's safe
+    read, so a reference for an untrusted file must never reopen it."""
     paddle = _quiet_paddle()
     paddle.set_device("cpu")
     mod, _, attr = str(payload["builder"]).partition(":")
     layer = getattr(importlib.import_module(mod), attr)(**dict(payload.get("kwargs") or {}))
-    if payload.get("params"):
+    if payload.get("state") is not None:
+        state = {k: paddle.to_tensor(np.asarray(v)) for k, v in payload["state"].items()}
+        missing, unexpected = layer.set_state_dict(state)
+        if missing or unexpected:
+            raise KeyError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
+    elif payload.get("params"):  # porter's own fixtures only; see ``state``
         state = paddle.load(str(payload["params"]))
         missing, unexpected = layer.set_state_dict(state)
         if missing or unexpected:
@@ -134,11 +142,14 @@ def paddle_inference_runtime(model: str | Path, params: str | Path | None = None
 def dygraph_runtime(builder: str, params: str | Path | None = None,
                     kwargs: Mapping[str, Any] | None = None,
                     inputs: list[str] | None = None, outputs: list[str] | None = None,
-                    extra_env: Mapping[str, str] | None = None) -> Any:
-    """A ChildRuntime over a ``paddle.nn`` model built by ``builder`` ("pkg.mod:fn")."""
+                    extra_env: Mapping[str, str] | None = None,
+                    state: Mapping[str, np.ndarray] | None = None) -> Any:
+    """A ChildRuntime over a ``paddle.nn`` model built by ``builder`` ("pkg.mod:fn"), its
+    weights from ``state`` (arrays porter read; preferred) or a trusted ``params`` file."""
     from porter.verify.runtimes.child import ChildRuntime
 
     payload = {"builder": builder, "kwargs": dict(kwargs or {}),
+               "state": None if state is None else {k: np.asarray(v) for k, v in state.items()},
                "params": str(params) if params else None, "inputs": inputs, "outputs": outputs}
     env = {"GLOG_minloglevel": "2", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(),

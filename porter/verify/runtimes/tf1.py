@@ -84,24 +84,45 @@ def _session(graph: Any) -> Any:
 
 def metagraph(payload: Mapping[str, Any]) -> SessionRunner:
     """Import ``payload["meta"]``, restore ``payload["checkpoint"]`` (default: meta prefix)."""
+    from porter.importers.tf_ops import INFERENCE_OPS, check_graph_ops, check_restore
+
     tf = _tf()
     meta = str(payload["meta"])
     checkpoint = str(payload.get("checkpoint") or meta[:-len(".meta")])
+    mg = tf.compat.v1.MetaGraphDef()
+    with open(meta, "rb") as fh:
+        mg.ParseFromString(fh.read())
+    nodes = mg.graph_def.node
+    check_graph_ops(nodes, meta, _fetch_roots(payload),
+                    INFERENCE_OPS | {"VariableV2", "Variable", "VarHandleOp", "ReadVariableOp"})
+    check_restore(nodes, mg.saver_def.restore_op_name, mg.saver_def.filename_tensor_name, meta)
     graph = tf.Graph()
     with graph.as_default():
-        saver = tf.compat.v1.train.import_meta_graph(meta, clear_devices=True)
+        saver = tf.compat.v1.train.import_meta_graph(mg, clear_devices=True)
     sess = _session(graph)
     saver.restore(sess, checkpoint)
     return SessionRunner(sess, payload["inputs"], payload["outputs"],
                          payload.get("layout", "NCHW"))
 
 
+def _fetch_roots(payload: Mapping[str, Any]) -> list[str]:
+    outs = [t for v in payload["outputs"].values() for t in ([v] if isinstance(v, str) else v)]
+    return [*outs, *payload["inputs"].values()]
+
+
 def frozen(payload: Mapping[str, Any]) -> SessionRunner:
-    """Load the frozen GraphDef ``payload["graph"]`` (weights are its Consts) and run it."""
+    """Load the frozen GraphDef ``payload["graph_bytes"]`` (the bytes porter read; else the
+    file ``payload["graph"]``), refuse ops off the allow-list the fetches reach, and run it."""
+    from porter.importers.tf_ops import check_graph_ops
+
     tf = _tf()
     graph_def = tf.compat.v1.GraphDef()
-    with open(payload["graph"], "rb") as fh:
-        graph_def.ParseFromString(fh.read())
+    data = payload.get("graph_bytes")
+    if not isinstance(data, bytes):
+        with open(payload["graph"], "rb") as fh:
+            data = fh.read()
+    graph_def.ParseFromString(data)
+    check_graph_ops(graph_def.node, str(payload.get("graph", "graph")), _fetch_roots(payload))
     graph = tf.Graph()
     with graph.as_default():
         tf.graph_util.import_graph_def(graph_def, name="")
