@@ -130,7 +130,7 @@ def _reference(source: Source, input_names: list[str], output_names: list[str]):
         # TF feeds inner tensors directly, so the reference runs the graph as published (the
         # restored MetaGraph for checkpoints), never the cut or frozen copy given to tf2onnx.
         # Nothing runs before every op the outputs depend on passed the allow-list.
-        check_frozen_ops(source, list(output_names) + list(input_names))
+        check_frozen_ops(source, list(output_names), list(input_names))
         payload: dict[str, Any] = {"layout": "none", "inputs": {n: n for n in input_names},
                                    "outputs": {n: n for n in output_names}}
         if fmt == "tf1-frozen":

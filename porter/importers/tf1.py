@@ -289,15 +289,19 @@ def load_frozen(path: Path) -> Source:
                   native=data)
 
 
-def check_frozen_ops(source: Source, outputs: list[str]) -> None:
-    """Refuse a frozen graph whose ``outputs`` reach an op outside the TF allow-list."""
+def check_frozen_ops(source: Source, outputs: list[str], feeds: list[str] = ()) -> None:
+    """Refuse a TF1 graph whose ``outputs`` reach (not through the fed tensors ``feeds``) an op
+    outside the TF allow-list."""
     from types import SimpleNamespace
 
-    from porter.importers.tf_ops import check_graph_ops
+    from porter.importers.tf_ops import INFERENCE_OPS, check_graph_ops
 
     nodes = [SimpleNamespace(name=n, op=d["op_type"], input=d["inputs"])
              for n, d in source.graph.nodes(data=True)]
-    check_graph_ops(nodes, str(source.path), roots=outputs)
+    allowed = INFERENCE_OPS  # a MetaGraph's outputs also read its (restored) variables
+    if source.format != "tf1-frozen":
+        allowed = allowed | {"VariableV2", "Variable", "VarHandleOp", "ReadVariableOp"}
+    check_graph_ops(nodes, str(source.path), roots=outputs, allowed=allowed, feeds=feeds)
 
 
 # ------------------------------------------------------------------------ quantized weights
@@ -457,7 +461,7 @@ def prepare_graph(source: Source, out: Path, inputs: dict[str, list[int] | None]
                 raise FormatError(f"--inputs {name}: an inner tensor needs a shape "
                                   f"(NAME:1x224x224x3)")
             feeds[name] = shape
-    check_frozen_ops(source, outputs + list(feeds))  # TF runs the graph to freeze and fold it
+    check_frozen_ops(source, outputs, list(feeds))  # TF runs the graph to freeze and fold it
     request: dict[str, Any] = {"outputs": outputs, "feeds": feeds, "out": str(out)}
     frozen_from = None
     if source.format == "tf1-frozen":

@@ -44,7 +44,7 @@ MatrixDiagPartV3 MatrixSetDiag MatrixSetDiagV2 MatrixSetDiagV3
 ResizeBilinear ResizeNearestNeighbor ResizeBicubic ResizeArea CropAndResize SpaceToDepth
 DepthToSpace SpaceToBatchND BatchToSpaceND ExtractImagePatches NonMaxSuppressionV2
 NonMaxSuppressionV3 NonMaxSuppressionV4 NonMaxSuppressionV5
-FakeQuantWithMinMaxVars FakeQuantWithMinMaxArgs FakeQuantWithMinMaxVarsPerChannel
+FakeQuantWithMinMaxVars FakeQuantWithMinMaxArgs FakeQuantWithMinMaxVarsPerChannel Dequantize
 Switch Merge Enter Exit NextIteration LoopCond ControlTrigger
 TensorArrayV3 TensorArrayReadV3 TensorArrayWriteV3 TensorArrayGatherV3 TensorArrayScatterV3
 TensorArraySizeV3 TensorArraySplitV3 TensorArrayConcatV3
@@ -73,10 +73,19 @@ def _producer(inp: str) -> str:
     return inp.lstrip("^").split(":")[0]
 
 
-def _reachable(nodes: dict[str, Any], roots: Iterable[str]) -> list[str]:
-    """Names of the nodes ``roots`` depend on (data and control inputs), roots included."""
+def _tensor(inp: str) -> str:
+    name = inp.lstrip("^")
+    return name if ":" in name else f"{name}:0"
+
+
+def _reachable(nodes: dict[str, Any], roots: Iterable[str], feeds: Iterable[str] = ()) -> list[str]:
+    """Names of the nodes ``roots`` depend on (data and control inputs), roots included.
+
+    A data edge from a fed tensor (``NAME:K`` in ``feeds``) is not followed: TensorFlow never
+    runs what only computes a tensor that is fed."""
+    fed = {_tensor(f) for f in feeds}
     seen: set[str] = set()
-    stack = [_producer(r) for r in roots]
+    stack = [_producer(r) for r in roots if _tensor(r) not in fed]
     order = []
     while stack:
         name = stack.pop()
@@ -84,16 +93,18 @@ def _reachable(nodes: dict[str, Any], roots: Iterable[str]) -> list[str]:
             continue
         seen.add(name)
         order.append(name)
-        stack.extend(_producer(i) for i in _inputs(nodes[name]))
+        stack.extend(_producer(i) for i in _inputs(nodes[name])
+                     if i.startswith("^") or _tensor(i) not in fed)
     return order
 
 
 def check_graph_ops(graph_nodes: Iterable[Any], where: str, roots: Iterable[str] | None = None,
-                    allowed: frozenset[str] = INFERENCE_OPS) -> None:
+                    allowed: frozenset[str] = INFERENCE_OPS, feeds: Iterable[str] = ()) -> None:
     """Refuse (UnsafeSourceError naming the node) any op outside ``allowed`` among the nodes
-    ``roots`` reach, or among all nodes when ``roots`` is None."""
+    ``roots`` reach (not through the tensors in ``feeds``), or among all nodes when ``roots``
+    is None."""
     nodes = {n.name: n for n in graph_nodes}
-    names = list(nodes) if roots is None else _reachable(nodes, roots)
+    names = list(nodes) if roots is None else _reachable(nodes, roots, feeds)
     bad = [(name, nodes[name].op) for name in names if nodes[name].op not in allowed]
     if bad:
         bad.sort(key=lambda nb: nb[1] not in KNOWN_IO)  # name the file / code ops first

@@ -94,7 +94,8 @@ def metagraph(payload: Mapping[str, Any]) -> SessionRunner:
         mg.ParseFromString(fh.read())
     nodes = mg.graph_def.node
     check_graph_ops(nodes, meta, _fetch_roots(payload),
-                    INFERENCE_OPS | {"VariableV2", "Variable", "VarHandleOp", "ReadVariableOp"})
+                    INFERENCE_OPS | {"VariableV2", "Variable", "VarHandleOp", "ReadVariableOp"},
+                    feeds=_fed(payload))
     check_restore(nodes, mg.saver_def.restore_op_name, mg.saver_def.filename_tensor_name, meta)
     graph = tf.Graph()
     with graph.as_default():
@@ -107,7 +108,11 @@ def metagraph(payload: Mapping[str, Any]) -> SessionRunner:
 
 def _fetch_roots(payload: Mapping[str, Any]) -> list[str]:
     outs = [t for v in payload["outputs"].values() for t in ([v] if isinstance(v, str) else v)]
-    return [*outs, *payload["inputs"].values()]
+    return outs
+
+
+def _fed(payload: Mapping[str, Any]) -> list[str]:
+    return [t for v in payload["inputs"].values() for t in ([v] if isinstance(v, str) else v)]
 
 
 def frozen(payload: Mapping[str, Any]) -> SessionRunner:
@@ -122,7 +127,8 @@ def frozen(payload: Mapping[str, Any]) -> SessionRunner:
         with open(payload["graph"], "rb") as fh:
             data = fh.read()
     graph_def.ParseFromString(data)
-    check_graph_ops(graph_def.node, str(payload.get("graph", "graph")), _fetch_roots(payload))
+    check_graph_ops(graph_def.node, str(payload.get("graph", "graph")), _fetch_roots(payload),
+                    feeds=_fed(payload))
     graph = tf.Graph()
     with graph.as_default():
         tf.graph_util.import_graph_def(graph_def, name="")
