@@ -8,9 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.security.conftest import assert_one_line_error, porter_cli, run_capped
+
+pytestmark = pytest.mark.slow  # each case runs a full `porter convert` in a child
 
 CANARY = "CANARY"
 

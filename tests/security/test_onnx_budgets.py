@@ -28,6 +28,7 @@ def _convert(path, cwd, verify: str = "cpu"):
                       cwd=cwd, timeout=180)
 
 
+@pytest.mark.slow  # a full `porter convert` in a child
 @pytest.mark.parametrize("kind", ["ConstantOfShape", "Range"])
 def test_constant_folding_is_budgeted(arena, kind: str) -> None:
     """Case 7: ConstantOfShape([1e6, 1e6]) / Range(0, 1e12, 1) folded at convert time."""
@@ -49,6 +50,7 @@ def test_constant_folding_is_budgeted(arena, kind: str) -> None:
     assert time.monotonic() - t0 < 120
 
 
+@pytest.mark.slow  # a full `porter convert` in a child
 def test_loop_that_never_stops_is_refused_before_onnxruntime(arena) -> None:
     """Case 7: a Loop with a 1e12 constant trip count and a pass-through condition."""
     model, cwd = arena
@@ -99,6 +101,7 @@ def test_malformed_external_numbers_are_format_errors(arena, offset, length, dim
     assert_one_line_error(open_all(path, cwd), match)
 
 
+@pytest.mark.slow  # a full `porter convert` in a child
 def test_output_never_produced(arena) -> None:
     """Case 9: a graph output no node produces."""
     model, cwd = arena
@@ -108,6 +111,7 @@ def test_output_never_produced(arena) -> None:
     assert_one_line_error(_convert(path, cwd, "none"), "ghost")
 
 
+@pytest.mark.slow  # a full `porter convert` in a child
 def test_loop_whose_condition_stays_true_is_stopped_by_the_runtime_timeout(arena) -> None:
     """Case 7: the condition is computed (v > -1, always true), so no static check can tell;
     onnxruntime is stopped by its run timeout instead of spinning through 1e12 iterations."""
