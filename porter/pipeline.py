@@ -82,7 +82,7 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
             target: str | None = None, images: Sequence[str | Path] = (),
             zoo: str | Path | None = None, shapes: Sequence[str] = (),
             cross_check: Sequence[str | Path] = (), tolerance: float | None = None,
-            progress: Progress = _quiet) -> ConvertResult:
+            upstream: str | None = None, progress: Progress = _quiet) -> ConvertResult:
     """Convert ``path`` to a verified torch module and write ``out`` (and the zoo on publish).
 
     ``verify``: "cpu" (parity against the source runtime), "npu" (that, plus NPU-safe
@@ -104,6 +104,8 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     from porter.importers import open_source
 
     source = open_source(src_path)
+    if upstream:
+        source.meta["upstream"] = str(upstream)
     timings["import"] = time.perf_counter() - t0
 
     t = time.perf_counter()
@@ -138,7 +140,8 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     if verify != "none":
         t = time.perf_counter()
         cases = port.cases(source, ported)
-        reference = port.reference(source, ported)  # one source runtime for every check below
+        # one source runtime for every check below, each case run through it once
+        reference = _Memo(port.reference(source, ported))
         try:
             parity = _verify_parity(source, port, ported, module, reference,
                                     cases + [_image_case(p, ported, cases[0]) for p in images], progress)
@@ -180,9 +183,24 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     return result
 
 
+class _Memo:
+    """A runner that remembers its outputs per inputs dict (the fp16 rerun reuses a case)."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner, self._seen = runner, {}
+        self.close = getattr(runner, "close", None)
+
+    def __call__(self, inputs: Any) -> Any:
+        key = id(inputs)
+        if key not in self._seen:
+            self._seen[key] = (inputs, self.runner(inputs))
+        return self._seen[key][1]
+
+
 def _default_name(source: Source, port: Any) -> str:
     stem = source.path.name
-    for suffix in (".onnx", ".pb", ".pdparams", ".pdmodel", ".meta", ".index"):
+    for suffix in (".onnx", ".pb", ".pdparams", ".pdmodel", ".meta", ".index", ".pth", ".pt",
+                   ".bin", ".safetensors"):
         stem = stem.removesuffix(suffix)
     return "".join(c if c.isalnum() or c in "_-." else "_" for c in stem) or port.name
 
@@ -326,11 +344,19 @@ def _npu_check(port: Any, ported: Any, module: torch.nn.Module, reference: Any, 
     smallest = min(cases, key=lambda c: sum(v.size for v in c.inputs.values()))
     fp16 = run_parity(reference, half, [smallest], tolerance=Tolerance(max_abs=float("inf")),
                       reference_name=port.reference_name, candidate_name=half.name)
+    from porter.verify.seed_criteria import seed_criteria
+
+    seed = seed_criteria(reference(smallest.inputs), half(smallest.inputs))
     result["fp16"] = {"note": "the NPU may compute convolutions in float16; informational",
-                      **fp16.to_dict()}
+                      **fp16.to_dict(), "seed_criteria": seed}
+    worst = max(seed["outputs"].values(), key=lambda o: o["rel_err"], default=None)
     progress(f"         {len(result.get('ops', []))} ATen ops, "
              f"{len(result.get('missing', []))} without an NPU kernel; "
              f"fp16 max|Δ| {fp16.worst():.3e}")
+    if worst is not None:
+        progress(f"         fp16 seed criteria: MAE {worst['mae']:.3e}, cosine "
+                 f"{worst['cosine']:.6f}, relative error {100 * worst['rel_err']:.3f} % -> "
+                 f"{'PASS' if seed['passed'] else 'FAIL'} (cosine > 0.99, rel err < 1 %)")
     if result.get("missing"):
         raise AuditError("NPU audit: no NPU kernel for " + ", ".join(
             f"{m['op'] if isinstance(m, dict) else m}" for m in result["missing"]))

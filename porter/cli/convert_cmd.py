@@ -10,7 +10,8 @@ HELP = """\
 Convert a foreign model to a verified PyTorch module.
 
 SRC is a model file or folder (ONNX .onnx, TF1 checkpoint prefix/.meta/.pb, Paddle .pdparams or
-inference model folder) or the name of a fetched catalog model (see `porter fetch`).
+inference model folder, PyTorch .pth/.pt/.bin checkpoint, .safetensors) or the name of a
+fetched catalog model (see `porter fetch`).
 
 The output folder holds model.safetensors and manifest.json (source digest, graph class and
 kwargs, mapping table, parity report, NPU audit, versions). Nothing is written unless every
@@ -19,7 +20,8 @@ requested check passes.
 examples:
   porter convert modnet.onnx --to torch --verify npu --out out/modnet
   porter convert PNet-18 --to torch --graph mtcnn_pnet --verify cpu
-  porter convert model.onnx --to torch-source --out out/model"""
+  porter convert model.onnx --to torch-source --out out/model
+  porter convert BEN2_Base.pth --to torch --verify npu --upstream BEN2.py:BEN_Base"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,6 +50,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tol", type=float, default=None, metavar="MAX_ABS",
                    help="max |Δ| tolerance for parity (default: the graph's own; generic: 1e-4, "
                         "widened by 1e-6 x each output's largest magnitude)")
+    p.add_argument("--upstream", metavar="FILE.py:NAME",
+                   help="the upstream PyTorch network (a class or builder) that a PyTorch "
+                        "checkpoint or safetensors file is verified against, e.g. "
+                        "BEN2.py:BEN_Base (default: $PORTER_UPSTREAM)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: out/NAME)")
     p.add_argument("--name", help="model name in the manifest and the zoo")
     p.add_argument("--publish", action="store_true",
@@ -65,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     result = convert(args.src, to=args.to, graph=args.graph, verify=args.verify, out=args.out,
                      publish=args.publish, name=args.name, target=args.target,
                      images=args.images, zoo=args.zoo, shapes=args.shapes,
-                     cross_check=args.cross_check, tolerance=args.tol, progress=show)
+                     cross_check=args.cross_check, tolerance=args.tol,
+                     upstream=args.upstream, progress=show)
     if args.json:
         emit_json(result.manifest)
     else:
@@ -114,6 +121,12 @@ def summary(result) -> str:
             fp16 = npu.get("fp16") or {}
             if fp16:
                 lines.append(f"            fp16 rerun worst max|Δ| {fp16['worst_max_abs']:.2e}")
+                seed = fp16.get("seed_criteria") or {}
+                for out, c in seed.get("outputs", {}).items():
+                    lines.append(f"            fp16 {out}: MAE {c['mae']:.2e}, cosine "
+                                 f"{c['cosine']:.6f}, rel err {100 * c['rel_err']:.3f} % -> "
+                                 f"{'PASS' if c['passed'] else 'FAIL'} (seed thresholds: "
+                                 "cosine > 0.99, rel err < 1 %)")
     if m.get("substitutes"):
         lines.append(f"  substitutes {len(m['substitutes'])} NPU-safe rewrites")
     if result.out is not None:

@@ -177,7 +177,8 @@ class PatchMerging(nn.Module):
         return self.reduction(self.norm(x.view(b, -1, 4 * c)))
 
 
-def shift_mask(h: int, w: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
+def shift_mask(h: int, w: int, window: int, shift: int, device: torch.device,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """[nW, w², w²] additive mask (0 / -100) keeping shifted windows from mixing regions."""
     hp, wp = math.ceil(h / window) * window, math.ceil(w / window) * window
     img = torch.zeros((1, hp, wp, 1), device=device)
@@ -189,7 +190,7 @@ def shift_mask(h: int, w: int, window: int, shift: int, device: torch.device) ->
             label += 1
     win = window_partition(img, window).reshape(-1, window * window)
     diff = win.unsqueeze(1) - win.unsqueeze(2)
-    return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
+    return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0).to(dtype)
 
 
 class BasicLayer(nn.Module):
@@ -205,7 +206,7 @@ class BasicLayer(nn.Module):
         self.downsample = PatchMerging(dim) if downsample else None
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-        mask = shift_mask(h, w, self.window, self.shift, x.device)
+        mask = shift_mask(h, w, self.window, self.shift, x.device, x.dtype)
         for blk in self.blocks:
             x = blk(x, h, w, mask)
         down = self.downsample(x, h, w) if self.downsample is not None else x
@@ -282,7 +283,8 @@ def to_tokens(x: torch.Tensor) -> torch.Tensor:
 
 
 def sine_position(h: int, w: int, dim: int, device: torch.device,
-                  temperature: float = 10000.0) -> torch.Tensor:
+                  dtype: torch.dtype = torch.float32, temperature: float = 10000.0
+                  ) -> torch.Tensor:
     """DETR's normalised 2-D sine embedding, [H·W, 1, 2·dim] (y features, then x)."""
     ones = torch.ones((1, h, w), dtype=torch.float32, device=device)
     y, x = ones.cumsum(1), ones.cumsum(2)
@@ -294,7 +296,7 @@ def sine_position(h: int, w: int, dim: int, device: torch.device,
     px, py = x[..., None] / dim_t, y[..., None] / dim_t
     px = torch.stack((px[..., 0::2].sin(), px[..., 1::2].cos()), dim=4).flatten(3)
     py = torch.stack((py[..., 0::2].sin(), py[..., 1::2].cos()), dim=4).flatten(3)
-    return torch.cat((py, px), dim=3).permute(0, 3, 1, 2).flatten(2).permute(2, 0, 1)
+    return torch.cat((py, px), dim=3).permute(0, 3, 1, 2).flatten(2).permute(2, 0, 1).to(dtype)
 
 
 class CrossAttention(nn.Module):
@@ -329,7 +331,7 @@ class _FeedForward(nn.Module):
     def _ffn(self, x: torch.Tensor, attended: torch.Tensor, fc_in: nn.Linear,
              fc_out: nn.Linear) -> torch.Tensor:
         x = self.norm1(x + attended)
-        return self.norm2(x + fc_out(F.gelu(fc_in(x))))
+        return self.norm2(x + fc_out(self.activation(fc_in(x))))
 
 
 class MCLM(_FeedForward):
@@ -344,6 +346,7 @@ class MCLM(_FeedForward):
         self.linear4 = nn.Linear(dim * 2, dim)
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
+        self.activation = nn.GELU()
         self.pool_ratios = tuple(pool_ratios)
         self.dim = dim
 
@@ -355,10 +358,11 @@ class MCLM(_FeedForward):
         for r in self.pool_ratios:
             pool = F.adaptive_avg_pool2d(whole, (round(h / r), round(w / r)))
             pools.append(to_tokens(pool))
-            poses.append(sine_position(pool.shape[2], pool.shape[3], self.dim // 2, loc.device))
+            poses.append(sine_position(pool.shape[2], pool.shape[3], self.dim // 2, loc.device,
+                                       loc.dtype))
         pools_t, pos_t = torch.cat(pools, 0), torch.cat(poses, 0)
         g = to_tokens(glb)
-        g_pos = sine_position(glb.shape[2], glb.shape[3], self.dim // 2, loc.device)
+        g_pos = sine_position(glb.shape[2], glb.shape[3], self.dim // 2, loc.device, loc.dtype)
         g = self._ffn(g, self.attention[0](g + g_pos, pools_t + pos_t, pools_t),
                       self.linear1, self.linear2)
         # each patch attends to its quarter of the refreshed global view
@@ -382,6 +386,7 @@ class MCRM(_FeedForward):
         self.linear4 = nn.Linear(dim * 2, dim)
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
+        self.activation = nn.GELU()
         self.sal_conv = nn.Conv2d(dim, 1, 1)
         self.pool_ratios = tuple(pool_ratios)
 

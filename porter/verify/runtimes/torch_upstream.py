@@ -75,6 +75,15 @@ STAND_INS: dict[str, dict[str, Any]] = {
 }
 
 
+def _module_getattr(name: str) -> Callable[[str], Any]:
+    def getattr_(item: str) -> Any:
+        if item.startswith("__"):
+            raise AttributeError(item)
+        return _Unavailable(f"{name}.{item}")
+
+    return getattr_
+
+
 def _install_stand_ins(names: Sequence[str]) -> list[str]:
     installed = []
     for name in names:
@@ -88,7 +97,7 @@ def _install_stand_ins(names: Sequence[str]) -> list[str]:
         mod = types.ModuleType(name)
         mod.__path__ = []  # a package with no files: its submodules are stand-ins too
         mod.__dict__.update(STAND_INS.get(name, {}))
-        mod.__getattr__ = lambda item, _n=name: _Unavailable(f"{_n}.{item}")  # type: ignore
+        mod.__getattr__ = _module_getattr(name)  # type: ignore[method-assign]
         sys.modules[name] = mod
         parent, _, child = name.rpartition(".")
         if parent in sys.modules:
