@@ -362,15 +362,19 @@ def _tensor_loader(path: Path, spec: _TensorSpec, reader: Callable[[], np.ndarra
         if raw.size != spec.storage.numel * dtype.itemsize:
             raise FormatError(f"{path}: storage {spec.storage.key} holds {raw.size} bytes, "
                               f"expected {spec.storage.numel * dtype.itemsize}")
-        flat = raw.view(dtype)
         if count == 0:
             return np.zeros(spec.size, dtype)
+        # stride in a plain integer type of the same width (numpy's as_strided cannot take
+        # extension dtypes such as ml_dtypes' bfloat16), then reinterpret the bytes
+        carrier = np.dtype(f"<u{dtype.itemsize}") if dtype.itemsize in (1, 2, 4, 8) else dtype
+        flat = raw.view(carrier)
         arr = np.lib.stride_tricks.as_strided(
             flat[spec.offset:], shape=spec.size,
             strides=tuple(s * dtype.itemsize for s in spec.stride), writeable=False)
         contiguous = tuple(spec.stride) == tuple(
             int(np.prod(spec.size[i + 1:], dtype=np.int64)) for i in range(len(spec.size)))
-        return arr if contiguous else np.ascontiguousarray(arr)
+        arr = arr if contiguous else np.ascontiguousarray(arr)
+        return arr.view(dtype)
 
     return load
 
