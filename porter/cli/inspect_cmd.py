@@ -32,7 +32,10 @@ def describe(source) -> dict:
             "tensor_count": len(tensors),
             "parameters": sum(r.size for r in source.tensors.values()),
             "kinds": dict(Counter(t["kind"] for t in tensors)),
-            "ops": dict(ops.most_common()), "tensors": tensors}
+            "ops": dict(ops.most_common()), "tensors": tensors,
+            **({"checkpoint": {k: source.meta[k] for k in
+                               ("container", "branch", "dropped", "non_tensor", "prefix_stripped")
+                               if k in source.meta}} if "branch" in source.meta else {})}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +53,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {io[:-1]:<10} {v.get('name')} {v.get('shape', '')}")
     kinds = ", ".join(f"{n} {k}" for k, n in info["kinds"].items())
     print(f"  tensors    {info['tensor_count']} ({kinds}); {info['parameters']:,} values")
+    if "checkpoint" in info:
+        c = info["checkpoint"]
+        dropped = ", ".join(f"{k} ({v})" for k, v in c.get("dropped", {}).items()) or "nothing"
+        print(f"  checkpoint {c.get('container')} format; state dict at "
+              f"{c.get('branch') or 'the top level'!r}"
+              + (f", prefix {c['prefix_stripped']!r} stripped" if c.get("prefix_stripped") else "")
+              + f"; dropped: {dropped}")
     if info["ops"]:
         print("  ops        " + ", ".join(f"{k} {n}" for k, n in info["ops"].items()))
     rows = info["tensors"] if args.limit == 0 else info["tensors"][: args.limit]
