@@ -12,8 +12,16 @@ import pytest
 import torch
 
 from porter.errors import MappingError
-from porter.graphs.ben2 import (BEN2, BEN2_CONFIG, REDUCED_CONFIG, build, infer_config,
-                                postprocess, preprocess, relative_position_index)
+from porter.graphs.ben2 import (
+    BEN2,
+    BEN2_CONFIG,
+    REDUCED_CONFIG,
+    build,
+    infer_config,
+    postprocess,
+    preprocess,
+    relative_position_index,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ben2_oracle as oracle  # noqa: E402
