@@ -33,6 +33,7 @@ contract is H = W = 1024 (any multiple of 128 works). Output: alpha [B, 1, H, W]
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -70,8 +71,14 @@ MCRM_POOLS = (2, 4, 8)
 # ---------------------------------------------------------------------------------------------
 def relative_position_index(window: int) -> torch.Tensor:
     """[w², w²] index into the (2w-1)² bias table for each pair of tokens of a window."""
-    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window),
-                                        indexing="ij")).flatten(1)   # 2, w²
+    return _relative_position_index(window).clone()
+
+
+@functools.lru_cache(maxsize=8)
+def _relative_position_index(window: int) -> torch.Tensor:
+    # computed on the CPU even inside a ``torch.device("meta")`` block: it is a constant
+    r = torch.arange(window, device="cpu")
+    coords = torch.stack(torch.meshgrid(r, r, indexing="ij")).flatten(1)   # 2, w²
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)  # w², w², 2
     return (rel[..., 0] + window - 1) * (2 * window - 1) + (rel[..., 1] + window - 1)
 
@@ -586,15 +593,21 @@ def _shapes(source: Any) -> dict[str, tuple[int, ...]]:
     return {n: tuple(t.shape) for n, t in source.tensors.items()}
 
 
+@functools.lru_cache(maxsize=4)
+def _expected_shapes(config_items: tuple) -> dict[str, tuple[int, ...]]:
+    module = build(dict(config_items), "meta")
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
 def _matches(source: Any) -> bool:
     """Exact match: a BEN2 configuration whose state dict has exactly these names and shapes."""
     shapes = _shapes(source)
     try:
         config = infer_config(shapes)
-        module = build(config, "meta")
+        want = _expected_shapes(tuple(sorted(config.items())))
     except (MappingError, KeyError, ValueError, TypeError):
         return False
-    return {k: tuple(v.shape) for k, v in module.state_dict().items()} == shapes
+    return want == shapes
 
 
 def _port(source: Any, **options: Any):

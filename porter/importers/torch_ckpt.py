@@ -17,6 +17,7 @@ branch used, the prefix stripped and everything dropped are recorded in ``source
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 import struct
@@ -233,6 +234,17 @@ def _unpickle(fh: Any, what: str, legacy: bool) -> tuple[Any, _CheckpointUnpickl
 # ---------------------------------------------------------------------------------------------
 # Storage readers
 # ---------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _whole_file_cached(path: Path, size: int, mtime: int) -> np.ndarray:
+    return np.memmap(path, dtype=np.uint8, mode="r")
+
+
+def _whole_file(path: Path) -> np.ndarray:
+    """One read-only map of the whole file, shared by its tensors (re-mapped if it changed)."""
+    st = path.stat()
+    return _whole_file_cached(path, st.st_size, st.st_mtime_ns)
+
+
 def _zip_entry_reader(path: Path, zf: zipfile.ZipFile, name: str) -> Callable[[], np.ndarray]:
     """Bytes of one zip entry: memory-mapped when stored, decompressed otherwise."""
     info = zf.getinfo(name)
@@ -251,7 +263,7 @@ def _zip_entry_reader(path: Path, zf: zipfile.ZipFile, name: str) -> Callable[[]
         def mapped() -> np.ndarray:
             if size == 0:
                 return np.zeros(0, np.uint8)
-            return np.memmap(path, dtype=np.uint8, mode="r", offset=start, shape=(size,))
+            return _whole_file(path)[start:start + size]
 
         return mapped
 
@@ -325,7 +337,7 @@ def _read_legacy(path: Path) -> tuple[Any, dict[str, Callable[[], np.ndarray]], 
         start = pos + 8
         if numel != st.numel or start + nbytes > len(raw):
             raise FormatError(f"{path}: storage {key} is truncated or mis-sized")
-        readers[key] = (lambda s=start, n=nbytes: np.memmap(path, np.uint8, "r", s, (n,))
+        readers[key] = (lambda s=start, n=nbytes: _whole_file(path)[s:s + n]
                         if n else np.zeros(0, np.uint8))
         pos = start + nbytes
     for key, (root, offset, numel) in up.views.items():
