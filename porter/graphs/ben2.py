@@ -610,6 +610,25 @@ def _matches(source: Any) -> bool:
     return want == shapes
 
 
+def _float32_view(tensors: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
+    """Floating tensors stored in half/bfloat16 (a common way to publish) widened to float32,
+    the module's dtype, lazily and exactly; others untouched. Returns (tensors, counts)."""
+    from porter.source import TensorRef
+
+    out: dict[str, Any] = {}
+    widened: dict[str, int] = {}
+    for name, ref in tensors.items():
+        dt = np.dtype(ref.dtype)
+        if dt != np.float32 and (dt.kind == "f" or dt.name in ("bfloat16",)) and \
+                not name.endswith("relative_position_index"):
+            widened[dt.name] = widened.get(dt.name, 0) + 1
+            out[name] = TensorRef(name, tuple(ref.shape), np.dtype(np.float32),
+                                  lambda r=ref: r.numpy().astype(np.float32), ref.kind)
+        else:
+            out[name] = ref
+    return out, widened
+
+
 def _port(source: Any, **options: Any):
     from porter.graphs import Ported
     from porter.mapping.recipe import load_strict
@@ -619,7 +638,11 @@ def _port(source: Any, **options: Any):
     config = infer_config(_shapes(source))
     module = build(config, "meta")
     n_index = check_position_indices(source.tensors, config["window_size"])
-    state, report = BEN2_FROM_TORCH.apply(source.tensors, module)
+    tensors, widened = _float32_view(source.tensors)
+    state, report = BEN2_FROM_TORCH.apply(tensors, module)
+    if widened:
+        report.notes.append(f"{sum(widened.values())} tensors widened exactly to float32 "
+                            f"(stored as {', '.join(sorted(widened))})")
     load_strict(module, state, assign=True).eval()
     unused = sum(1 for n in source.tensors if n.split(".")[0] in SIDEOUTS)
     report.notes.append(f"BEN2({', '.join(f'{k}={v!r}' for k, v in config.items())})")

@@ -194,3 +194,20 @@ def test_cli_without_upstream_is_one_line(reduced, tmp_path, capsys, monkeypatch
     assert main(["convert", str(src), "--verify", "cpu"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("porter: error: ben2: parity for a PyTorch-native model")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_checkpoint_widened(reduced, tmp_path, dtype):
+    """A checkpoint published in half precision ports onto the float32 module exactly."""
+    from porter.graphs import get_port
+    from porter.importers import open_source
+
+    _, state = reduced
+    half = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    torch.save({"model_state_dict": half}, tmp_path / "half.pth")
+    ported = get_port("ben2").port(open_source(tmp_path / "half.pth"))
+    got = ported.module.state_dict()
+    for k, v in half.items():
+        assert got[k].dtype == (torch.float32 if v.is_floating_point() else v.dtype), k
+        assert torch.equal(got[k], v.float() if v.is_floating_point() else v), k
+    assert any("widened exactly to float32" in n for n in ported.mapping.notes)

@@ -173,6 +173,8 @@ class UpstreamRunner:
         state = {}
         for name, ref in tensors.items():
             arr = ref.numpy() if hasattr(ref, "numpy") else np.asarray(ref)
+            if arr.dtype.name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
+                arr = arr.astype(np.float32)  # exact; load_state_dict casts to the module's
             state[name] = torch.from_numpy(np.array(arr, copy=True))
         result = module.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
