@@ -67,7 +67,9 @@ def test_names_and_shapes_equal_upstream():
             assert torch.equal(buf, relative_position_index(12)), name
 
 
-@pytest.mark.parametrize("shape", [(1, 3, 384, 384), (1, 3, 256, 512), (2, 3, 256, 384)])
+@pytest.mark.parametrize("shape", [(1, 3, 384, 384),
+                                   pytest.param((1, 3, 256, 512), marks=pytest.mark.slow),
+                                   pytest.param((2, 3, 256, 384), marks=pytest.mark.slow)])
 def test_reduced_parity_with_upstream(reduced, shape):
     up, state = reduced
     mine = BEN2(**REDUCED_CONFIG).eval()
