@@ -86,7 +86,7 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
             zoo: str | Path | None = None, shapes: Sequence[str] = (),
             cross_check: Sequence[str | Path] = (), tolerance: float | None = None,
             force: bool = False, report: str | Path | None = None, trust_code: bool = False,
-            inputs: Sequence[str] = (), outputs: Sequence[str] = (),
+            inputs: Sequence[str] = (), outputs: Sequence[str] = (), upstream: str | None = None,
             options: dict[str, Any] | None = None, progress: Progress = _quiet) -> ConvertResult:
     """Convert ``path`` to a verified torch module and write ``out`` (and the zoo on publish).
 
@@ -105,6 +105,8 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     output with generated source (``model.py``) load: importing it runs its code.
     ``inputs`` (``NAME[:SHAPE]``) and ``outputs`` (``NAME``) name a TF1 graph's interface for the
     generic path (inner tensors become inputs); giving them picks the generic path.
+    ``upstream`` (``FILE.py:NAME``) is the upstream PyTorch network a PyTorch checkpoint or
+    safetensors file is verified against.
     """
     if verify not in VERIFY_CHOICES:
         raise PorterError(f"--verify must be one of {', '.join(VERIFY_CHOICES)}, not {verify!r}")
@@ -135,6 +137,8 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     from porter.importers import open_source
 
     source = open_source(src_path)
+    if upstream:
+        source.meta["upstream"] = str(upstream)
     timings["import"] = time.perf_counter() - t0
 
     t = time.perf_counter()
@@ -176,7 +180,8 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     if verify != "none":
         t = time.perf_counter()
         cases = port.cases(source, ported)
-        reference = port.reference(source, ported)  # one source runtime for every check below
+        # one source runtime for every check below, each case run through it once
+        reference = _Memo(port.reference(source, ported))
         try:
             image_cases = [_image_case(p, ported, cases[0]) for p in images]
             parity = _verify_parity(source, port, ported, module, reference,
@@ -304,9 +309,24 @@ def _convert_module(msrc: Any, kind: Any, *, out: str | Path | None, name: str |
     return result
 
 
+class _Memo:
+    """A runner that remembers its outputs per inputs dict (the fp16 rerun reuses a case)."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner, self._seen = runner, {}
+        self.close = getattr(runner, "close", None)
+
+    def __call__(self, inputs: Any) -> Any:
+        key = id(inputs)  # the inputs dict is kept alive below, so its id is not reused
+        if key not in self._seen:
+            self._seen[key] = (inputs, self.runner(inputs))
+        return self._seen[key][1]
+
+
 def _default_name(src_path: Path) -> str:
     stem = src_path.resolve().name
-    for suffix in (".onnx", ".pb", ".pdparams", ".pdmodel", ".meta", ".index"):
+    for suffix in (".onnx", ".pb", ".pdparams", ".pdmodel", ".meta", ".index", ".pth", ".pt",
+                   ".bin", ".safetensors"):
         stem = stem.removesuffix(suffix)
     return "".join(c if c.isalnum() or c in "_-." else "_" for c in stem).lstrip(".") or "model"
 
@@ -521,14 +541,24 @@ def _npu_check(port: Any, ported: Any, module: torch.nn.Module, reference: Any, 
     try:
         fp16 = run_parity(reference, half, [smallest], tolerance=Tolerance(max_abs=float("inf")),
                           reference_name=port.reference_name, candidate_name=half.name)
-        result["fp16"] = {"note": note, **fp16.to_dict(), **fp16_verdict(fp16.to_dict())}
+        from porter.verify.seed_criteria import seed_criteria
+
+        seed = seed_criteria(reference(smallest.inputs), half(smallest.inputs))
+        result["fp16"] = {"note": note, **fp16.to_dict(), **fp16_verdict(fp16.to_dict()),
+                          "seed_criteria": seed}
         fp16_line = f"fp16 {result['fp16']['verdict']}: {result['fp16']['verdict_reason']}"
+        worst = max(seed["outputs"].values(), key=lambda o: o["rel_err"], default=None)
     except Exception as exc:  # noqa: BLE001 - informational: a CPU without a half kernel
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         result["fp16"] = {"note": note, "error": f"{type(exc).__name__}: {first}"}
         fp16_line = f"fp16 rerun not possible on the CPU ({type(exc).__name__})"
+        worst = None
     progress(f"         {result.get('capture')} capture: {len(result.get('ops', []))} ATen ops, "
              f"{len(result.get('missing', []))} without an NPU kernel; {fp16_line}")
+    if worst is not None:
+        progress(f"         fp16 seed criteria: MAE {worst['mae']:.3e}, cosine "
+                 f"{worst['cosine']:.6f}, relative error {100 * worst['rel_err']:.3f} % -> "
+                 f"{'PASS' if seed['passed'] else 'FAIL'} (cosine > 0.99, rel err < 1 %)")
     if result.get("missing"):
         raise AuditError("NPU audit: no NPU kernel for " + ", ".join(
             f"{m['op'] if isinstance(m, dict) else m}" for m in result["missing"]))

@@ -10,7 +10,8 @@ HELP = """\
 Convert a foreign model to a verified PyTorch module.
 
 SRC is a model file or folder (ONNX .onnx, TF1 checkpoint prefix/.meta/.pb, Paddle .pdparams or
-inference model folder) or the name of a fetched catalog model (see `porter fetch`).
+inference model folder, PyTorch .pth/.pt/.bin checkpoint, .safetensors) or the name of a
+fetched catalog model (see `porter fetch`).
 
 The output folder (default out/NAME) holds model.safetensors, manifest.json (source digest,
 graph class and kwargs, mapping table, parity report, NPU audit, versions), config.json, a model
@@ -28,7 +29,8 @@ examples:
   porter convert frozen.pb --inputs pre/scaled:0:1x224x224x3 --outputs scores
   porter convert out/modnet --to onnx --target atc --out out/modnet_atc
   porter convert hf_mask2former/ --to onnx --target atc --shape 1x3x384x384 --out out/m2f
-  porter convert modnet_photographic --publish --zoo ~/zoo"""
+  porter convert modnet_photographic --publish --zoo ~/zoo
+  porter convert BEN2_Base.pth --to torch --verify npu --upstream BEN2.py:BEN_Base"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -71,6 +73,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tol", type=float, default=None, metavar="MAX_ABS",
                    help="parity passes when max |Δ| <= MAX_ABS for every output, nothing added "
                         "(default: the graph's own; generic: 1e-4 + 1e-6 x max|ref|)")
+    p.add_argument("--upstream", metavar="FILE.py:NAME",
+                   help="the upstream PyTorch network (a class or builder) that a PyTorch "
+                        "checkpoint or safetensors file is verified against, e.g. "
+                        "BEN2.py:BEN_Base (default: $PORTER_UPSTREAM)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: out/NAME)")
     p.add_argument("--force", action="store_true",
                    help="replace --out / --report even if it is a non-empty folder porter "
@@ -99,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
                      target=args.target, images=args.images, zoo=args.zoo, shapes=args.shapes,
                      cross_check=args.cross_check, tolerance=args.tol, force=args.force,
                      report=args.report, trust_code=args.trust_code, progress=show,
-                     inputs=args.inputs, outputs=args.outputs,
+                     inputs=args.inputs, outputs=args.outputs, upstream=args.upstream,
                      options={"opset": args.opset, "dynamic": args.dynamic})
     if args.json:
         emit_json(result.manifest)
@@ -162,6 +168,12 @@ def summary(result) -> str:
                              f"({fp16.get('verdict_reason', fp16.get('worst_max_abs'))})")
             elif fp16.get("error"):
                 lines.append(f"            fp16 rerun not possible on the CPU: {fp16['error']}")
+            seed = fp16.get("seed_criteria") or {}
+            for out, c in seed.get("outputs", {}).items():
+                lines.append(f"            fp16 {out}: MAE {c['mae']:.2e}, cosine "
+                             f"{c['cosine']:.6f}, rel err {100 * c['rel_err']:.3f} % -> "
+                             f"{'PASS' if c['passed'] else 'FAIL'} (seed thresholds: "
+                             "cosine > 0.99, rel err < 1 %)")
     if m.get("substitutes"):
         lines.append(f"  substitutes {len(m['substitutes'])} NPU-safe rewrites")
     if result.out is not None:

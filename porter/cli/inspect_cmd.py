@@ -55,7 +55,10 @@ def describe(source) -> dict:
             "tensor_count": len(tensors),
             "parameters": sum(r.size for r in source.tensors.values()),
             "kinds": dict(Counter(t["kind"] for t in tensors)),
-            "ops": dict(ops.most_common()), "tensors": tensors}
+            "ops": dict(ops.most_common()), "tensors": tensors,
+            **({"checkpoint": {k: source.meta[k] for k in
+                               ("container", "branch", "dropped", "non_tensor", "prefix_stripped")
+                               if k in source.meta}} if "branch" in source.meta else {})}
 
 
 def _wrap(label: str, items: list[str], width: int = 100) -> list[str]:
@@ -157,6 +160,13 @@ def run(args: argparse.Namespace) -> int:
                   + (f" {dtype}" if dtype else ""))
     kinds = ", ".join(f"{n} {k}" for k, n in info["kinds"].items())
     print(f"  tensors    {info['tensor_count']} ({kinds}); {info['parameters']:,} values")
+    if "checkpoint" in info:
+        c = info["checkpoint"]
+        dropped = ", ".join(f"{k} ({v})" for k, v in c.get("dropped", {}).items()) or "nothing"
+        print(f"  checkpoint {c.get('container')} format; state dict at "
+              f"{c.get('branch') or 'the top level'!r}"
+              + (f", prefix {c['prefix_stripped']!r} stripped" if c.get("prefix_stripped") else "")
+              + f"; dropped: {dropped}")
     if info["ops"]:
         total = sum(info["ops"].values())
         print(f"  ops        {total} nodes, {len(info['ops'])} op types:")

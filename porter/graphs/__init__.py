@@ -24,7 +24,8 @@ __all__ = ["GraphPort", "Ported", "register_port", "get_port", "find_ports", "PO
            "import_graph"]
 
 # Modules that define graphs; imported on first lookup. A missing module is skipped.
-GRAPH_MODULES = ("porter.graphs.modnet", "porter.graphs.mtcnn", "porter.graphs.bshm", "porter.graphs.bgmv2")
+GRAPH_MODULES = ("porter.graphs.modnet", "porter.graphs.mtcnn", "porter.graphs.bshm", "porter.graphs.bgmv2",
+                 "porter.graphs.ben2")
 
 
 @dataclass

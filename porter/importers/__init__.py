@@ -33,6 +33,7 @@ _IMPORTER_MODULES = (
     "porter.importers.tf1",
     "porter.importers.paddle",
     "porter.importers.safetensors_",
+    "porter.importers.torch_ckpt",
 )
 
 

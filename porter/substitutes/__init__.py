@@ -12,7 +12,12 @@ import copy
 
 from torch import nn
 
-from porter.substitutes import float32_only, instance_norm, out_of_place_activation  # noqa: F401 - registers
+from porter.substitutes import (  # noqa: F401 - registers
+    float32_only,
+    gelu_erf,
+    instance_norm,
+    out_of_place_activation,
+)
 from porter.substitutes.float32_only import check_float32_forward
 from porter.substitutes.instance_norm import (
     ManualInstanceNorm1d,
@@ -33,7 +38,7 @@ __all__ = [
 ]
 
 # float32_only last, so modules created by earlier rules are converted too.
-DEFAULT_RULES = ["out_of_place_activation", "instance_norm", "float32_only"]
+DEFAULT_RULES = ["out_of_place_activation", "instance_norm", "gelu_erf", "float32_only"]
 
 
 def apply_substitutes(module: nn.Module, rules: list[str] | None = None, *,

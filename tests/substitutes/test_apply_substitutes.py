@@ -30,7 +30,7 @@ class _Wrap(nn.Module):
 
 def test_every_rule_declares_what_it_replaces() -> None:
     assert set(DEFAULT_RULES) == set(SUBSTITUTES) == {
-        "instance_norm", "out_of_place_activation", "float32_only"}
+        "instance_norm", "out_of_place_activation", "gelu_erf", "float32_only"}
     for rule in SUBSTITUTES.values():
         assert rule.replaces and rule.replacement and rule.applies_when
 
