@@ -11,10 +11,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-# Import the ``porter.verify`` package before the function of the same name is defined: the
-# import system sets a package's attribute on its parent only when it first loads it, so the
-# function below stays ``porter.verify`` however often ``porter.verify.*`` is imported later.
-import porter.verify as _verify_package  # noqa: F401
 from porter.errors import PorterError
 from porter.source import Source, TensorRef
 

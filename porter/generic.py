@@ -19,7 +19,7 @@ from porter.errors import PorterError
 from porter.mapping.folds import layout_candidates
 from porter.mapping.report import MappingReport
 from porter.source import Source
-from porter.verify.parity import Case, Tolerance
+from porter.verification.parity import Case, Tolerance
 
 __all__ = ["generic_port", "onnx_io", "default_cases", "parse_shape"]
 
@@ -120,12 +120,12 @@ def _reference(source: Source, input_names: list[str], output_names: list[str]):
     """A runner over the source's own runtime (named in REFERENCE_NAMES)."""
     fmt = source.format
     if fmt == "onnx":
-        from porter.verify.runtimes.onnxruntime import OrtRunner
+        from porter.verification.runtimes.onnxruntime import OrtRunner
 
         return OrtRunner(source.path)
     if fmt in TF1_FORMATS:
         from porter.importers.tf1 import check_frozen_ops
-        from porter.verify.runtimes.child import ChildRuntime
+        from porter.verification.runtimes.child import ChildRuntime
 
         # TF feeds inner tensors directly, so the reference runs the graph as published (the
         # restored MetaGraph for checkpoints), never the cut or frozen copy given to tf2onnx.
@@ -134,16 +134,16 @@ def _reference(source: Source, input_names: list[str], output_names: list[str]):
         payload: dict[str, Any] = {"layout": "none", "inputs": {n: n for n in input_names},
                                    "outputs": {n: n for n in output_names}}
         if fmt == "tf1-frozen":
-            return ChildRuntime("porter.verify.runtimes.tf1:frozen",
+            return ChildRuntime("porter.verification.runtimes.tf1:frozen",
                                 {**payload, "graph_bytes": source.native,
                                  "graph": str(source.path)}, name="tensorflow")
         meta = source.meta.get("metagraph") or str(source.path)
         checkpoint = source.meta.get("prefix") or source.meta.get("checkpoint")
-        return ChildRuntime("porter.verify.runtimes.tf1:metagraph",
+        return ChildRuntime("porter.verification.runtimes.tf1:metagraph",
                             {**payload, "meta": meta, "checkpoint": str(checkpoint)},
                             name="tensorflow")
     if fmt == "paddle-inference":
-        from porter.verify.runtimes.paddle import paddle_inference_runtime
+        from porter.verification.runtimes.paddle import paddle_inference_runtime
 
         return paddle_inference_runtime(source.path)
     raise PorterError(f"no reference runtime for {fmt} sources")
@@ -329,7 +329,7 @@ def checked_source(module: Any, case: Case, origin: str = "ONNX") -> str:
     import torch
 
     from porter.converters.codegen import render_source
-    from porter.verify.metrics import compare_arrays
+    from porter.verification.metrics import compare_arrays
 
     text = render_source(module, class_name=CLASS_NAME, origin=origin)
     namespace = types.ModuleType("porter_generated_model")

@@ -35,7 +35,7 @@ class ModuleSource:
 
 
 def _cases(name_shapes: list[tuple[str, tuple[int, ...]]]) -> list[Any]:
-    from porter.verify.parity import Case
+    from porter.verification.parity import Case
 
     cases = []
     for i, (label, shapes) in enumerate(name_shapes):

@@ -160,7 +160,7 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     if tolerance is not None:
         from dataclasses import replace
 
-        from porter.verify.parity import Tolerance
+        from porter.verification.parity import Tolerance
 
         port = replace(port, tolerance=Tolerance(max_abs=tolerance))
     progress(f"         {ported.mapping.summary()}")
@@ -215,7 +215,7 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
         if files:
             timings["source"] = time.perf_counter() - t
     if out is not None or report is not None:
-        from porter.verify.report import render_report
+        from porter.verification.report import render_report
 
         files.update(render_report(manifest, shots))
     job = Job(module, manifest, list(ported.input_names), list(ported.output_names), cases,
@@ -277,7 +277,7 @@ def _convert_module(msrc: Any, kind: Any, *, out: str | Path | None, name: str |
     """A module source (porter output, zoo entry, HF folder) straight to the target's output."""
     import porter
     from porter.targets import Job
-    from porter.verify.parity import runtime_versions
+    from porter.verification.parity import runtime_versions
 
     if out is not None:
         out = _checked_out(out, name or msrc.name, force)
@@ -405,8 +405,8 @@ def ported_files(ported: Any) -> dict[str, str]:
 
 def _verify_parity(source: Source, port: Any, ported: Any, module: torch.nn.Module,
                    reference: Any, cases: list, progress: Progress):
-    from porter.verify.parity import run_parity
-    from porter.verify.runtimes.torch_ import TorchRunner
+    from porter.verification.parity import run_parity
+    from porter.verification.runtimes.torch_ import TorchRunner
 
     candidate = TorchRunner(module, ported.input_names, ported.output_names)
     progress(f"verify   {len(cases)} cases against {port.reference_name} on the CPU")
@@ -431,8 +431,8 @@ def _verify_parity(source: Source, port: Any, ported: Any, module: torch.nn.Modu
 
 def _shots(reference: Any, module: torch.nn.Module, ported: Any, image_cases: list) -> list:
     """Both runtimes' first output for each picture, for the report's PNGs."""
-    from porter.verify.report import Shot
-    from porter.verify.runtimes.torch_ import TorchRunner
+    from porter.verification.report import Shot
+    from porter.verification.runtimes.torch_ import TorchRunner
 
     runner = TorchRunner(module, ported.input_names, ported.output_names)
     first = ported.output_names[0]
@@ -453,9 +453,9 @@ def _weak_outputs(report: Any) -> list[str]:
 def _cross_check(path: Path, port: Any, ported: Any, module: torch.nn.Module, cases: list,
                  progress: Progress) -> dict[str, Any]:
     """Parity against another ONNX export of the same model, inputs/outputs by position."""
-    from porter.verify.parity import run_parity
-    from porter.verify.runtimes.onnxruntime import OrtRunner
-    from porter.verify.runtimes.torch_ import TorchRunner
+    from porter.verification.parity import run_parity
+    from porter.verification.runtimes.onnxruntime import OrtRunner
+    from porter.verification.runtimes.torch_ import TorchRunner
 
     twin = OrtRunner(path)
     if len(twin.input_names) != len(ported.input_names) or \
@@ -481,7 +481,7 @@ def _cross_check(path: Path, port: Any, ported: Any, module: torch.nn.Module, ca
 def _locate_hint(source: Source, ported: Any, case: Any, tolerance: Any) -> str:
     """On a failing ONNX verify, name the first diverging node (best effort)."""
     try:
-        from porter.verify.locate import locate_divergence
+        from porter.verification.locate import locate_divergence
 
         found = locate_divergence(source.native, case.inputs, module=ported.module,
                                   tol=tolerance.max_abs, rel_to_peak=tolerance.rel_to_peak)
@@ -492,7 +492,7 @@ def _locate_hint(source: Source, ported: Any, case: Any, tolerance: Any) -> str:
 
 
 def _image_case(path: str | Path, ported: Any, first: Any = None):
-    from porter.verify.parity import Case
+    from porter.verification.parity import Case
 
     img = _read_image(path)
     if ported.graph.startswith("model.py:"):  # generic: no preprocess() to call
@@ -515,9 +515,9 @@ def _image_case(path: str | Path, ported: Any, first: Any = None):
 
 def _npu_check(port: Any, ported: Any, module: torch.nn.Module, reference: Any, cases: list,
                progress: Progress) -> dict[str, Any]:
-    from porter.verify.npu.device import npu_available
-    from porter.verify.parity import Tolerance, run_parity
-    from porter.verify.runtimes.torch_ import TorchRunner
+    from porter.verification.npu.device import npu_available
+    from porter.verification.parity import Tolerance, run_parity
+    from porter.verification.runtimes.torch_ import TorchRunner
 
     if npu_available():
         progress("npu      running on the Ascend device")
@@ -529,7 +529,7 @@ def _npu_check(port: Any, ported: Any, module: torch.nn.Module, reference: Any, 
         if not rep.passed:
             raise AuditError(f"NPU parity failed: worst max|Δ| {rep.worst():.3e}")
         return {"device": "npu", "parity": rep.to_dict(), "passed": rep.passed}
-    from porter.verify.npu.audit import audit_module
+    from porter.verification.npu.audit import audit_module
 
     progress("npu      no Ascend device: static audit against the torch_npu registry")
     dynamic = port.dynamic_shapes(ported) if port.dynamic_shapes is not None else None
@@ -541,7 +541,7 @@ def _npu_check(port: Any, ported: Any, module: torch.nn.Module, reference: Any, 
     try:
         fp16 = run_parity(reference, half, [smallest], tolerance=Tolerance(max_abs=float("inf")),
                           reference_name=port.reference_name, candidate_name=half.name)
-        from porter.verify.seed_criteria import seed_criteria
+        from porter.verification.seed_criteria import seed_criteria
 
         seed = seed_criteria(reference(smallest.inputs), half(smallest.inputs))
         result["fp16"] = {"note": note, **fp16.to_dict(), **fp16_verdict(fp16.to_dict()),
@@ -591,7 +591,7 @@ def build_manifest(source: Source, port: Any, ported: Any, module: torch.nn.Modu
                    ) -> dict[str, Any]:
     """Everything needed to trust and reload the output, JSON-ready (weights digest added later)."""
     import porter
-    from porter.verify.parity import runtime_versions
+    from porter.verification.parity import runtime_versions
     from porter.zoo.card import catalog_card
 
     source_digest = source.sha256()

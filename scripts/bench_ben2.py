@@ -72,7 +72,7 @@ def measure_conversion(ckpt: Path, out: Path) -> dict:
 def measure_forward(ckpt: Path, upstream: Path, runs: int) -> dict:
     from porter.graphs import get_port
     from porter.importers import open_source
-    from porter.verify.runtimes.torch_upstream import UpstreamRunner
+    from porter.verification.runtimes.torch_upstream import UpstreamRunner
 
     source = open_source(ckpt)
     ported = get_port("ben2").port(source)

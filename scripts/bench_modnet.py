@@ -56,7 +56,7 @@ def measure_latency(model: Path, threads: int, size: int, runs: int) -> dict:
 
     import porter
     from porter import graphs
-    from porter.verify.runtimes.onnxruntime import OrtRunner
+    from porter.verification.runtimes.onnxruntime import OrtRunner
 
     torch.set_num_threads(threads)
     source = porter.open(model)

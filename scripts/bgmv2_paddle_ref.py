@@ -11,7 +11,7 @@ Used three ways:
 - ``python scripts/bgmv2_paddle_ref.py build OUT.pdparams --cls MattingRefine --backbone resnet50``
   writes random weights (seeded numpy, random BatchNorm statistics) with ``paddle.save``;
 - ``python scripts/bgmv2_paddle_ref.py run W.pdparams IN.npz OUT.npz --cls …`` runs it;
-- ``runner(payload)`` is a factory for :class:`porter.verify.runtimes.child.ChildRuntime`.
+- ``runner(payload)`` is a factory for :class:`porter.verification.runtimes.child.ChildRuntime`.
 
 Never import this module in a process that has imported TensorFlow (the two segfault together).
 """

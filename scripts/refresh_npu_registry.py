@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from porter.verify.npu.registry import load_registry
+from porter.verification.npu.registry import load_registry
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "porter" / "verify" / "npu"
 
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", help="torch_npu wheel, package directory, or 'installed'")
     parser.add_argument("-o", "--output", type=Path, default=None,
-                        help="output file (default: porter/verify/npu/npu_ops_torch_npu_<v>.json)")
+                        help="output file (default: porter/verification/npu/npu_ops_torch_npu_<v>.json)")
     args = parser.parse_args(argv)
     registry = load_registry(args.source)
     out = args.output or DEFAULT_OUT / f"npu_ops_torch_npu_{registry.version}.json"

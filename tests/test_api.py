@@ -11,7 +11,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import porter
-from porter.verify.runtimes.onnxruntime import OrtRunner
+from porter.verification.runtimes.onnxruntime import OrtRunner
 
 
 def _conv(path, seed):
@@ -33,7 +33,7 @@ def two_models(tmp_path):
 
 def test_every_entry_point_twice_in_one_process(tmp_path, two_models):
     import porter.converters  # noqa: F401 - importing subpackages must not replace functions
-    import porter.verify.parity  # noqa: F401
+    import porter.verification.parity  # noqa: F401
 
     x = np.random.default_rng(3).normal(size=(1, 3, 8, 8)).astype(np.float32)
     for i, path in enumerate(two_models):
@@ -50,11 +50,11 @@ def test_every_entry_point_twice_in_one_process(tmp_path, two_models):
             with torch.no_grad():
                 got = module(torch.from_numpy(x)).numpy()
             np.testing.assert_allclose(got, OrtRunner(path)({"x": x})["y"], atol=1e-5)
-    assert callable(porter.verify) and callable(porter.convert)
+    assert callable(porter.verification) and callable(porter.convert)
 
 
 def test_signatures_are_explicit_and_documented():
-    for fn in (porter.open, porter.convert, porter.verify, porter.publish, porter.load):
+    for fn in (porter.open, porter.convert, porter.verification, porter.publish, porter.load):
         sig = inspect.signature(fn)
         assert not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()), fn
         assert fn.__doc__ and sig.return_annotation is not inspect.Signature.empty, fn

@@ -12,7 +12,7 @@ from torch import nn
 
 from porter.errors import MappingError, ParityError
 from porter.pipeline import convert
-from porter.verify.runtimes.onnxruntime import OrtRunner
+from porter.verification.runtimes.onnxruntime import OrtRunner
 from porter.zoo.load import load_output
 
 

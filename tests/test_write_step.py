@@ -13,7 +13,7 @@ from torch import nn
 
 import porter.pipeline as pipeline
 from porter.converters.module import OnnxModule
-from porter.verify.runtimes.onnxruntime import OrtRunner
+from porter.verification.runtimes.onnxruntime import OrtRunner
 from porter.zoo.load import load_output
 
 

@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _tolerance(tol: dict) -> str:
-    from porter.verify.parity import Tolerance
+    from porter.verification.parity import Tolerance
 
     return Tolerance(tol["max_abs"], tol.get("mean_abs"), tol.get("rel_to_peak", 0.0)).describe()
 

@@ -60,7 +60,7 @@ def _locate(args: argparse.Namespace) -> int:
     import porter
     from porter.errors import PorterError
     from porter.generic import GENERIC_TOLERANCE, default_cases, onnx_io, parse_shape
-    from porter.verify.locate import locate_divergence
+    from porter.verification.locate import locate_divergence
 
     if args.tol is not None and not (math.isfinite(args.tol) and args.tol > 0):
         raise PorterError(f"--tol must be a positive number, not {args.tol}")

@@ -18,7 +18,7 @@ import torch
 
 from porter.errors import PorterError
 from porter.mapping.report import MappingReport
-from porter.verify.parity import Case, Runner, Tolerance
+from porter.verification.parity import Case, Runner, Tolerance
 
 __all__ = ["GraphPort", "Ported", "register_port", "get_port", "find_ports", "PORTS",
            "import_graph"]

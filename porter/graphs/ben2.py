@@ -669,7 +669,7 @@ def _case_shapes(ported: Any) -> list[tuple[int, ...]]:
 
 def _cases(source: Any, ported: Any) -> list:
     """Normalised-image-like inputs (ImageNet statistics put pixels in about [-2.1, 2.6])."""
-    from porter.verify.parity import random_cases
+    from porter.verification.parity import random_cases
 
     return random_cases("x", _case_shapes(ported), seed=0, low=-2.0, high=2.5)
 
@@ -689,7 +689,7 @@ def upstream_spec(source: Any) -> str:
 
 
 def _reference(source: Any, ported: Any):
-    from porter.verify.runtimes.torch_upstream import UpstreamRunner
+    from porter.verification.runtimes.torch_upstream import UpstreamRunner
 
     return UpstreamRunner(upstream_spec(source), source.tensors, ["x"], ["alpha"],
                           kwargs=ported.kwargs)
@@ -701,7 +701,7 @@ def _example_inputs(ported: Any) -> tuple:
 
 def _register() -> None:
     from porter.graphs import GraphPort, register_port
-    from porter.verify.parity import Tolerance
+    from porter.verification.parity import Tolerance
 
     register_port(GraphPort(
         name="ben2", formats=FORMATS, graph="porter.graphs.ben2:BEN2",

@@ -42,7 +42,7 @@ from porter import graphs
 from porter.errors import MappingError
 from porter.mapping.layouts_paddle import BATCHNORM_FILL, BATCHNORM_RULES
 from porter.mapping.recipe import Recipe, load_strict
-from porter.verify.parity import Case, Runner, Tolerance
+from porter.verification.parity import Case, Runner, Tolerance
 from porter.zoo.load import ZooModel
 
 __all__ = ["MattingBase", "MattingRefine", "Refiner", "ResNetEncoder", "MobileNetV2Encoder",
@@ -581,7 +581,7 @@ def paddle_reference(path: str | Path | None, cls_name: str, kwargs: Mapping[str
     """Paddle dygraph (``scripts/bgmv2_paddle_ref.py``) in a child process, its weights the
     arrays ``state`` porter already read (never a second, full-pickle load of the file), or
     for porter's own fixtures the ``.pdparams`` at ``path``."""
-    from porter.verify.runtimes.paddle import dygraph_runtime
+    from porter.verification.runtimes.paddle import dygraph_runtime
 
     outputs = REFINE_OUTPUTS if cls_name == "MattingRefine" else BASE_OUTPUTS
     path_env = os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))

@@ -42,7 +42,7 @@ from porter.importers.tf1 import TRAINING_STATE_RULES
 from porter.mapping.layouts_tf import batchnorm_epsilons, hwio_to_oihw
 from porter.mapping.recipe import Recipe, load_strict
 from porter.mapping.tf_padding import TFSamePad2d
-from porter.verify.parity import Case, Tolerance, random_cases
+from porter.verification.parity import Case, Tolerance, random_cases
 from porter.zoo.load import ZooModel
 
 __all__ = ["BSHM", "ConvBNReLU", "BSHM_FROM_TF1", "port_bshm", "infer_kwargs"]
@@ -317,11 +317,11 @@ INPUT_TENSOR, OUTPUT_TENSOR = "input_image:0", "alpha:0"
 
 def bshm_reference(source: Any, ported: graphs.Ported) -> Any:
     """A TF session over the source in a child process (TF never shares porter's process)."""
-    from porter.verify.runtimes.child import ChildRuntime
+    from porter.verification.runtimes.child import ChildRuntime
 
     io = {"inputs": {"image": INPUT_TENSOR}, "outputs": {"alpha": OUTPUT_TENSOR}}
     if source.format == "tf1-frozen":
-        return ChildRuntime("porter.verify.runtimes.tf1:frozen",
+        return ChildRuntime("porter.verification.runtimes.tf1:frozen",
                             {"graph": str(source.path), "graph_bytes": source.native, **io},
                             name="tensorflow")
     meta = source.meta.get("metagraph")
@@ -329,7 +329,7 @@ def bshm_reference(source: Any, ported: graphs.Ported) -> Any:
     if not meta or not checkpoint:
         raise PorterError(f"{source.path}: the TF reference needs both the .meta graph and the "
                           "checkpoint")
-    return ChildRuntime("porter.verify.runtimes.tf1:metagraph",
+    return ChildRuntime("porter.verification.runtimes.tf1:metagraph",
                         {"meta": meta, "checkpoint": checkpoint, **io}, name="tensorflow")
 
 

@@ -303,20 +303,20 @@ def _matches_onnx(source: Any) -> bool:
 
 
 def _cases(source: Any, ported: Any) -> list:
-    from porter.verify.parity import random_cases
+    from porter.verification.parity import random_cases
 
     return random_cases(ported.input_names[0], VERIFY_SHAPES, seed=0)
 
 
 def _reference(source: Any, ported: Any):
-    from porter.verify.runtimes.onnxruntime import OrtRunner
+    from porter.verification.runtimes.onnxruntime import OrtRunner
 
     return OrtRunner(source.native if source.native is not None else source.path)
 
 
 def _register() -> None:
     from porter.graphs import GraphPort, register_port
-    from porter.verify.parity import Tolerance
+    from porter.verification.parity import Tolerance
 
     register_port(GraphPort(
         name="modnet", formats=("onnx",), graph="porter.graphs.modnet:MODNet",

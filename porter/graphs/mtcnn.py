@@ -335,7 +335,7 @@ def _fixed_input_shape(source: Any) -> list[int] | None:
 
 def _cases(source: Any, ported: Any, stage: _Stage = STAGES["mtcnn_pnet"]) -> list:
     """The MetaGraph's own fixed input (256x12x12 for PNet-18), else the stage's sizes."""
-    from porter.verify.parity import random_cases
+    from porter.verification.parity import random_cases
 
     fixed = _fixed_input_shape(source) if _metagraph_path(source) else None
     if fixed is not None:
@@ -346,15 +346,15 @@ def _cases(source: Any, ported: Any, stage: _Stage = STAGES["mtcnn_pnet"]) -> li
 
 def _reference(source: Any, ported: Any, stage: _Stage = STAGES["mtcnn_pnet"]):
     """TensorFlow in a child: the MetaGraph restored from the checkpoint, else rebuilt."""
-    from porter.verify.runtimes.child import ChildRuntime
+    from porter.verification.runtimes.child import ChildRuntime
 
     meta = _metagraph_path(source)
     if meta and _fixed_input_shape(source) is not None:
-        return ChildRuntime("porter.verify.runtimes.tf1:metagraph", {
+        return ChildRuntime("porter.verification.runtimes.tf1:metagraph", {
             "meta": meta, "checkpoint": _checkpoint(source),
             "inputs": {"image": "input_image:0"}, "outputs": stage.fetches},
             name="tensorflow")
-    return ChildRuntime("porter.verify.runtimes.tf1:rebuilt", {
+    return ChildRuntime("porter.verification.runtimes.tf1:rebuilt", {
         "builder": stage.builder, "checkpoint": _checkpoint(source)}, name="tensorflow")
 
 
@@ -367,7 +367,7 @@ def _register() -> None:
     from functools import partial
 
     from porter.graphs import GraphPort, register_port
-    from porter.verify.parity import Tolerance
+    from porter.verification.parity import Tolerance
 
     for stage in STAGES.values():
         register_port(GraphPort(

@@ -473,7 +473,7 @@ def prepare_graph(source: Source, out: Path, inputs: dict[str, list[int] | None]
             raise FormatError(f"{meta}: no checkpoint beside the MetaGraph to restore")
         request.update(meta=meta, checkpoint=str(checkpoint))
         frozen_from = meta
-    from porter.verify.runtimes.child import ChildRuntime
+    from porter.verification.runtimes.child import ChildRuntime
 
     try:
         with ChildRuntime("porter.importers.tf1_child:prepared", request,

@@ -1,7 +1,7 @@
 """TF-side GraphDef preparation before tf2onnx, for ``ChildRuntime("...tf1_child:prepared")``.
 
 TensorFlow is imported only here, in a child process (it must never share one with Paddle):
-:func:`prepared` runs in :class:`porter.verify.runtimes.child.ChildRuntime`, writes the
+:func:`prepared` runs in :class:`porter.verification.runtimes.child.ChildRuntime`, writes the
 prepared frozen GraphDef to ``request["out"]`` and reports what it did as the runner's ``info``:
 
 1. ``meta`` + ``checkpoint``: import the MetaGraph, restore the variables and freeze them into

@@ -38,14 +38,14 @@ def _pick(output_names: list[str]):
 
 
 def _tolerance(options: dict[str, Any]):
-    from porter.verify.parity import Tolerance
+    from porter.verification.parity import Tolerance
 
     # relative to each output's magnitude: logits and mask scores are not in [0, 1]
     return Tolerance(max_abs=options.get("tolerance") or 1e-6, rel_to_peak=1e-4)
 
 
 def _resized(case: Any, h: int, w: int, seed: int):
-    from porter.verify.parity import Case
+    from porter.verification.parity import Case
 
     rng = np.random.default_rng(seed)
     inputs = {}
@@ -103,9 +103,9 @@ class _Export:
         return f"not in the ATC table at opset {opset}: {', '.join(missing)}", higher
 
     def parity(self, model: Any, cases: list, label: str):
-        from porter.verify.parity import run_parity
-        from porter.verify.runtimes.onnxruntime import OrtRunner
-        from porter.verify.runtimes.torch_ import TorchRunner
+        from porter.verification.parity import run_parity
+        from porter.verification.runtimes.onnxruntime import OrtRunner
+        from porter.verification.runtimes.torch_ import TorchRunner
 
         job = self.job
         ref = TorchRunner(job.module, job.input_names, job.output_names)

@@ -15,7 +15,7 @@ import torch
 import porter
 from porter.converters.paddle import UnsupportedPaddleOpsError, convert_paddle, supported_ops
 from porter.errors import PorterError
-from porter.verify.runtimes.paddle import paddle_inference_runtime
+from porter.verification.runtimes.paddle import paddle_inference_runtime
 
 SHAPES = [(1, 3, 16, 16), (2, 3, 20, 28), (1, 3, 33, 17)]
 

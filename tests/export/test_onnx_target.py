@@ -15,7 +15,7 @@ import torch
 from porter.errors import AuditError
 from porter.export.atc import load_atc_table
 from porter.pipeline import convert, export_module
-from porter.verify.parity import random_cases
+from porter.verification.parity import random_cases
 
 TABLE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "atc_onnx_ops.tsv"
 

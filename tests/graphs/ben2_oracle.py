@@ -30,7 +30,7 @@ def require_upstream() -> None:
 
 
 def upstream_module():
-    from porter.verify.runtimes.torch_upstream import import_upstream
+    from porter.verification.runtimes.torch_upstream import import_upstream
 
     return import_upstream(f"{UPSTREAM_FILE}:BEN_Base").__module__
 
@@ -41,7 +41,7 @@ def build_upstream(embed_dim: int = 128, depths=(2, 2, 18, 2), num_heads=(4, 8, 
     """Upstream BEN_Base; other sizes are assembled from upstream's blocks."""
     import sys
 
-    from porter.verify.runtimes.torch_upstream import import_upstream
+    from porter.verification.runtimes.torch_upstream import import_upstream
 
     cls = import_upstream(f"{UPSTREAM_FILE}:BEN_Base")
     up = sys.modules[cls.__module__]

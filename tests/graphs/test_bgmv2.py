@@ -21,8 +21,8 @@ import torch
 import porter
 from porter.errors import MappingError
 from porter.graphs import bgmv2, get_port
-from porter.verify.parity import Case, run_parity
-from porter.verify.runtimes.torch_ import TorchRunner
+from porter.verification.parity import Case, run_parity
+from porter.verification.runtimes.torch_ import TorchRunner
 
 REPO = Path(__file__).resolve().parents[2]
 TABLES = Path(os.environ.get("BGMV2_REFERENCE_DIR",

@@ -19,8 +19,8 @@ import porter
 from porter import graphs
 from porter.errors import MappingError
 from porter.graphs.bshm import BSHM, BSHM_FROM_TF1, port_bshm
-from porter.verify.parity import run_parity
-from porter.verify.runtimes.torch_ import TorchRunner
+from porter.verification.parity import run_parity
+from porter.verification.runtimes.torch_ import TorchRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = ("1x3x64x64", "2x3x96x128", "1x3x50x70")  # the odd size exercises SAME's odd pixel

@@ -9,7 +9,7 @@ import torch
 import porter
 from porter import graphs
 from porter.graphs.modnet import MODNet, preprocess
-from porter.verify.runtimes.onnxruntime import OrtRunner
+from porter.verification.runtimes.onnxruntime import OrtRunner
 
 
 @pytest.mark.parametrize("opset", [11, 17])

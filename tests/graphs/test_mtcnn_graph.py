@@ -9,8 +9,8 @@ import porter
 from porter.errors import MappingError
 from porter.graphs import find_ports, get_port
 from porter.graphs.mtcnn import PNET_OUTPUTS, PNet
-from porter.verify.parity import random_cases, run_parity
-from porter.verify.runtimes.torch_ import TorchRunner
+from porter.verification.parity import random_cases, run_parity
+from porter.verification.runtimes.torch_ import TorchRunner
 
 
 def test_pnet_port_from_random_tf_checkpoint(tf1_fixtures):
@@ -68,7 +68,7 @@ REFINE = {"rnet": ("mtcnn_rnet", 24, 17, 18), "onet": ("mtcnn_onet", 48, 20, 21)
 def test_refine_port_matches_tensorflow(tf1_fixtures, which):
     """R-Net / O-Net checkpoints with the published names: auto-matched, exact mapping, parity
     against the restored MetaGraph and against the graph rebuilt in TF at other batch sizes."""
-    from porter.verify.runtimes.child import ChildRuntime
+    from porter.verification.runtimes.child import ChildRuntime
 
     _, exp = tf1_fixtures
     name, size, mapped, dropped = REFINE[which]
@@ -95,7 +95,7 @@ def test_refine_port_matches_tensorflow(tf1_fixtures, which):
         reference.close()
     assert report.passed and report.worst() < 1e-5, report.lines()
     others = random_cases("image", [(1, 3, size, size), (5, 3, size, size)], seed=3)
-    with ChildRuntime("porter.verify.runtimes.tf1:rebuilt", {
+    with ChildRuntime("porter.verification.runtimes.tf1:rebuilt", {
             "builder": f"porter.graphs.mtcnn:{which}_tf1",
             "checkpoint": exp[which]["prefix"]}) as rebuilt:
         report = run_parity(rebuilt, candidate, others, tolerance=port.tolerance,

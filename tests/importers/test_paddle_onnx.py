@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 import porter
 from porter.importers.paddle import to_onnx
 from porter.importers.paddle_onnx import repair_scalar_concat
-from porter.verify.runtimes.onnxruntime import OrtRunner
+from porter.verification.runtimes.onnxruntime import OrtRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 

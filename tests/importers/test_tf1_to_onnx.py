@@ -9,9 +9,9 @@ import torch
 
 import porter
 from porter.importers.tf1 import to_onnx
-from porter.verify.parity import random_cases, run_parity
-from porter.verify.runtimes.child import ChildRuntime
-from porter.verify.runtimes.torch_ import TorchRunner
+from porter.verification.parity import random_cases, run_parity
+from porter.verification.runtimes.child import ChildRuntime
+from porter.verification.runtimes.torch_ import TorchRunner
 
 
 @pytest.mark.slow
@@ -23,7 +23,7 @@ def test_frozen_graph_through_onnx_matches_tensorflow(tf1_fixtures):
     module = porter.convert_onnx(model).eval()
     # tf2onnx keeps TF's NHWC interface, so both sides run NHWC ("layout": "none")
     cases = random_cases("x", [(1, 17, 23, 3), (2, 32, 32, 3)], seed=5)
-    with ChildRuntime("porter.verify.runtimes.tf1:frozen", {
+    with ChildRuntime("porter.verification.runtimes.tf1:frozen", {
             "graph": exp["frozen"]["path"], "inputs": {"x": "input:0"},
             "outputs": {"logits": "logits:0", "prob": "prob:0"}, "layout": "none"}) as ref:
         report = run_parity(ref, TorchRunner(module, ["x"], ["logits", "prob"]), cases,

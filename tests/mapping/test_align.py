@@ -13,7 +13,7 @@ import porter
 from porter.errors import MappingError
 from porter.mapping.align import align_by_structure
 from porter.mapping.recipe import load_strict
-from porter.verify.runtimes.onnxruntime import OrtRunner
+from porter.verification.runtimes.onnxruntime import OrtRunner
 
 
 class Chain(nn.Module):

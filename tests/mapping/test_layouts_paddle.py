@@ -21,7 +21,7 @@ from porter.mapping.layouts_paddle import (
     recipe_for_module,
 )
 from porter.mapping.recipe import Recipe, load_strict
-from porter.verify.runtimes.paddle import dygraph_runtime
+from porter.verification.runtimes.paddle import dygraph_runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 

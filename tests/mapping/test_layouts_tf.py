@@ -20,7 +20,7 @@ from porter.mapping.layouts_tf import (
 )
 from porter.mapping.recipe import Recipe
 from porter.mapping.tf_padding import TFSamePad2d, same_padding
-from porter.verify.runtimes.child import ChildRuntime
+from porter.verification.runtimes.child import ChildRuntime
 
 
 def test_same_padding_matches_tf_rule():
@@ -102,7 +102,7 @@ def test_frozen_net_ported_with_layouts_matches_tensorflow(tf1_fixtures):
     net.load_state_dict(state)
     net.eval()
     assert report.counts()["mapped"] == 11
-    with ChildRuntime("porter.verify.runtimes.tf1:frozen", {
+    with ChildRuntime("porter.verification.runtimes.tf1:frozen", {
             "graph": exp["frozen"]["path"], "inputs": {"x": "input:0"},
             "outputs": {"logits": "logits:0", "prob": "prob"}}) as tf_run:
         for seed, shape in enumerate([(1, 3, 17, 23), (2, 3, 32, 32), (1, 3, 9, 14)]):

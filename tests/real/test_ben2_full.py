@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 def ben2_files(tmp_path_factory):
     oracle.require_upstream()
     pytest.importorskip("huggingface_hub", reason="the packaged upstream saves with it")
-    from porter.verify.runtimes.torch_upstream import import_upstream
+    from porter.verification.runtimes.torch_upstream import import_upstream
 
     out = tmp_path_factory.mktemp("ben2_full")
     packaged = import_upstream(f"{oracle.PACKAGED_FILE}:BEN_Base")()

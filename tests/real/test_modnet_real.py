@@ -56,7 +56,7 @@ def test_output_reloads_by_hand_and_matches_onnxruntime_on_unseen_inputs(flagshi
     from safetensors.torch import load_file
 
     from porter.graphs import import_graph
-    from porter.verify.runtimes.onnxruntime import OrtRunner
+    from porter.verification.runtimes.onnxruntime import OrtRunner
 
     src, out, manifest = flagship
     cls = import_graph(manifest["graph"]["class"])

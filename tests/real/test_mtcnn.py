@@ -9,9 +9,9 @@ import pytest
 import porter
 from porter.graphs import get_port
 from porter.graphs.mtcnn import PNET_OUTPUTS
-from porter.verify.parity import random_cases, run_parity
-from porter.verify.runtimes.child import ChildRuntime
-from porter.verify.runtimes.torch_ import TorchRunner
+from porter.verification.parity import random_cases, run_parity
+from porter.verification.runtimes.child import ChildRuntime
+from porter.verification.runtimes.torch_ import TorchRunner
 
 PNET = Path(__file__).resolve().parents[3] / "shared" / "models" / "mtcnn_pnet" / "PNet-18"
 
@@ -57,7 +57,7 @@ def test_real_pnet_other_sizes_against_rebuilt_tf_graph(ported):
     _, port, p = ported
     cases = random_cases("image", [(1, 3, 12, 12), (2, 3, 37, 50), (1, 3, 97, 64),
                                    (1, 3, 13, 13)], seed=7)
-    with ChildRuntime("porter.verify.runtimes.tf1:rebuilt", {
+    with ChildRuntime("porter.verification.runtimes.tf1:rebuilt", {
             "builder": "porter.graphs.mtcnn:pnet_tf1", "checkpoint": str(PNET)}) as ref:
         report = run_parity(ref, TorchRunner(p.module, ["image"], PNET_OUTPUTS), cases,
                             tolerance=port.tolerance, reference_name="tensorflow",

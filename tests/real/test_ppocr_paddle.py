@@ -17,8 +17,8 @@ import pytest
 
 import porter
 from porter.importers.paddle import to_onnx
-from porter.verify.runtimes.onnxruntime import OrtRunner
-from porter.verify.runtimes.paddle import paddle_inference_runtime
+from porter.verification.runtimes.onnxruntime import OrtRunner
+from porter.verification.runtimes.paddle import paddle_inference_runtime
 
 MODEL = Path(__file__).resolve().parents[2].parent / "shared" / "models" / "ppocr_cls_paddle"
 TWIN = MODEL / "ch_ppocr_mobile_v2.0_cls_infer.onnx"

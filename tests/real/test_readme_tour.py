@@ -106,7 +106,7 @@ print(json.dumps({"shape": list(y.shape), "min": float(y.min()), "max": float(y.
 def _load_with_plain_safetensors(folder: Path, elsewhere: Path) -> None:
     import numpy as np
 
-    from porter.verify.runtimes.onnxruntime import OrtRunner
+    from porter.verification.runtimes.onnxruntime import OrtRunner
 
     elsewhere.mkdir()
     proc = subprocess.run([sys.executable, "-c", LOAD, str(folder)], cwd=elsewhere,

@@ -75,7 +75,7 @@ def test_wheel_installs_and_works_outside_the_checkout(tmp_path, real_model):
     assert {n.split("/")[0] for n in names} == {"porter", wheel.name.split("-py")[0] +
                                                 ".dist-info"}, "only porter/ at the top level"
     assert "porter/zoo/catalog.toml" in names and "porter/graphs/modnet.py" in names
-    assert any(n.startswith("porter/verify/npu/npu_ops_") and n.endswith(".json") for n in names)
+    assert any(n.startswith("porter/verification/npu/npu_ops_") and n.endswith(".json") for n in names)
 
     venv = tmp_path / "venv"
     # No pip of its own (ensurepip would also bring an old setuptools that shadows the one

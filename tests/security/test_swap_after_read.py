@@ -17,8 +17,8 @@ import pytest
 
 import porter
 from porter.graphs import get_port
-from porter.verify.parity import Tolerance, run_parity
-from porter.verify.runtimes.torch_ import TorchRunner
+from porter.verification.parity import Tolerance, run_parity
+from porter.verification.runtimes.torch_ import TorchRunner
 from tests.security.conftest import ROOT, run_capped
 
 pytestmark = pytest.mark.slow  # Paddle writes a ResNet-50 BGMv2 in a child

@@ -78,10 +78,10 @@ def test_io_ops_are_refused_before_anything_runs(hostile_graphs, name: str, op: 
 def test_the_tf_reference_refuses_too(hostile_graphs) -> None:
     """The child-side check: a caller that hands the graph straight to the TF reference."""
     model, cwd = hostile_graphs
-    code = ("import sys; from porter.verify.runtimes.child import ChildRuntime\n"
+    code = ("import sys; from porter.verification.runtimes.child import ChildRuntime\n"
             "from porter.errors import PorterError\n"
             "try:\n"
-            "    ChildRuntime('porter.verify.runtimes.tf1:frozen', {'graph': sys.argv[1],\n"
+            "    ChildRuntime('porter.verification.runtimes.tf1:frozen', {'graph': sys.argv[1],\n"
             "                 'inputs': {'x': 'x:0'}, 'outputs': {'y': 'y:0'}})\n"
             "except PorterError as exc:\n"
             "    print(exc)\n")

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from porter.substitutes import ManualInstanceNorm2d, apply_substitutes
-from porter.verify.npu import audit_module, load_registry
+from porter.verification.npu import audit_module, load_registry
 
 SHAPES_2D = [(1, 3, 8, 8), (2, 16, 33, 17), (1, 48, 64, 64)]
 SHAPES_1D = [(1, 3, 8), (2, 16, 257)]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from porter.verify.metrics import compare_arrays
+from porter.verification.metrics import compare_arrays
 
 __all__ = ["locate_divergence"]
 
@@ -45,7 +45,7 @@ def locate_divergence(onnx_model: Any, inputs: dict[str, np.ndarray], module: An
     ``diverged`` (bool), ``node``, ``op_type``, ``output`` (tensor name), ``module`` (the torch
     module path it maps to), ``index`` (node position), ``metrics`` (``compare_arrays``) and
     ``checked`` (how many tensors were compared). Float tensors diverge when max |Δ| exceeds
-    ``tol + rel_to_peak * max|ref|`` (as :class:`porter.verify.parity.Tolerance`), others when
+    ``tol + rel_to_peak * max|ref|`` (as :class:`porter.verification.parity.Tolerance`), others when
     they differ at all.
     """
     import onnxruntime as ort
@@ -53,8 +53,8 @@ def locate_divergence(onnx_model: Any, inputs: dict[str, np.ndarray], module: An
 
     from porter.converters import convert_onnx
     from porter.converters.builder import load_model
-    from porter.verify.parity import Tolerance
-    from porter.verify.runtimes.onnxruntime import session_options
+    from porter.verification.parity import Tolerance
+    from porter.verification.runtimes.onnxruntime import session_options
 
     bound = Tolerance(max_abs=tol, rel_to_peak=rel_to_peak)
     model, _ = load_model(onnx_model)

@@ -9,7 +9,7 @@ Two capture methods, tried in order, give the same kind of op list:
   constructs), one real forward runs under a ``TorchDispatchMode`` that records every ATen op
   actually dispatched, with the module (or, for porter's ONNX modules, the graph step) running.
 
-Either way the calls are grouped by overload and :func:`porter.verify.npu.dispatch.decide` judges
+Either way the calls are grouped by overload and :func:`porter.verification.npu.dispatch.decide` judges
 each as the NPU dispatcher would (torch_npu kernel, composite kernel judged by its parts, or CPU
 fallback). The report says which method was used (``"capture"``). When an NPU is present
 (:func:`npu_available`) the module is also run there and compared with the CPU.
@@ -32,10 +32,10 @@ from torch.fx.node import map_arg
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from porter.errors import AuditError
-from porter.verify.metrics import compare_arrays
-from porter.verify.npu.device import npu_available, run_on_npu
-from porter.verify.npu.dispatch import Decision, decide, is_metadata_op, op_label
-from porter.verify.npu.registry import NpuRegistry, load_registry
+from porter.verification.metrics import compare_arrays
+from porter.verification.npu.device import npu_available, run_on_npu
+from porter.verification.npu.dispatch import Decision, decide, is_metadata_op, op_label
+from porter.verification.npu.registry import NpuRegistry, load_registry
 
 __all__ = ["audit_module", "graph_ops", "dispatched_ops", "raise_if_missing"]
 
@@ -199,7 +199,7 @@ def _first_line(exc: BaseException) -> str:
 def _torch_logs_quiet() -> Iterator[None]:
     """Keep torch's own warnings off stderr, unless verbose: a failed export logs warnings and
     prints its partial graph to ``sys.stderr``, though the audit goes on with another method."""
-    from porter.verify.runtimes.onnxruntime import ort_verbose
+    from porter.verification.runtimes.onnxruntime import ort_verbose
 
     if ort_verbose():
         yield

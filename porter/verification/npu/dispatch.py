@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from porter.verify.npu.registry import NpuRegistry, canonical_op_name
+from porter.verification.npu.registry import NpuRegistry, canonical_op_name
 
 __all__ = ["Decision", "METADATA_OPS", "decide", "is_metadata_op", "op_label"]
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from porter.errors import AuditError
-from porter.verify.npu import audit_module, load_registry
+from porter.verification.npu import audit_module, load_registry
 
 REGISTRY = load_registry()
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from porter.converters import convert_onnx
-from porter.verify.npu import audit_module, load_registry
+from porter.verification.npu import audit_module, load_registry
 
 REGISTRY = load_registry()
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from porter.errors import FormatError
-from porter.verify.npu.registry import (
+from porter.verification.npu.registry import (
     canonical_op_name,
     load_registry,
     ops_from_yaml,

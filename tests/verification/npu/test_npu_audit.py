@@ -12,7 +12,7 @@ from torch import nn
 
 from porter.errors import AuditError
 from porter.substitutes import apply_substitutes
-from porter.verify.npu import audit_module, canonical_op_name, load_registry, raise_if_missing
+from porter.verification.npu import audit_module, canonical_op_name, load_registry, raise_if_missing
 
 REGISTRY = load_registry()
 
@@ -131,7 +131,7 @@ def test_substituted_instance_norm_audits_clean() -> None:
 def test_device_branch_compares_cpu_and_npu_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
     """With an NPU present the audit also runs the module there; here a stand-in 'device'
     returns the CPU result shifted by a known offset, which the comparison must report."""
-    import porter.verify.npu.audit as audit
+    import porter.verification.npu.audit as audit
 
     offset = 1e-3
 

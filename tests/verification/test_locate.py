@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from porter.converters import convert_onnx
-from porter.verify.locate import locate_divergence
+from porter.verification.locate import locate_divergence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "convert"))
 from test_convert import _model  # noqa: E402

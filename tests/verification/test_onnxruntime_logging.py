@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 _RUN = """
 import sys
 import numpy as np, onnx
-from porter.verify.runtimes.onnxruntime import OrtRunner
+from porter.verification.runtimes.onnxruntime import OrtRunner
 out = OrtRunner(onnx.load(sys.argv[1]))({"x": np.array([[-1, 2, -3, 4]], np.float32)})["y"]
 print(out.tolist())
 """
@@ -56,7 +56,7 @@ def test_onnxruntime_warnings_are_quiet_unless_verbose(tmp_path: Path) -> None:
 
 def test_cli_verbose_flag_sets_porter_verbose(tmp_path: Path, monkeypatch) -> None:
     from porter.cli.main import main
-    from porter.verify.runtimes.onnxruntime import ort_verbose, session_options
+    from porter.verification.runtimes.onnxruntime import ort_verbose, session_options
 
     monkeypatch.setenv("PORTER_VERBOSE", "0")  # restored after the test, as main() sets it
     assert not ort_verbose() and session_options().log_severity_level == 3

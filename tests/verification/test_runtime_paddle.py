@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from porter.errors import PorterError
-from porter.verify.runtimes.paddle import dygraph_runtime, paddle_inference_runtime
+from porter.verification.runtimes.paddle import dygraph_runtime, paddle_inference_runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 

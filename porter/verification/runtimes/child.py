@@ -34,7 +34,7 @@ class ChildRuntime:
         self.target, self.name = target, name or target
         child_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "porter.verify.runtimes.child"],
+            [sys.executable, "-m", "porter.verification.runtimes.child"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=child_env)
         self._send(("init", target, dict(payload or {})))

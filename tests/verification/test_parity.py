@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from porter.errors import PorterError
-from porter.verify.metrics import compare_arrays
-from porter.verify.parity import Tolerance, random_cases, run_parity
-from porter.verify.runtimes.child import ChildRuntime
+from porter.verification.metrics import compare_arrays
+from porter.verification.parity import Tolerance, random_cases, run_parity
+from porter.verification.runtimes.child import ChildRuntime
 
 
 def test_metrics_values():

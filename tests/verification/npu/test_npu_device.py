@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from porter.verify.npu import device, npu_available
+from porter.verification.npu import device, npu_available
 
 
 def test_absent_npu_is_false_without_side_effects() -> None:

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from porter.cli.main import main
-from porter.verify.runtimes.onnxruntime import OrtRunner
+from porter.verification.runtimes.onnxruntime import OrtRunner
 
 PICTURES = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / \
     "ben2_upstream" / "pictures"
@@ -90,7 +90,7 @@ def test_input_picture_gives_pngs_of_both_runtimes_and_a_heat_map(tmp_path, sigm
 
 
 def test_heat_map_scale():
-    from porter.verify.report import heat_png
+    from porter.verification.report import heat_png
 
     d = np.zeros((1, 1, 2, 3))
     d[0, 0, 1, 2] = 5.0

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from porter.substitutes import apply_substitutes
-from porter.verify.npu import audit_module, load_registry
+from porter.verification.npu import audit_module, load_registry
 
 
 def _cbr6(cin: int, cout: int, k: int, s: int, groups: int = 1) -> nn.Sequential:

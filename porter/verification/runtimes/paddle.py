@@ -4,7 +4,7 @@ Paddle must not share a process with TensorFlow (that segfaults here), so use::
 
     with paddle_inference_runtime("model_dir") as run:          # Paddle Inference predictor
         out = run({"x": arr})
-    with ChildRuntime("porter.verify.runtimes.paddle:dygraph", {
+    with ChildRuntime("porter.verification.runtimes.paddle:dygraph", {
             "builder": "pkg.mod:build", "kwargs": {...}, "params": "m.pdparams",
             "outputs": ["alpha"]}) as run: ...
 
@@ -126,7 +126,7 @@ def paddle_inference_runtime(model: str | Path, params: str | Path | None = None
     The PIR flag is set from the model file's kind (``.json`` -> on, ``.pdmodel`` -> off).
     """
     from porter.importers.paddle_program import find_model_files
-    from porter.verify.runtimes.child import ChildRuntime
+    from porter.verification.runtimes.child import ChildRuntime
 
     if params is None:
         found = find_model_files(Path(model))
@@ -134,7 +134,7 @@ def paddle_inference_runtime(model: str | Path, params: str | Path | None = None
             raise FileNotFoundError(f"{model}: no Paddle inference model found")
         model, params = found
     env = PIR_ENV if str(model).endswith(".json") else LEGACY_ENV
-    return ChildRuntime("porter.verify.runtimes.paddle:inference",
+    return ChildRuntime("porter.verification.runtimes.paddle:inference",
                         {"model": str(model), "params": str(params), "threads": threads},
                         name="paddle-inference", env={**env, "OMP_NUM_THREADS": str(threads)})
 
@@ -146,7 +146,7 @@ def dygraph_runtime(builder: str, params: str | Path | None = None,
                     state: Mapping[str, np.ndarray] | None = None) -> Any:
     """A ChildRuntime over a ``paddle.nn`` model built by ``builder`` ("pkg.mod:fn"), its
     weights from ``state`` (arrays porter read; preferred) or a trusted ``params`` file."""
-    from porter.verify.runtimes.child import ChildRuntime
+    from porter.verification.runtimes.child import ChildRuntime
 
     payload = {"builder": builder, "kwargs": dict(kwargs or {}),
                "state": None if state is None else {k: np.asarray(v) for k, v in state.items()},
@@ -155,5 +155,5 @@ def dygraph_runtime(builder: str, params: str | Path | None = None,
            "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(),
                                                        os.environ.get("PYTHONPATH")])),
            **(extra_env or {})}
-    return ChildRuntime("porter.verify.runtimes.paddle:dygraph", payload,
+    return ChildRuntime("porter.verification.runtimes.paddle:dygraph", payload,
                         name="paddle-dygraph", env=env)

@@ -1,9 +1,9 @@
 """TensorFlow 1.x (``tf.compat.v1``) sessions as parity references, for ChildRuntime only.
 
-Use through :class:`porter.verify.runtimes.child.ChildRuntime` so TensorFlow lives in its own
+Use through :class:`porter.verification.runtimes.child.ChildRuntime` so TensorFlow lives in its own
 process (it must never share one with Paddle)::
 
-    ChildRuntime("porter.verify.runtimes.tf1:metagraph", {
+    ChildRuntime("porter.verification.runtimes.tf1:metagraph", {
         "meta": ".../PNet-18.meta",                       # checkpoint: meta minus ".meta"
         "inputs": {"image": "input_image:0"},             # torch name -> TF tensor
         "outputs": {"prob": ["conv4_1/Softmax:0", "conv4_1/BiasAdd:0"],  # [tensor, like]

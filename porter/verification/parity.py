@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from porter.verify.metrics import compare_arrays
+from porter.verification.metrics import compare_arrays
 
 __all__ = ["Case", "Tolerance", "ParityReport", "run_parity", "random_cases", "Runner"]
 
