@@ -123,7 +123,7 @@ def test_mask2former_default_config_exports_for_atc(tmp_path, atc_table):
     folder, model = _mask2former_folder(tmp_path, default=True)
     assert 68_000_000 < sum(p.numel() for p in model.parameters()) < 69_500_000
     out = tmp_path / "m2f_atc"
-    convert(folder, to="onnx", target="atc", out=out, shapes=["1x3x224x224"],
+    convert(folder, to="onnx", target="atc", out=out, shapes=["1x3x128x128"],
             options={"dynamic": "none"})
     m, _ = _check_atc_output(out, atc_table, min_cases=1)
     assert m["onnx"]["opset"] == 16
