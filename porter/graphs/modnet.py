@@ -303,9 +303,20 @@ def _matches_onnx(source: Any) -> bool:
 
 
 def _cases(source: Any, ported: Any) -> list:
+    """VERIFY_SHAPES that fit the source's declared input (an ATC export fixes batch 1 and may
+    fix H/W); the declared shape itself when none fits."""
     from porter.verification.parity import random_cases
 
-    return random_cases(ported.input_names[0], VERIFY_SHAPES, seed=0)
+    declared = next((i.get("shape") for i in source.meta.get("inputs", [])), None) or []
+    fixed = [d if isinstance(d, int) and d > 0 else None for d in declared]
+
+    def fits(shape: tuple) -> bool:
+        return len(fixed) != len(shape) or all(f is None or f == d for f, d in zip(fixed, shape))
+
+    shapes = [s for s in VERIFY_SHAPES if fits(s)]
+    if not shapes:
+        shapes = [tuple(f or 32 for f in fixed)]
+    return random_cases(ported.input_names[0], shapes, seed=0)
 
 
 def _reference(source: Any, ported: Any):

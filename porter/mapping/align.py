@@ -520,6 +520,12 @@ def _account_constants(f: _Filler, source: Any, consumers: dict[str, list[tuple[
                                                  "ConstantOfShape", "Range"}:
             f.drop(name, f"shape operand of {'/'.join(sorted(ops))} (value {value.tolist()})",
                    "structure")
+        elif ops == {"Clip"} and value.size == 1 and all(
+                name in g.nodes[n]["inputs"][1:] and name != g.nodes[n]["inputs"][0]
+                for _, n in uses):
+            # simplifiers (onnxslim) turn Clip's Constant min/max into initializers
+            f.drop(name, f"Clip bound {value.item():g} (a ReLU6/hardtanh limit, covered by "
+                   "parity)", "structure")
 
 
 def arr_is_int(ref: Any) -> bool:
