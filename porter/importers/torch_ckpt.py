@@ -32,7 +32,7 @@ import numpy as np
 
 from porter.errors import FormatError, UnsafeSourceError
 from porter.importers import importer, read_magic
-from porter.importers.safe_pickle import ALLOWED, SafeUnpickler, _walk_check
+from porter.importers.safe_pickle import ALLOWED, SafeUnpickler, _finish
 from porter.source import Source, TensorRef
 
 __all__ = ["load_torch_checkpoint", "read_checkpoint", "resolve_state_dict", "TORCH_ALLOWED",
@@ -227,7 +227,7 @@ def _unpickle(fh: Any, what: str, legacy: bool) -> tuple[Any, _CheckpointUnpickl
             AttributeError, MemoryError, OverflowError, RecursionError) as exc:
         raise FormatError(f"{what}: not a readable checkpoint pickle ({type(exc).__name__}: "
                           f"{exc})") from exc
-    _walk_check(obj)
+    obj = _finish(obj)  # numpy placeholders become checked arrays; torch records stay
     return obj, up
 
 
