@@ -50,11 +50,11 @@ def test_every_entry_point_twice_in_one_process(tmp_path, two_models):
             with torch.no_grad():
                 got = module(torch.from_numpy(x)).numpy()
             np.testing.assert_allclose(got, OrtRunner(path)({"x": x})["y"], atol=1e-5)
-    assert callable(porter.verification) and callable(porter.convert)
+    assert callable(porter.verify) and callable(porter.convert)
 
 
 def test_signatures_are_explicit_and_documented():
-    for fn in (porter.open, porter.convert, porter.verification, porter.publish, porter.load):
+    for fn in (porter.open, porter.convert, porter.verify, porter.publish, porter.load):
         sig = inspect.signature(fn)
         assert not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()), fn
         assert fn.__doc__ and sig.return_annotation is not inspect.Signature.empty, fn

@@ -17,7 +17,7 @@ from porter.converters.module import OnnxModule, Step
 from porter.converters.naming import Namer, node_scope, snake, weight_scope
 from porter.converters.params import Params
 from porter.converters.registry import lookup
-from porter.converters.reuse import plan_reuse
+from porter.converters.reuse import plan_frees
 from porter.converters.symbolic import SHAPE_ARGS, plan_symbolic
 from porter.errors import FormatError, UnsupportedOpError
 
@@ -331,19 +331,7 @@ class _Builder:
                     template=op.template)
 
     def _free_lists(self, steps: list[Step]) -> None:
-        keep = set(self.mod._output_slots) | {s for s, _ in self.mod._const_slots}
-        last: dict[int, int] = {}
-        for k, st in enumerate(steps):
-            for is_slot, v in st.args + st.sym_args:
-                if is_slot:
-                    last[v] = k
-        frees: dict[int, list[int]] = {}
-        for slot, k in last.items():
-            if slot not in keep:
-                frees.setdefault(k, []).append(slot)
-        for k, st in enumerate(steps):
-            st.free = tuple(frees.get(k, ()))
-        plan_reuse(steps, keep | set(self.mod._input_slots))
+        keep = plan_frees(self.mod, steps)
         plan_kernels(steps, keep)
 
 

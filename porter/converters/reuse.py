@@ -161,3 +161,24 @@ def run_in_place(st: Any, vals: list, env: list) -> torch.Tensor | None:
                 return reuse.fn(vals[0], vals[1], out=vals[k])
             return reuse.fn(*vals)
     return None
+
+
+def plan_frees(mod: Any, steps: list) -> set[int]:
+    """Give each step the slots whose last reader it is (``Step.free``), then plan in-place
+    reuse of those dying buffers; returns the slots that must outlive the plan (outputs and
+    constants), which later planners need too."""
+    keep = set(mod._output_slots) | {s for s, _ in mod._const_slots}
+    last: dict[int, int] = {}
+    for k, st in enumerate(steps):
+        for is_slot, v in st.args + st.sym_args:
+            if is_slot:
+                last[v] = k
+    frees: dict[int, list[int]] = {}
+    for slot, k in last.items():
+        if slot not in keep:
+            frees.setdefault(k, []).append(slot)
+    for k, st in enumerate(steps):
+        st.free = tuple(frees.get(k, ()))
+    plan_reuse(steps, keep | set(mod._input_slots))
+    return keep
+

@@ -22,6 +22,7 @@ import io
 import pickle
 import struct
 import zipfile
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -268,17 +269,32 @@ def _zip_entry_reader(path: Path, zf: zipfile.ZipFile, name: str) -> Callable[[]
         return mapped
 
     def inflated() -> np.ndarray:
-        with zipfile.ZipFile(path) as z:
-            return np.frombuffer(z.read(name), np.uint8)
+        try:
+            with zipfile.ZipFile(path) as z:
+                return np.frombuffer(z.read(name), np.uint8)
+        except _ZIP_ERRORS as exc:
+            raise FormatError(f"{path}: zip entry {name} is corrupt "
+                              f"({type(exc).__name__}: {exc})") from exc
 
     return inflated
 
 
+#: What the zip reader raises on a damaged archive (bad headers, bad deflate streams, CRCs).
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
+               NotImplementedError)
+
+
 def _read_zip(path: Path) -> tuple[Any, dict[str, Callable[[], np.ndarray]], dict[str, _Storage]]:
     try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise FormatError(f"{path}: not a readable torch zip checkpoint ({exc})") from exc
+        return _read_zip_entries(path)
+    except _ZIP_ERRORS as exc:
+        raise FormatError(f"{path}: not a readable torch zip checkpoint "
+                          f"({type(exc).__name__}: {exc})") from exc
+
+
+def _read_zip_entries(path: Path
+                      ) -> tuple[Any, dict[str, Callable[[], np.ndarray]], dict[str, _Storage]]:
+    zf = zipfile.ZipFile(path)
     with zf:
         names = zf.namelist()
         pkls = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]

@@ -22,7 +22,7 @@ from porter.converters.naming import Namer, snake, weight_scope
 from porter.converters.paddle.context import Context, PaddleOp, Unsupported
 from porter.converters.paddle.registry import Registration, UnsupportedPaddleOpsError, lookup
 from porter.converters.params import Params
-from porter.converters.reuse import plan_reuse
+from porter.converters.reuse import plan_frees
 from porter.errors import FormatError, PorterError
 from porter.source import Source
 
@@ -367,19 +367,7 @@ class _Builder:
             # intermediates are recorded by slot name: a fetched value goes by its fetch name
             self.mod._slot_names[self.slots[value]] = label
         self.mod.output_names = [label for label, _ in outputs]
-        keep = set(self.mod._output_slots) | {s for s, _ in self.mod._const_slots}
-        last: dict[int, int] = {}
-        for k, st in enumerate(steps):
-            for is_slot, v in st.args:
-                if is_slot:
-                    last[v] = k
-        frees: dict[int, list[int]] = {}
-        for slot, k in last.items():
-            if slot not in keep:
-                frees.setdefault(k, []).append(slot)
-        for k, st in enumerate(steps):
-            st.free = tuple(frees.get(k, ()))
-        plan_reuse(steps, keep | set(self.mod._input_slots))
+        plan_frees(self.mod, steps)
         self.mod._steps = steps
         self.mod._n_slots = len(self.slots)
 
