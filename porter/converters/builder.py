@@ -170,17 +170,15 @@ def _module_path(node: Node, namer: Namer, inits: dict[str, np.ndarray], ordinal
     return scope or ordinal
 
 
-class _Builder:
-    def __init__(self, model: Any, inits: dict[str, np.ndarray]) -> None:
-        self.model = model
-        self.inits = inits  # original weights (initializers and Constant-node weights)
-        self.consts: dict[str, np.ndarray] = dict(inits)
-        self.shapes = _shape_info(model)
+class PlanBuilder:
+    """What every builder of an :class:`OnnxModule` plan shares (the ONNX one here, the Paddle one
+    in ``porter.converters.paddle``): value slots, submodules at dotted paths, weight holders."""
+
+    def __init__(self) -> None:
         self.mod = OnnxModule()
         self.namer = Namer()
         self.slots: dict[str, int] = {}
-        self.const_slot_paths: dict[str, str] = {}
-        self.sym: dict[str, bool] = {}  # names computed as ShapeValues -> whether rank 0
+        self.const_paths: dict[str, str] = {}  # constant value name -> attribute path
 
     def slot(self, name: str) -> int:
         if name not in self.slots:
@@ -197,9 +195,26 @@ class _Builder:
             parent = getattr(parent, p)
         parent.add_module(parts[-1], module)
 
+    def _register_holder(self, path: str, holder: dict) -> None:
+        self._attach(path, Params(holder["params"], holder["buffers"]))
+        for name in holder["names"]:
+            full = f"{path}.{self.const_paths[name]}"
+            self.const_paths[name] = full
+            self.mod._const_slots.append((self.slot(name), full))
+
+
+class _Builder(PlanBuilder):
+    def __init__(self, model: Any, inits: dict[str, np.ndarray]) -> None:
+        super().__init__()
+        self.model = model
+        self.inits = inits  # original weights (initializers and Constant-node weights)
+        self.consts: dict[str, np.ndarray] = dict(inits)
+        self.shapes = _shape_info(model)
+        self.sym: dict[str, bool] = {}  # names computed as ShapeValues -> whether rank 0
+
     def const_slot(self, name: str, node: Node, i: int, holder: dict[str, dict]) -> int:
         """A slot fed from a parameter (float) or buffer (other) holding constant ``name``."""
-        if name not in self.const_slot_paths:
+        if name not in self.const_paths:
             value = self.consts[name]
             attr = _formal_name(node, i)
             is_float = (np.asarray(value).dtype.kind == "f" and np.asarray(value).ndim > 0
@@ -208,7 +223,7 @@ class _Builder:
             while attr in holder["params"] or attr in holder["buffers"]:
                 attr += "_"
             bucket[attr] = _to_torch(value)
-            self.const_slot_paths[name] = attr  # prefixed by the holder path later
+            self.const_paths[name] = attr  # prefixed by the holder path later
             holder["names"].append(name)
         return self.slot(name)
 
@@ -233,7 +248,7 @@ class _Builder:
         for name in (o.name for o in g.output):
             if name not in self.slots and name in self.consts:
                 holder = {"params": {}, "buffers": {}, "names": []}
-                self.const_slot_paths[name] = "value"
+                self.const_paths[name] = "value"
                 holder["buffers"]["value"] = _to_torch(self.consts[name])
                 holder["names"].append(name)
                 path = self.namer.claim(f"output_{len(self.mod._const_slots)}")
@@ -246,13 +261,6 @@ class _Builder:
         self.mod._steps = steps
         self.mod._n_slots = len(self.slots)
         return self.mod.eval()
-
-    def _register_holder(self, path: str, holder: dict) -> None:
-        self._attach(path, Params(holder["params"], holder["buffers"]))
-        for name in holder["names"]:
-            attr = self.const_slot_paths[name]
-            self.const_slot_paths[name] = f"{path}.{attr}"
-            self.mod._const_slots.append((self.slot(name), f"{path}.{attr}"))
 
     def _plan_symbolic(self, node: Node, op: Op, step: Step) -> None:
         """Run shape arithmetic on python ints where it can; tensors for its other readers."""

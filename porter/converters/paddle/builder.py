@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from porter.converters.builder import PlanBuilder
 from porter.converters.context import In, Op
 from porter.converters.module import OnnxModule, Step
-from porter.converters.naming import Namer, snake, weight_scope
+from porter.converters.naming import snake, weight_scope
 from porter.converters.paddle.context import Context, PaddleOp, Unsupported
 from porter.converters.paddle.registry import Registration, UnsupportedPaddleOpsError, lookup
-from porter.converters.params import Params
 from porter.converters.reuse import plan_frees
 from porter.errors import FormatError, PorterError
 from porter.source import Source
@@ -97,18 +97,15 @@ def _carries_shape(result: Op, inputs: list[str | None], shape_like: set[str]) -
     return fn in shape_fns.PASS and any(n in shape_like for n in inputs if n is not None)
 
 
-class _Builder:
+class _Builder(PlanBuilder):
     def __init__(self, source: Source) -> None:
+        super().__init__()
         self.source = source
         self.ops = program_ops(source)
         self.consts: dict[str, Any] = {}
         self.params: set[str] = set()
         self.version: Counter[str] = Counter()
         self.current: dict[str, str] = {}  # program name -> SSA name
-        self.mod = OnnxModule()
-        self.namer = Namer()
-        self.slots: dict[str, int] = {}
-        self.const_paths: dict[str, str] = {}
         self.shape_like: set[str] = set()  # values holding sizes as python lists
 
     # --- names and slots ---------------------------------------------------------------------
@@ -129,12 +126,6 @@ class _Builder:
             raise FormatError(f"{op.type} (op {op.index}) reads {name!r}, which no earlier op "
                               "produces")
         return self.current[name]
-
-    def slot(self, ssa: str) -> int:
-        if ssa not in self.slots:
-            self.slots[ssa] = len(self.slots)
-            self.mod._slot_names.append(ssa)
-        return self.slots[ssa]
 
     # --- build ---------------------------------------------------------------------------------
     def check_supported(self) -> None:
@@ -327,22 +318,6 @@ class _Builder:
 
     def _program_name(self, ssa: str) -> str:
         return ssa.partition("@")[0]
-
-    def _attach(self, path: str, module: nn.Module) -> None:
-        parent = self.mod
-        parts = path.split(".")
-        for p in parts[:-1]:
-            if not hasattr(parent, p):
-                parent.add_module(p, nn.Module())
-            parent = getattr(parent, p)
-        parent.add_module(parts[-1], module)
-
-    def _register_holder(self, path: str, holder: dict) -> None:
-        self._attach(path, Params(holder["params"], holder["buffers"]))
-        for ssa in holder["names"]:
-            full = f"{path}.{self.const_paths[ssa]}"
-            self.const_paths[ssa] = full
-            self.mod._const_slots.append((self.slot(ssa), full))
 
     def _finish(self, inputs: list[str], outputs: list[tuple[str, str]], meta: dict,
                 steps: list[Step]) -> None:
