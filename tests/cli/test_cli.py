@@ -28,45 +28,36 @@ def tiny_onnx(tmp_path):
     return path
 
 
-def _error(capsys) -> str:
-    """The one error line: last on stderr, after any progress lines, and no traceback."""
-    err = capsys.readouterr().err.strip().splitlines()
-    errors = [line for line in err if line.startswith("porter: error: ")]
-    assert len(errors) == 1 and err[-1] == errors[0], err
-    assert not any("Traceback" in line for line in err)
-    return errors[0]
-
-
-def test_missing_file(capsys, tmp_path):
+def test_missing_file(error_line, capsys, tmp_path):
     assert main(["convert", str(tmp_path / "missing.onnx")]) == 2
-    assert "no such file" in _error(capsys)
+    assert "no such file" in error_line()
 
 
-def test_unknown_format(capsys, tmp_path):
+def test_unknown_format(error_line, capsys, tmp_path):
     f = tmp_path / "model.xyz"
     f.write_text("???")
     assert main(["inspect", str(f)]) == 2
-    assert "unknown format" in _error(capsys)
+    assert "unknown format" in error_line()
 
 
-def test_truncated_onnx(capsys, tmp_path, tiny_onnx):
+def test_truncated_onnx(error_line, capsys, tmp_path, tiny_onnx):
     bad = tmp_path / "cut.onnx"
     bad.write_bytes(tiny_onnx.read_bytes()[:40])
     assert main(["convert", str(bad), "--out", str(tmp_path / "o")]) == 2
-    assert "truncated or corrupt" in _error(capsys)
+    assert "truncated or corrupt" in error_line()
     assert not (tmp_path / "o").exists()
 
 
-def test_source_that_does_not_fit_the_graph(capsys, tmp_path, tiny_onnx):
+def test_source_that_does_not_fit_the_graph(error_line, capsys, tmp_path, tiny_onnx):
     assert main(["convert", str(tiny_onnx), "--graph", "modnet", "--out",
                  str(tmp_path / "o")]) == 2
-    assert "structure" in _error(capsys)
+    assert "structure" in error_line()
     assert not (tmp_path / "o").exists()
 
 
-def test_unknown_graph_lists_known_ones(capsys, tiny_onnx):
+def test_unknown_graph_lists_known_ones(error_line, capsys, tiny_onnx):
     assert main(["convert", str(tiny_onnx), "--graph", "nosuch"]) == 2
-    line = _error(capsys)
+    line = error_line()
     assert "known:" in line and "modnet" in line
 
 
@@ -79,7 +70,7 @@ def test_inspect_json(capsys, tiny_onnx):
     assert info["ops"] == {"Conv": 1}
 
 
-def test_convert_generic_json_and_zoo(capsys, tmp_path, tiny_onnx):
+def test_convert_generic_json_and_zoo(error_line, capsys, tmp_path, tiny_onnx):
     zoo = tmp_path / "zoo"
     assert main(["convert", str(tiny_onnx), "--out", str(tmp_path / "o"), "--json",
                  "--publish", "--zoo", str(zoo), "--name", "tiny"]) == 0
@@ -94,7 +85,7 @@ def test_convert_generic_json_and_zoo(capsys, tmp_path, tiny_onnx):
     weights.write_bytes(bytes(data))
     capsys.readouterr()
     assert main(["zoo", "--zoo", str(zoo), "verify", "tiny"]) == 1
-    assert "does not match the manifest" in _error(capsys)
+    assert "does not match the manifest" in error_line()
 
 
 def test_help_teaches_and_entry_point_runs():
@@ -105,7 +96,7 @@ def test_help_teaches_and_entry_point_runs():
         assert word in proc.stdout
 
 
-def test_unexpected_errors_are_one_line(capsys, monkeypatch, tiny_onnx):
+def test_unexpected_errors_are_one_line(error_line, capsys, monkeypatch, tiny_onnx):
     import porter.pipeline
 
     def boom(*a, **k):
@@ -113,7 +104,7 @@ def test_unexpected_errors_are_one_line(capsys, monkeypatch, tiny_onnx):
 
     monkeypatch.setattr(porter.pipeline, "convert", boom)
     assert main(["convert", str(tiny_onnx)]) == 3
-    line = _error(capsys)
+    line = error_line()
     assert "internal error" in line and "kaboom second line" in line
 
 
@@ -168,7 +159,7 @@ def test_generated_source_never_shadows_the_helpers_it_calls(tmp_path, capsys):
     np.testing.assert_array_equal(got, ort.InferenceSession(str(path)).run(None, {"x": x})[0])
 
 
-def test_broken_generated_source_is_never_written(tmp_path, capsys, tiny_onnx, monkeypatch):
+def test_broken_generated_source_is_never_written(error_line, tmp_path, capsys, tiny_onnx, monkeypatch):
     import porter.converters.codegen as codegen
 
     real = codegen.render_source
@@ -176,16 +167,16 @@ def test_broken_generated_source_is_never_written(tmp_path, capsys, tiny_onnx, m
                         lambda *a, **k: real(*a, **k).replace("        return ", "        return 1 + "))
     out = tmp_path / "out"
     assert main(["convert", str(tiny_onnx), "--graph", "generic", "--out", str(out)]) == 2
-    assert "generated model.py disagrees with the converted module" in _error(capsys)
+    assert "generated model.py disagrees with the converted module" in error_line()
     assert not out.exists()
 
 
-def test_reference_runtime_refusing_the_inputs_is_one_clear_line(tmp_path, capsys):
+def test_reference_runtime_refusing_the_inputs_is_one_clear_line(error_line, tmp_path, capsys):
     shape = numpy_helper.from_array(__import__("numpy").array([2, 6], "int64"), "s")
     path = _save(tmp_path, "rigid.onnx", [helper.make_node("Reshape", ["x", "s"], ["y"])],
                  [1, "C", 4], [shape])
     assert main(["verify", str(path), "--graph", "generic"]) == 2  # C=64 by default, not 3
-    assert "onnxruntime cannot run the model on x=1x64x4" in _error(capsys)
+    assert "onnxruntime cannot run the model on x=1x64x4" in error_line()
     assert main(["verify", str(path), "--graph", "generic", "--shape", "x=1x3x4"]) == 0
 
 

@@ -32,32 +32,24 @@ def conv_onnx(tmp_path):
     return path
 
 
-def _error(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    errors = [line for line in err if line.startswith("porter: error: ")]
-    assert len(errors) == 1 and err[-1] == errors[0], err
-    assert not any("Traceback" in line for line in err)
-    return errors[0]
-
-
-def test_foreign_folder_is_not_replaced_without_force(capsys, tmp_path, conv_onnx):
+def test_foreign_folder_is_not_replaced_without_force(error_line, capsys, tmp_path, conv_onnx):
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "thesis.txt").write_text("x")
     assert main(["convert", str(conv_onnx), "--out", str(precious), "-q"]) == 2
-    assert "porter did not write" in _error(capsys)
+    assert "porter did not write" in error_line()
     assert (precious / "thesis.txt").read_text() == "x"
     assert sorted(p.name for p in precious.iterdir()) == ["thesis.txt"]
     assert main(["convert", str(conv_onnx), "--out", str(precious), "-q", "--force"]) == 0
     assert (precious / "model.safetensors").is_file() and not (precious / "thesis.txt").exists()
 
 
-def test_a_file_in_the_way_is_refused_even_with_force(capsys, tmp_path, conv_onnx):
+def test_a_file_in_the_way_is_refused_even_with_force(error_line, capsys, tmp_path, conv_onnx):
     afile = tmp_path / "afile"
     afile.write_text("keep me")
     for extra in ([], ["--force"]):
         assert main(["convert", str(conv_onnx), "--out", str(afile), "-q", *extra]) == 2
-        assert "is a file" in _error(capsys)
+        assert "is a file" in error_line()
         assert afile.read_text() == "keep me"
 
 
@@ -71,11 +63,11 @@ def test_porters_own_output_is_replaced(tmp_path, conv_onnx):
 
 
 @pytest.mark.parametrize("bad", [".", "sub/..", "/", ""])
-def test_dot_and_root_outputs_are_one_line_errors(capsys, tmp_path, conv_onnx, bad, monkeypatch):
+def test_dot_and_root_outputs_are_one_line_errors(error_line, capsys, tmp_path, conv_onnx, bad, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "sub").mkdir()
     assert main(["convert", str(conv_onnx), "--out", bad, "-q"]) == 2
-    assert "name a folder of its own" in _error(capsys)
+    assert "name a folder of its own" in error_line()
 
 
 def test_outputs_are_readable_by_others_under_umask_022(tmp_path, conv_onnx):
@@ -124,18 +116,18 @@ def test_read_only_out_fails_before_any_work(capsys, tmp_path, conv_onnx):
     assert "not writable" in err and "import" not in err  # refused before the import stage
 
 
-def test_bad_name_with_publish_writes_nothing(capsys, tmp_path, conv_onnx):
+def test_bad_name_with_publish_writes_nothing(error_line, capsys, tmp_path, conv_onnx):
     assert main(["convert", str(conv_onnx), "--name", "../evil", "--publish", "--zoo",
                  str(tmp_path / "zz"), "--out", str(tmp_path / "o")]) == 2
-    assert "invalid zoo entry name" in _error(capsys)
+    assert "invalid zoo entry name" in error_line()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["conv.onnx"]
 
 
-def test_zoo_that_is_a_file_is_refused_before_work(capsys, tmp_path, conv_onnx):
+def test_zoo_that_is_a_file_is_refused_before_work(error_line, capsys, tmp_path, conv_onnx):
     (tmp_path / "zz").write_text("")
     assert main(["convert", str(conv_onnx), "--publish", "--zoo", str(tmp_path / "zz"),
                  "--out", str(tmp_path / "o")]) == 2
-    assert "is a file" in _error(capsys)
+    assert "is a file" in error_line()
     assert not (tmp_path / "o").exists()
 
 
@@ -149,13 +141,13 @@ def test_bad_cross_check_fails_before_parity(capsys, tmp_path, conv_onnx):
     assert not (tmp_path / "o").exists()
 
 
-def test_shape_for_an_unknown_input_is_refused(capsys, tmp_path, conv_onnx):
+def test_shape_for_an_unknown_input_is_refused(error_line, capsys, tmp_path, conv_onnx):
     assert main(["convert", str(conv_onnx), "--shape", "y=1x3x64x64", "-q",
                  "--out", str(tmp_path / "o")]) == 2
-    assert "inputs are 'x'" in _error(capsys)
+    assert "inputs are 'x'" in error_line()
     assert main(["convert", str(conv_onnx), "--shape", "x=1x4x64x64", "-q",
                  "--out", str(tmp_path / "o")]) == 2
-    assert "contradicts the model's fixed sizes" in _error(capsys)
+    assert "contradicts the model's fixed sizes" in error_line()
     assert main(["convert", str(conv_onnx), "--shape", "x=1x3x20x24", "-q",
                  "--out", str(tmp_path / "o")]) == 0
     cases = json.loads((tmp_path / "o" / "manifest.json").read_text())["parity"]["cases"]
@@ -181,7 +173,7 @@ def deep_onnx(tmp_path):
     return path
 
 
-def test_tol_means_max_abs_everywhere(capsys, tmp_path, deep_onnx):
+def test_tol_means_max_abs_everywhere(error_line, capsys, tmp_path, deep_onnx):
     conv_onnx = deep_onnx
     # the conversion's real error vs onnxruntime is tiny but not zero; a bound below it fails
     assert main(["convert", str(conv_onnx), "--out", str(tmp_path / "a"), "--json"]) == 0
@@ -190,9 +182,9 @@ def test_tol_means_max_abs_everywhere(capsys, tmp_path, deep_onnx):
     tol = worst / 2
     assert main(["convert", str(conv_onnx), "--tol", f"{tol:g}", "--out",
                  str(tmp_path / "b")]) == 1
-    assert "parity failed" in _error(capsys) and not (tmp_path / "b").exists()
+    assert "parity failed" in error_line() and not (tmp_path / "b").exists()
     assert main(["verify", str(conv_onnx), "--tol", f"{tol:g}"]) == 1
-    assert "parity failed" in _error(capsys)
+    assert "parity failed" in error_line()
     assert main(["verify", str(conv_onnx), "--locate", "--tol", f"{tol:g}"]) == 1
     assert "first divergence" in capsys.readouterr().out
     assert main(["verify", str(conv_onnx), "--locate"]) == 0
@@ -228,7 +220,7 @@ def test_manifest_holds_no_machine_paths(tmp_path, conv_onnx):
     assert m["source"]["path"] == "conv.onnx" and m["source"]["files"] == ["conv.onnx"]
 
 
-def test_os_errors_are_one_line_exit_2(capsys, tmp_path):
+def test_os_errors_are_one_line_exit_2(error_line, capsys, tmp_path):
     from porter.cli import main as cli_main
 
     def boom(_args):
@@ -248,7 +240,7 @@ def test_os_errors_are_one_line_exit_2(capsys, tmp_path):
         assert cli_main.main([]) == 2
     finally:
         cli_main.build_parser = orig
-    assert "No space left on device" in _error(capsys)
+    assert "No space left on device" in error_line()
 
 
 def test_read_only_zoo_fails_before_any_work(capsys, tmp_path, conv_onnx):
@@ -270,10 +262,10 @@ def test_read_only_zoo_fails_before_any_work(capsys, tmp_path, conv_onnx):
     assert not (tmp_path / "o").exists()
 
 
-def test_report_inside_out_is_refused_before_work(capsys, tmp_path, conv_onnx):
+def test_report_inside_out_is_refused_before_work(error_line, capsys, tmp_path, conv_onnx):
     out = tmp_path / "o"
     assert main(["convert", str(conv_onnx), "--out", str(out), "--report", str(out / "rep")]) == 2
-    assert "must not contain each other" in _error(capsys)
+    assert "must not contain each other" in error_line()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["conv.onnx"]
 
 

@@ -11,7 +11,7 @@ import torch
 from porter.converters import convert_onnx
 from porter.verification.locate import locate_divergence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "convert"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "converters"))
 from test_convert import _model  # noqa: E402
 
 
