@@ -1,4 +1,5 @@
-"""Publishing, listing, verifying and loading zoo entries; a flipped byte is refused."""
+"""Publishing, listing, verifying and loading zoo entries on every backend (local folder and
+loopback S3, see conftest.py); a flipped byte is refused."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import torch
 from porter.errors import IntegrityError, ZooError
 from porter.graphs.modnet import MODNet
 from porter.pipeline import build_manifest, write_output
-from porter.zoo.load import load_output
+from porter.zoo.layout import blob_key
+from porter.zoo.load import load_output, zoo_root
 from porter.zoo.publish import list_entries, publish, verify_entry
+from porter.zoo.pull import pull
+from porter.zoo.store import open_store
 
 
 @pytest.fixture()
-def published(tmp_path):
+def published(tmp_path, zoo):
     torch.manual_seed(0)
     module = MODNet().eval()
     manifest = {"name": "tiny", "graph": {"class": "porter.graphs.modnet:MODNet",
@@ -21,34 +25,38 @@ def published(tmp_path):
                 "parity": {"worst_max_abs": 1e-6}, "npu": {"device": "audit"},
                 "source": {"sha256": "0" * 64}}
     out = write_output(tmp_path / "out", module, manifest)
-    zoo = tmp_path / "zoo"
-    dest = publish(out, "tiny", zoo)
-    return module, zoo, dest
+    entry = publish(out, "tiny", zoo)
+    return module, zoo, entry
 
 
 def test_publish_list_verify_and_load(published):
-    module, zoo, dest = published
-    assert dest == zoo / "tiny" and not [p for p in zoo.iterdir() if p.name.startswith(".")]
-    [entry] = list_entries(zoo)
-    assert entry["name"] == "tiny" and entry["graph"] == "porter.graphs.modnet:MODNet"
+    import porter
+
+    module, zoo, entry = published
+    assert entry.ref == "tiny@1" and entry.zoo == str(zoo)
+    [listed] = list_entries(zoo)
+    assert listed["name"] == "tiny" and listed["graph"] == "porter.graphs.modnet:MODNet"
     assert verify_entry("tiny", zoo)["ok"]
-    loaded = MODNet.from_zoo("tiny", zoo)
-    for k, v in module.state_dict().items():
-        assert torch.equal(loaded.state_dict()[k], v)
+    for loaded in (MODNet.from_zoo("tiny", zoo), MODNet.from_zoo("tiny@1", zoo),
+                   porter.load("tiny", zoo=zoo)):
+        for k, v in module.state_dict().items():
+            assert torch.equal(loaded.state_dict()[k], v)
 
 
-def test_flipped_byte_fails_verify_and_load(published):
-    _, zoo, dest = published
-    weights = dest / "model.safetensors"
-    data = bytearray(weights.read_bytes())
+def test_flipped_byte_fails_verify_and_load(published, tmp_path):
+    _, zoo, entry = published
+    folder = pull("tiny", zoo)
+    data = bytearray((folder / "model.safetensors").read_bytes())
     data[len(data) // 2] ^= 0x01
-    weights.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match="does not match the manifest"):
+    (tmp_path / "flipped").write_bytes(bytes(data))
+    open_store(zoo_root(zoo)).upload(blob_key(entry.weights_sha256), tmp_path / "flipped")
+    (folder / "model.safetensors").write_bytes(bytes(data))  # the cached copy too
+    with pytest.raises(IntegrityError, match="corrupt in the zoo"):
         verify_entry("tiny", zoo)
-    with pytest.raises(IntegrityError, match="refusing to load"):
+    with pytest.raises(IntegrityError, match="refusing it"):
         MODNet.from_zoo("tiny", zoo)
-    with pytest.raises(IntegrityError):
-        load_output(dest)
+    with pytest.raises(IntegrityError, match="refusing to load"):
+        load_output(folder)
 
 
 def test_unknown_entry_and_bad_names(tmp_path):
