@@ -114,6 +114,7 @@ def resolve(store: Store, ref: str) -> Resolved:
     if version is None:
         pointer = read_latest(store, name)
         if pointer is None:
+            store.check()  # an unreachable zoo or a missing bucket says so, not "no entry"
             raise NoSuchEntry(f"no zoo entry {name!r} in {store.url} (see `porter zoo list`)")
         version, expected = int(pointer["version"]), pointer.get("sha256")
     data = store.read(version_key(name, version))

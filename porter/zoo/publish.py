@@ -181,7 +181,10 @@ def list_entries(root: str | Path | None = None, *,
     """
     store = open_store(zoo_root(root))
     out = []
-    for name in names(store):
+    found = names(store)
+    if not found:
+        store.check()  # an empty listing: say so if the zoo is unreachable or has no bucket
+    for name in found:
         try:
             latest = resolve(store, name)
             known = versions_of(store, name)
@@ -202,7 +205,10 @@ def list_entries(root: str | Path | None = None, *,
 def verify_entry(name: str, root: str | Path | None = None) -> dict[str, Any]:
     """Re-hash every blob of ``name`` (or ``name@version``) in the zoo; IntegrityError if one
     differs or is missing, or if the output's manifest disagrees with its weights."""
-    store = open_store(zoo_root(root))
+    return _verify(open_store(zoo_root(root)), name)
+
+
+def _verify(store: Store, name: str) -> dict[str, Any]:
     entry = resolve(store, name)
     files = entry.manifest["files"]
     for rel, info in sorted(files.items()):
@@ -237,7 +243,7 @@ def verify_all(root: str | Path | None = None) -> list[dict[str, Any]]:
     for name in names(store):
         for v in versions_of(store, name):
             try:
-                out.append(verify_entry(f"{name}@{v}", root))
+                out.append(_verify(store, f"{name}@{v}"))
             except (ZooError, IntegrityError) as exc:
                 out.append({"name": name, "version": v, "ref": f"{name}@{v}", "ok": False,
                             "error": str(exc)})

@@ -233,7 +233,9 @@ class FsspecStore(Store):
         options: dict[str, Any] = {}
         if self.protocol in CONDITIONAL:
             # other processes publish too: never answer a listing from this process's cache
-            options = {"use_listings_cache": False, "skip_instance_cache": True}
+            options = {"use_listings_cache": False}
+            if os.environ.get("AWS_ENDPOINT_URL"):  # botocore reads it too; named here, it
+                options["endpoint_url"] = os.environ["AWS_ENDPOINT_URL"]  # keys fsspec's cache
         try:
             self.fs, self.base = fsspec.core.url_to_fs(self.url, **options)
         except ImportError as exc:
@@ -347,14 +349,16 @@ class FsspecStore(Store):
             pass
 
     def check(self, write: bool = False) -> None:
+        if write:
+            self._need_conditional()
+        if self.protocol not in CONDITIONAL:
+            return
         bucket = self.base.split("/", 1)[0]
         try:
             self._call("connecting", self.fs.ls, bucket, detail=False)
         except FileNotFoundError as exc:
             raise ZooError(f"zoo {self.url}: bucket {bucket!r} does not exist (create it first)"
                            ) from exc
-        if write:
-            self._need_conditional()
 
 
 def open_store(root: str | Path) -> Store:

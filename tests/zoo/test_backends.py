@@ -183,3 +183,35 @@ def test_cli_push_pull_list_verify_gc(zoo, tmp_path, capsys):
         err.count("\n") == 1
     assert main(["zoo", "verify", "--zoo", str(zoo)]) == 1
     assert "m@1: FAILED" in capsys.readouterr().out
+
+
+def _cli(argv: list[str], env: dict[str, str], prelude: str = "") -> subprocess.CompletedProcess:
+    code = f"{prelude}\nimport sys\nfrom porter.cli.main import main\nsys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **env}, timeout=300)
+
+
+def _one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2 and proc.stderr.startswith("porter: error: ") and \
+        proc.stderr.count("\n") == 1, proc.stderr
+    return proc.stderr
+
+
+def test_s3_errors_are_one_line(s3_endpoint, tmp_path):
+    """Missing bucket, unreachable endpoint, no s3fs, a protocol without conditional writes."""
+    kills.make_output(tmp_path / "a", 0)
+    env = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_MAX_ATTEMPTS": "1", "PORTER_CACHE": str(tmp_path / "cache")}
+    push = ["zoo", "push", str(tmp_path / "a"), "--name", "m", "--zoo"]
+    err = _one_line_error(_cli(push + ["s3://no-such-bucket/zoo"], env))
+    assert "bucket 'no-such-bucket' does not exist" in err
+    err = _one_line_error(_cli(["zoo", "pull", "m", "--zoo", "s3://no-such-bucket/zoo"], env))
+    assert "bucket 'no-such-bucket' does not exist" in err
+    dead = {**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # nothing listens on port 9
+    assert "Could not connect to the endpoint" in _one_line_error(
+        _cli(["zoo", "list", "--zoo", "s3://bucket/zoo"], dead))
+    no_s3fs = "import sys; sys.modules['s3fs'] = None  # as if the s3 extra were not installed"
+    assert "pip install 'porter[s3]'" in _one_line_error(
+        _cli(["zoo", "list", "--zoo", "s3://bucket/zoo"], env, no_s3fs))
+    assert "knows them only for s3" in _one_line_error(_cli(push + ["memory://zoo"], env))
