@@ -251,8 +251,9 @@ def verify_all(root: str | Path | None = None) -> list[dict[str, Any]]:
 
 
 def gc(root: str | Path | None = None, grace_s: float = GRACE_S) -> list[str]:
-    """Remove blobs no version references and temporary files of killed publishes, when older
-    than ``grace_s`` seconds (so a publish in progress keeps its blobs); returns the keys."""
+    """Remove blobs no version references, temporary files and unfinished uploads of killed
+    publishes, when older than ``grace_s`` seconds (so a publish in progress keeps its blobs);
+    returns what was removed."""
     store = open_store(zoo_root(root))
     referenced: set[str] = set()
     for name in store.list("versions"):
@@ -272,4 +273,4 @@ def gc(root: str | Path | None = None, grace_s: float = GRACE_S) -> list[str]:
             if (temp or orphan) and store.age_s(key) >= grace_s:
                 store.delete(key)
                 cleared.append(key)
-    return cleared
+    return cleared + store.clear_stale_uploads(grace_s)

@@ -80,6 +80,11 @@ class Store:
     def delete(self, key: str) -> None:
         raise NotImplementedError
 
+    def clear_stale_uploads(self, grace_s: float) -> list[str]:
+        """Abort uploads that a killed writer left unfinished (S3 multipart uploads: invisible,
+        but stored and billed) when older than ``grace_s``; returns their keys."""
+        return []
+
     def check(self, write: bool = False) -> None:
         """Fail with one clear ZooError if the zoo cannot be reached (or written)."""
         raise NotImplementedError
@@ -347,6 +352,23 @@ class FsspecStore(Store):
             self._call(f"deleting {key}", self.fs.rm_file, self._path(key))
         except FileNotFoundError:
             pass
+
+    def clear_stale_uploads(self, grace_s: float) -> list[str]:
+        if self.protocol not in CONDITIONAL:
+            return []
+        bucket, _, prefix = self.base.partition("/")
+        found = self._call("listing unfinished uploads", self.fs.call_s3, "list_multipart_uploads",
+                           Bucket=bucket, Prefix=f"{prefix}/" if prefix else "")
+        cleared = []
+        for up in found.get("Uploads", []):
+            started = up.get("Initiated")
+            age = time.time() - started.timestamp() if hasattr(started, "timestamp") else 0.0
+            if age >= grace_s:
+                self._call("aborting an unfinished upload", self.fs.call_s3,
+                           "abort_multipart_upload", Bucket=bucket, Key=up["Key"],
+                           UploadId=up["UploadId"])
+                cleared.append(f"unfinished upload of {up['Key'][len(prefix) + 1:]}")
+        return cleared
 
     def check(self, write: bool = False) -> None:
         if write:
