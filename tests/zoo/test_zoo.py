@@ -16,15 +16,19 @@ from porter.zoo.pull import pull
 from porter.zoo.store import open_store
 
 
-@pytest.fixture()
-def published(tmp_path, zoo):
+def _tiny_output(tmp_path):
     torch.manual_seed(0)
     module = MODNet().eval()
     manifest = {"name": "tiny", "graph": {"class": "porter.graphs.modnet:MODNet",
                                           "kwargs": module.constructor_kwargs(), "port": "modnet"},
                 "parity": {"worst_max_abs": 1e-6}, "npu": {"device": "audit"},
                 "source": {"sha256": "0" * 64}}
-    out = write_output(tmp_path / "out", module, manifest)
+    return module, write_output(tmp_path / "out", module, manifest)
+
+
+@pytest.fixture()
+def published(tmp_path, zoo):
+    module, out = _tiny_output(tmp_path)
     entry = publish(out, "tiny", zoo)
     return module, zoo, entry
 
@@ -81,3 +85,20 @@ def test_manifest_builder_records_mapping_and_versions(tmp_path):
     assert m["source"]["sha256"] == \
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     assert m["versions"]["torch"] == torch.__version__ and m["mapping"]["method"] == "structure"
+
+
+def test_an_entry_in_the_old_folder_layout_is_named_with_its_migration(tmp_path, monkeypatch):
+    """Local zoos written before versioning held one folder per entry: listed as such, with
+    the command that publishes it anew, and never read as an entry."""
+    import shutil
+
+    monkeypatch.setenv("PORTER_CACHE", str(tmp_path / "cache"))
+    _, out = _tiny_output(tmp_path)
+    zoo = tmp_path / "zoo"
+    publish(out, "tiny", zoo)
+    shutil.copytree(out, zoo / "old")
+    entries = {e["name"]: e for e in list_entries(zoo)}
+    assert entries["tiny"]["ref"] == "tiny@1"
+    assert f"porter zoo push {zoo / 'old'} --name old" in entries["old"]["error"]
+    with pytest.raises(ZooError, match="no zoo entry 'old'"):
+        MODNet.from_zoo("old", zoo)
