@@ -74,6 +74,26 @@ def check_zoo(zoo: str | Path, digests: set[str]) -> dict[str, int]:
             "latest_entries": len(latest)}
 
 
+def debris(store: Any) -> dict[str, int]:
+    """Where the zoo stands: m's newest version, the one latest names, and leftovers (blobs no
+    version references, temporary files) that only gc removes."""
+    from porter.zoo.layout import read_latest, resolve, versions_of
+
+    referenced: set[str] = set()
+    for name in store.list("versions"):
+        for v in versions_of(store, name):
+            referenced |= {i["sha256"] for i in resolve(store, f"{name}@{v}").manifest["files"]
+                           .values()}
+    left = 0
+    for folder in ["blobs/sha256", "latest"] + [f"versions/{n}" for n in store.list("versions")]:
+        for item in store.list(folder):
+            left += item.startswith(".") or (folder == "blobs/sha256" and item not in referenced)
+    known = versions_of(store, "m")
+    latest = read_latest(store, "m")
+    return {"newest": known[-1] if known else 0,
+            "latest": int(latest["version"]) if latest else 0, "leftovers": left}
+
+
 def kill_loop(zoo: str | Path, work: Path, kills: int, seed: int = 7,
               env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``kills`` killed publishers against ``zoo``; returns the summary (see module doc)."""
@@ -90,6 +110,10 @@ def kill_loop(zoo: str | Path, work: Path, kills: int, seed: int = 7,
     rng = random.Random(seed)
     env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
     worst = {"corrupt": 0, "half_visible": 0}
+    store = open_store(zoo_root(zoo))
+    landed = {"before_any_version": 0, "after_a_version": 0, "left_latest_behind": 0,
+              "left_leftovers": 0}
+    before = debris(store)
     t0 = time.perf_counter()
     for _ in range(kills):
         child = subprocess.Popen([sys.executable, "-c", CHILD, str(work / "a"), str(work / "b"),
@@ -102,8 +126,12 @@ def kill_loop(zoo: str | Path, work: Path, kills: int, seed: int = 7,
         seen = check_zoo(zoo, digests)
         for k in worst:
             worst[k] += seen[k]
+        now = debris(store)
+        landed["after_a_version" if now["newest"] > before["newest"] else "before_any_version"] += 1
+        landed["left_latest_behind"] += now["newest"] > max(now["latest"], before["newest"])
+        landed["left_leftovers"] += now["leftovers"] > before["leftovers"]
+        before = now
     after = check_zoo(zoo, digests)
-    store = open_store(zoo_root(zoo))
     cleared = gc(zoo, grace_s=0)
     referenced = set()
     from porter.zoo.layout import resolve, versions_of
@@ -114,9 +142,10 @@ def kill_loop(zoo: str | Path, work: Path, kills: int, seed: int = 7,
                            .values()}
     left = set(store.list("blobs/sha256"))
     clean = check_zoo(zoo, digests)
-    return {"kills": kills, "publish_s": round(one, 4), "loop_s": round(time.perf_counter() - t0, 1),
+    return {"kill_count": kills, "publish_s": round(one, 4), "loop_s": round(time.perf_counter() - t0, 1),
             "versions_published": after["versions"] - 2, "corrupt_seen": worst["corrupt"],
-            "half_visible_seen": worst["half_visible"], "gc_cleared": len(cleared),
+            "half_visible_seen": worst["half_visible"], "kills": landed,
+            "gc_cleared": len(cleared),
             "blobs_left_equal_referenced": left == referenced
             and all(store.digest(blob_key(d)) == d for d in left),
             "after_gc": clean}
