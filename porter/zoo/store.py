@@ -299,7 +299,9 @@ class FsspecStore(Store):
     def create(self, key: str, data: bytes) -> bool:
         self._need_conditional()
         try:
-            self._call(f"writing {key}", self.fs.pipe_file, self._path(key), data, mode="create")
+            # If-None-Match straight to PutObject (botocore >= 1.35.20): s3fs passes it through
+            self._call(f"writing {key}", self.fs.pipe_file, self._path(key), data,
+                       IfNoneMatch="*")
         except FileExistsError:
             return False
         except Exception as exc:
