@@ -54,11 +54,12 @@ def zoo_root(root: str | Path | None = None) -> str | Path:
 
 
 def check_name(name: str) -> str:
-    """A zoo entry name: one path component, not hidden, printable; ZooError otherwise."""
+    """A zoo entry name: one path component, not hidden, printable, no '@' (which starts a
+    version: ``name@3``); ZooError otherwise."""
     if (not isinstance(name, str) or not name or name.startswith(".") or "/" in name
-            or "\\" in name or not name.isprintable() or len(name) > 200):
+            or "\\" in name or "@" in name or not name.isprintable() or len(name) > 200):
         raise ZooError(f"invalid zoo entry name {name!r} (one folder name: letters, digits, "
-                       "'_', '-', '.', not starting with '.')")
+                       "'_', '-', '.', not starting with '.', no '@')")
     return name
 
 

@@ -68,6 +68,10 @@ def test_unknown_entry_and_bad_names(tmp_path):
         verify_entry("nothing", tmp_path)
     with pytest.raises(ZooError, match="invalid"):
         verify_entry("../escape", tmp_path)
+    with pytest.raises(ZooError, match="version after '@' is a number"):
+        verify_entry("m@latest", tmp_path)
+    with pytest.raises(ZooError, match="no '@'"):
+        publish(tmp_path, "a@b", tmp_path / "zoo")
 
 
 def test_manifest_builder_records_mapping_and_versions(tmp_path):
