@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import torch
 
     from porter.pipeline import ConvertResult
+    from porter.zoo.publish import Published
 
 __version__ = "0.1.0"
 
@@ -84,11 +85,12 @@ def verify(path: str | Path, *, graph: str = "auto", tolerance: float | None = N
 
 
 def publish(out_dir: str | Path, name: str | None = None, *,
-            zoo: str | Path | None = None) -> Path:
-    """Copy a porter output folder into the zoo as ``name`` (default: the manifest's name).
+            zoo: str | Path | None = None) -> Published:
+    """Publish a porter output folder as the next version of ``name`` (default: the manifest's).
 
-    The weights are re-hashed first; the entry appears atomically. ``zoo`` defaults to
-    ``$PORTER_ZOO``, else ``~/.cache/porter/zoo``. Returns the entry's folder.
+    ``zoo`` is a folder or a URL such as ``s3://bucket/prefix`` (default ``$PORTER_ZOO``, else
+    ``~/.cache/porter/zoo``). The weights are re-hashed first; the version appears whole or not
+    at all. Returns ``Published`` (``.name``, ``.version``, ``.ref`` = ``name@version``).
     """
     from porter.zoo.load import read_manifest
     from porter.zoo.publish import publish as _publish
@@ -99,9 +101,10 @@ def publish(out_dir: str | Path, name: str | None = None, *,
 
 def load(name_or_dir: str | Path, *, zoo: str | Path | None = None, map_location: str = "cpu",
          trust_code: bool = False, code_sha256: str | None = None) -> torch.nn.Module:
-    """Load a porter output folder, or a zoo entry by name, as an eval-mode module.
+    """Load a porter output folder, or a zoo entry ``name[@version]`` from any backend.
 
-    The weights' sha256 is checked against the manifest. A generic conversion's generated
+    A zoo entry is pulled into the local cache first (every file's digest checked); the
+    weights' sha256 is checked against the manifest. A generic conversion's generated
     ``model.py`` runs only with ``trust_code=True`` or a matching ``code_sha256``.
     """
     from porter.zoo.atomic import is_porter_output

@@ -155,9 +155,9 @@ def open_module_source(src: str | Path, shapes: list[str] = (), zoo: str | Path 
     if p.is_dir() and _is_hf(p):
         return _hf_folder(p, list(shapes))
     if not p.exists() and os.sep not in str(src) and not p.suffix:
-        from porter.zoo.load import zoo_root
+        from porter.zoo.pull import find
 
-        entry = zoo_root(zoo) / str(src)
-        if (entry / "manifest.json").is_file():
+        entry = find(str(src), zoo)
+        if entry is not None:
             return _porter_output(entry, list(shapes), trust_code)
     return None

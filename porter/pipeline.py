@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from porter.errors import AuditError, FormatError, ParityError, PorterError
 from porter.source import Source, sha256_file
+
+if TYPE_CHECKING:
+    from porter.zoo.publish import Published
 
 __all__ = ["convert", "export_module", "ConvertResult", "write_output", "VERIFY_CHOICES",
            "DEFAULT_OUT"]
@@ -39,7 +42,7 @@ class ConvertResult:
     manifest: dict[str, Any]
     module: torch.nn.Module
     timings: dict[str, float] = field(default_factory=dict)
-    published: Path | None = None
+    published: Published | None = None  # porter.zoo.publish.Published: name@version, zoo
 
 
 def _quiet(_: str) -> None:
@@ -234,18 +237,16 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
         _write_staged(out_dir, writer, manifest, force=force)
         result.out = out_dir
         progress(f"write    {out_dir}")
-        if publish:
-            from porter.zoo.publish import publish as publish_entry
-
-            result.published = publish_entry(out_dir, manifest["name"], zoo)
-            progress(f"publish  {result.published}")
         timings["write"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     result.manifest["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
     if result.out is not None:  # timings are known only now; rewrite the manifest in place
         _write_json_atomic(result.out / "manifest.json", result.manifest)
-        if result.published is not None:
-            _write_json_atomic(result.published / "manifest.json", result.manifest)
+        if publish:  # after the last rewrite: a published version never changes
+            from porter.zoo.publish import publish as publish_entry
+
+            result.published = publish_entry(result.out, manifest["name"], zoo)
+            progress(f"publish  {result.published}")
     return result
 
 

@@ -44,7 +44,7 @@ def test_every_entry_point_twice_in_one_process(tmp_path, two_models):
         result = porter.convert(path, out=tmp_path / f"out{i}")
         assert result.out == tmp_path / f"out{i}" and result.manifest["parity"]["passed"]
         entry = porter.publish(result.out, zoo=tmp_path / "zoo")
-        assert entry == tmp_path / "zoo" / path.stem
+        assert entry.ref == f"{path.stem}@1" and entry.zoo == str(tmp_path / "zoo")
         for where in (result.out, path.stem):
             module = porter.load(where, zoo=tmp_path / "zoo", trust_code=True)
             with torch.no_grad():

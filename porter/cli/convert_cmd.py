@@ -89,7 +89,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="model name in the manifest and the zoo")
     p.add_argument("--publish", action="store_true",
                    help="also publish into the zoo ($PORTER_ZOO, else ~/.cache/porter/zoo)")
-    p.add_argument("--zoo", metavar="DIR", help="zoo folder for --publish")
+    p.add_argument("--zoo", metavar="DIR|URL", help="zoo folder or URL (s3://bucket/prefix) for --publish")
     p.add_argument("--json", action="store_true",
                    help="print the manifest as JSON on stdout (progress stays on stderr)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")

@@ -1,4 +1,4 @@
-"""``porter zoo``: list, verify and clean published models."""
+"""``porter zoo``: push, pull, list, verify and clean published models, on any backend."""
 
 from __future__ import annotations
 
@@ -8,80 +8,145 @@ from porter.cli.output import emit_json
 
 HELP = """\
 The zoo is $PORTER_ZOO if set, else zoo/ in porter's per-user cache ($PORTER_CACHE, else
-$XDG_CACHE_HOME/porter, else ~/.cache/porter), whatever the current directory. Entries are
-written by `porter convert --publish`; --zoo DIR names another zoo (before or after ACTION).
+$XDG_CACHE_HOME/porter, else ~/.cache/porter), whatever the current directory. It is a folder
+or a URL such as s3://bucket/prefix (credentials and endpoint from the AWS environment
+variables, e.g. AWS_ENDPOINT_URL, ~/.aws, or fsspec's configuration); --zoo names another
+one (before or after ACTION). Entries are versioned: NAME means the latest, NAME@3 version 3.
 
 examples:
+  porter zoo push out/modnet --name modnet_photographic
   porter zoo list
-  porter zoo list --zoo ~/team-zoo --json
-  porter zoo verify modnet_photographic
-  porter zoo gc                      # clear what killed publishes left behind"""
+  porter zoo list --zoo s3://team-models/zoo --json
+  porter zoo pull modnet_photographic@2
+  porter zoo verify                  # every version of every entry
+  porter zoo gc                      # blobs no version references, after a grace period"""
 
-_ZOO_HELP = "zoo folder (default: $PORTER_ZOO, else ~/.cache/porter/zoo)"
+_ZOO_HELP = "zoo folder or URL (default: $PORTER_ZOO, else ~/.cache/porter/zoo)"
+
+
+def _sub(zsub: argparse._SubParsersAction, name: str, help: str, description: str
+         ) -> argparse.ArgumentParser:
+    return zsub.add_parser(name, help=help, description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("zoo", help="list, verify or clean published models", description=HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--zoo", metavar="DIR", help=_ZOO_HELP)
+    p = sub.add_parser("zoo", help="push, pull, list, verify or clean published models",
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--zoo", metavar="DIR|URL", help=_ZOO_HELP)
     zsub = p.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
-    ls = zsub.add_parser("list", help="published entries with their digests and parity",
-                         description="List published entries.\n\nexamples:\n  porter zoo list\n"
-                                     "  porter zoo list --json --zoo DIR",
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    push = _sub(zsub, "push", "publish an output folder as the next version of an entry",
+                "Publish a porter output folder (what `porter convert --out` wrote) as the next "
+                "version of NAME.\n\nexamples:\n  porter zoo push out/modnet\n"
+                "  porter zoo push out/modnet --name modnet_photographic --zoo s3://b/zoo")
+    push.add_argument("out", metavar="OUT")
+    push.add_argument("--name", help="entry name (default: the manifest's name)")
+    push.add_argument("--json", action="store_true")
+    push.set_defaults(run=run_push)
+    pull = _sub(zsub, "pull", "fetch an entry into the local cache, checking every digest",
+                "Fetch NAME (latest) or NAME@VERSION into the local cache (or --to DIR), "
+                "checking every file's sha256; prints the folder.\n\nexamples:\n"
+                "  porter zoo pull modnet_photographic\n  porter zoo pull modnet@2 --to ./m")
+    pull.add_argument("ref", metavar="NAME[@VERSION]")
+    pull.add_argument("--to", metavar="DIR", help="a folder of your own instead of the cache")
+    pull.set_defaults(run=run_pull)
+    ls = _sub(zsub, "list", "published entries with their versions, digests and parity",
+              "List published entries (their latest versions).\n\nexamples:\n"
+              "  porter zoo list\n  porter zoo list --all --json --zoo DIR")
+    ls.add_argument("--all", action="store_true", help="every version, not only the latest")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(run=run_list)
-    vf = zsub.add_parser("verify", help="re-hash an entry's weights against its manifest",
-                         description="Re-hash an entry's weights; exit 1 if they were altered."
-                                     "\n\nexamples:\n  porter zoo verify modnet_photographic",
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    vf.add_argument("name", metavar="NAME")
+    vf = _sub(zsub, "verify", "re-hash entries' blobs against their manifests",
+              "Re-hash every blob of NAME[@VERSION] (default: every version of every entry); "
+              "exit 1 if one was altered or is missing.\n\nexamples:\n"
+              "  porter zoo verify modnet_photographic\n  porter zoo verify")
+    vf.add_argument("refs", metavar="NAME[@VERSION]", nargs="*")
+    vf.add_argument("--json", action="store_true")
     vf.set_defaults(run=run_verify)
-    gcp = zsub.add_parser("gc", help="remove debris of interrupted publishes",
-                          description="Remove staged and old copies that killed publishes left "
-                                      "(hidden folders; never listed as entries).\n\nexamples:\n"
-                                      "  porter zoo gc",
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    gcp = _sub(zsub, "gc", "remove blobs no version references and debris of killed publishes",
+               "Remove blobs that no version references and temporary files of killed "
+               "publishes, once older than --grace seconds (a publish in progress uploads its "
+               "blobs before its manifest).\n\nexamples:\n  porter zoo gc\n"
+               "  porter zoo gc --grace 0   # no publish is running")
+    gcp.add_argument("--grace", type=float, default=None, metavar="SECONDS",
+                     help="keep what is younger than this (default 3600)")
     gcp.set_defaults(run=run_gc)
-    for action in (ls, vf, gcp):  # --zoo after the action too; SUPPRESS keeps an earlier one
-        action.add_argument("--zoo", metavar="DIR", default=argparse.SUPPRESS, help=_ZOO_HELP)
+    for action in (push, pull, ls, vf, gcp):  # --zoo after the action too; SUPPRESS keeps one
+        action.add_argument("--zoo", metavar="DIR|URL", default=argparse.SUPPRESS,
+                            help=_ZOO_HELP)
+
+
+def run_push(args: argparse.Namespace) -> int:
+    import porter
+
+    entry = porter.publish(args.out, args.name, zoo=args.zoo)
+    if args.json:
+        emit_json({"name": entry.name, "version": entry.version, "ref": entry.ref,
+                   "zoo": entry.zoo, "weights_sha256": entry.weights_sha256})
+    else:
+        print(f"published {entry.ref} in {entry.zoo} (weights sha256 {entry.weights_sha256})")
+    return 0
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    from porter.zoo.pull import pull
+
+    print(pull(args.ref, args.zoo, args.to))
+    return 0
 
 
 def run_list(args: argparse.Namespace) -> int:
     from porter.zoo.load import zoo_root
     from porter.zoo.publish import list_entries
 
-    entries = list_entries(args.zoo)
+    entries = list_entries(args.zoo, all_versions=args.all)
     if args.json:
         emit_json(entries)
         return 0
     if not entries:
         print(f"no published models in {zoo_root(args.zoo)} "
-              "(use `porter convert SRC --publish`)")
+              "(use `porter convert SRC --publish` or `porter zoo push OUT`)")
     for e in entries:
         if "error" in e:
             print(f"{e['name']:<24} BROKEN: {e['error']}")
             continue
         parity = e.get("parity_max_abs")
         parity = f"max|Δ| {parity:.1e}" if isinstance(parity, float) else "unverified"
-        print(f"{e['name']:<24} {e['graph']:<28} {parity:<16} npu:{e.get('npu') or '-':<6} "
-              f"sha256 {str(e['weights_sha256'])[:16]}…")
+        print(f"{e['ref']:<28} {str(e.get('graph')):<28} {parity:<16} "
+              f"npu:{e.get('npu') or '-':<6} sha256 {str(e.get('weights_sha256'))[:16]}…")
     return 0
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from porter.zoo.publish import verify_entry
+    from porter.errors import CHECK_FAILED
+    from porter.zoo.publish import verify_all, verify_entry
 
-    info = verify_entry(args.name, args.zoo)
-    print(f"{info['name']}: ok (sha256 {info['sha256']})")
-    return 0
+    if len(args.refs) == 1 and not args.json:  # one entry: a failure is the one-line error
+        info = verify_entry(args.refs[0], args.zoo)
+        print(f"{info['ref']}: ok (sha256 {info['sha256']})")
+        return 0
+    results = []
+    for ref in args.refs:
+        try:
+            results.append(verify_entry(ref, args.zoo))
+        except CHECK_FAILED as exc:
+            results.append({"ref": ref, "ok": False, "error": str(exc)})
+    if not args.refs:
+        results = verify_all(args.zoo)
+    if args.json:
+        emit_json(results)
+    else:
+        for r in results:
+            print(f"{r['ref']}: ok (sha256 {r['sha256']})" if r["ok"]
+                  else f"{r['ref']}: FAILED: {r['error']}")
+    return 1 if any(not r["ok"] for r in results) else 0
 
 
 def run_gc(args: argparse.Namespace) -> int:
     from porter.zoo.load import zoo_root
-    from porter.zoo.publish import gc
+    from porter.zoo.publish import GRACE_S, gc
 
-    cleared = gc(args.zoo)
-    print(f"{zoo_root(args.zoo)}: cleared {len(cleared)} leftover folders"
+    cleared = gc(args.zoo, GRACE_S if args.grace is None else args.grace)
+    print(f"{zoo_root(args.zoo)}: removed {len(cleared)} unreferenced blobs or leftover files"
           + (f" ({', '.join(cleared)})" if cleared else ""))
     return 0

@@ -35,41 +35,44 @@ MANIFEST = "manifest.json"
 CLEAN_GRAPHS = "porter.graphs."
 
 
-def zoo_root(root: str | Path | None = None) -> Path:
+def zoo_root(root: str | Path | None = None) -> str | Path:
     """``root``, else ``$PORTER_ZOO``, else ``zoo/`` in porter's per-user cache folder.
 
+    A local zoo is a Path; a URL (``s3://bucket/prefix``, any fsspec protocol) stays a str.
     The cache folder is ``$PORTER_CACHE``, else ``$XDG_CACHE_HOME/porter``, else
     ``~/.cache/porter`` (as huggingface_hub does), so the zoo never depends on the current
     directory.
     """
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get("PORTER_ZOO")
-    if env:
-        return Path(env).expanduser()
+    from porter.zoo.store import is_url
+
+    chosen = root if root is not None else os.environ.get("PORTER_ZOO") or None
+    if chosen is not None:
+        return str(chosen) if is_url(chosen) else Path(chosen).expanduser()
     from porter.zoo.catalog import cache_dir
 
     return cache_dir() / "zoo"
 
 
 def check_name(name: str) -> str:
-    """A zoo entry name: one path component, not hidden, printable; ZooError otherwise."""
+    """A zoo entry name: one path component, not hidden, printable, no '@' (which starts a
+    version: ``name@3``); ZooError otherwise."""
     if (not isinstance(name, str) or not name or name.startswith(".") or "/" in name
-            or "\\" in name or not name.isprintable() or len(name) > 200):
+            or "\\" in name or "@" in name or not name.isprintable() or len(name) > 200):
         raise ZooError(f"invalid zoo entry name {name!r} (one folder name: letters, digits, "
-                       "'_', '-', '.', not starting with '.')")
+                       "'_', '-', '.', not starting with '.', no '@')")
     return name
 
 
 def entry_dir(name: str, root: str | Path | None = None) -> Path:
-    """Folder of a published zoo entry; ZooError if it is not there."""
-    path = zoo_root(root) / check_name(name)
-    if not (path / MANIFEST).is_file():
-        raise ZooError(f"no zoo entry {name!r} in {zoo_root(root)} (see `porter zoo list`)")
-    return path
+    """Local folder of zoo entry ``name`` or ``name@version``, pulled (and digest-checked) into
+    the cache from whichever backend the zoo is on; ZooError if it is not there."""
+    from porter.zoo.pull import pull
+
+    return pull(name, root)
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """The output folder's manifest.json as a dict; ZooError if missing or malformed."""
     path = Path(folder) / MANIFEST
     try:
         return json.loads(path.read_text())
@@ -162,7 +165,8 @@ class ZooModel:
 
     @classmethod
     def from_zoo(cls, name: str, root: str | Path | None = None) -> torch.nn.Module:
-        """Load the verified zoo entry ``name`` (from ``root``, default: see ``zoo_root``)."""
+        """Load the verified zoo entry ``name`` or ``name@version`` from any backend (``root``,
+        default: see ``zoo_root``), pulled into the local cache first."""
         folder = entry_dir(name, root)
         module = load_output(folder)
         if not isinstance(module, cls):

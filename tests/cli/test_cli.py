@@ -79,13 +79,13 @@ def test_convert_generic_json_and_zoo(error_line, capsys, tmp_path, tiny_onnx):
     assert main(["zoo", "--zoo", str(zoo), "list"]) == 0
     assert "tiny" in capsys.readouterr().out
     assert main(["zoo", "--zoo", str(zoo), "verify", "tiny"]) == 0
-    weights = zoo / "tiny" / "model.safetensors"
+    weights = zoo / "blobs" / "sha256" / manifest["weights"]["sha256"]  # the stored blob
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
     capsys.readouterr()
     assert main(["zoo", "--zoo", str(zoo), "verify", "tiny"]) == 1
-    assert "does not match the manifest" in error_line()
+    assert "corrupt in the zoo" in error_line()
 
 
 def test_help_teaches_and_entry_point_runs():

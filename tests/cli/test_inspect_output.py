@@ -42,6 +42,7 @@ def test_op_histogram_wraps(capsys, tmp_path):
 def test_inspect_reads_an_output_and_a_zoo_entry(capsys, tmp_path, monkeypatch):
     src = _model(tmp_path)
     monkeypatch.setenv("PORTER_ZOO", str(tmp_path / "zoo"))
+    monkeypatch.setenv("PORTER_CACHE", str(tmp_path / "cache"))  # where zoo entries are pulled
     assert main(["convert", str(src), "--out", str(tmp_path / "o"), "-q", "--publish"]) == 0
     capsys.readouterr()
     assert main(["inspect", str(tmp_path / "o")]) == 0
@@ -52,9 +53,15 @@ def test_inspect_reads_an_output_and_a_zoo_entry(capsys, tmp_path, monkeypatch):
     info = json.loads(capsys.readouterr().out)
     assert info["kind"] == "porter output" and info["weights"]["verified"] is True
     assert info["parity"]["passed"] and "README.md" in info["files"]
-    (tmp_path / "zoo" / "many" / "model.safetensors").write_bytes(b"x")
-    assert main(["inspect", "zoo:many"]) == 0
+    (tmp_path / "o" / "model.safetensors").write_bytes(b"x")
+    assert main(["inspect", str(tmp_path / "o")]) == 0
     assert "NOT OK" in capsys.readouterr().out
+    digest = info["weights"]["sha256"]
+    (tmp_path / "zoo" / "blobs" / "sha256" / digest).write_bytes(b"x")
+    for cached in (tmp_path / "cache" / "pulls").glob("many@*/model.safetensors"):
+        cached.write_bytes(b"x")  # the pulled copy too: inspect must pull again and refuse
+    assert main(["inspect", "zoo:many"]) == 1
+    assert "corrupt in the zoo" in capsys.readouterr().err
 
 
 def test_every_help_has_examples_and_completion_runs_in_bash(capsys, tmp_path):

@@ -70,14 +70,18 @@ def test_dot_and_root_outputs_are_one_line_errors(error_line, capsys, tmp_path, 
     assert "name a folder of its own" in error_line()
 
 
-def test_outputs_are_readable_by_others_under_umask_022(tmp_path, conv_onnx):
+def test_outputs_are_readable_by_others_under_umask_022(tmp_path, conv_onnx, monkeypatch):
     old = os.umask(0o022)
     try:
         assert main(["convert", str(conv_onnx), "--out", str(tmp_path / "o"), "-q", "--publish",
                      "--zoo", str(tmp_path / "zoo"), "--name", "conv"]) == 0
     finally:
         os.umask(old)
-    for root in (tmp_path / "o", tmp_path / "zoo" / "conv"):
+    from porter.zoo.pull import pull
+
+    monkeypatch.setenv("PORTER_CACHE", str(tmp_path / "cache"))
+    pulled = pull("conv", tmp_path / "zoo")
+    for root in (tmp_path / "o", tmp_path / "zoo", pulled):
         assert stat.S_IMODE(root.stat().st_mode) == 0o755
         for p in root.rglob("*"):
             assert stat.S_IMODE(p.stat().st_mode) == (0o755 if p.is_dir() else 0o644), p
@@ -202,7 +206,7 @@ def test_zoo_list_from_another_directory_and_zoo_after_action(capsys, tmp_path, 
     monkeypatch.chdir(elsewhere)
     capsys.readouterr()
     assert main(["zoo", "list"]) == 0
-    assert capsys.readouterr().out.startswith("conv ")
+    assert capsys.readouterr().out.startswith("conv@1 ")
     monkeypatch.delenv("PORTER_ZOO")
     monkeypatch.setenv("PORTER_CACHE", str(tmp_path / "cache"))
     assert main(["zoo", "list", "--zoo", str(zoo), "--json"]) == 0

@@ -180,8 +180,9 @@ def test_modnet_real_zoo_entry_exports_for_atc(tmp_path, atc_table, real_model):
     assert back.manifest["graph"]["class"] == "porter.graphs.modnet:MODNet"
     assert back.manifest["parity"]["passed"]
     from porter.zoo.load import load_output
+    from porter.zoo.pull import pull
 
-    original = load_output(zoo / "modnet_photographic")
+    original = load_output(pull("modnet_photographic", zoo, tmp_path / "pulled"))
     x = torch.from_numpy(np.random.default_rng(5).uniform(-1, 1, (1, 3, 512, 512))
                          .astype(np.float32))
     with torch.no_grad():

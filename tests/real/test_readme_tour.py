@@ -58,7 +58,9 @@ def test_readme_tour_runs_as_written(tmp_path, real_model):
                               timeout=1800)
         assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         assert "Traceback" not in proc.stderr
-    entry_dir = tmp_path / "zoo" / "modnet_photographic"
+    from porter.zoo.pull import pull
+
+    entry_dir = pull("modnet_photographic", tmp_path / "zoo", tmp_path / "pulled")
     _check_entry(entry_dir)
     _load_with_plain_safetensors(entry_dir, tmp_path / "elsewhere")
 

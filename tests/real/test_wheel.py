@@ -118,7 +118,9 @@ def test_wheel_installs_and_works_outside_the_checkout(tmp_path, real_model):
     _run([porter, "convert", "modnet_photographic", "--to", "torch", "--verify", "npu",
           "--publish", "--input", "photo.png"], cwd=run, env=env, timeout=3000)
     out = run / "out" / "modnet_photographic"
-    entry = tmp_path / "zoo" / "modnet_photographic"
+    from porter.zoo.pull import pull
+
+    entry = pull("modnet_photographic", tmp_path / "zoo", tmp_path / "pulled")
     for folder in (out, entry):
         names = {p.name for p in folder.iterdir()}
         assert {"model.safetensors", "manifest.json", "config.json", "README.md"} <= names

@@ -1,4 +1,5 @@
-"""Publishing, listing, verifying and loading zoo entries; a flipped byte is refused."""
+"""Publishing, listing, verifying and loading zoo entries on every backend (local folder and
+loopback S3, see conftest.py); a flipped byte is refused."""
 
 from __future__ import annotations
 
@@ -8,47 +9,58 @@ import torch
 from porter.errors import IntegrityError, ZooError
 from porter.graphs.modnet import MODNet
 from porter.pipeline import build_manifest, write_output
-from porter.zoo.load import load_output
+from porter.zoo.layout import blob_key
+from porter.zoo.load import load_output, zoo_root
 from porter.zoo.publish import list_entries, publish, verify_entry
+from porter.zoo.pull import pull
+from porter.zoo.store import open_store
 
 
-@pytest.fixture()
-def published(tmp_path):
+def _tiny_output(tmp_path):
     torch.manual_seed(0)
     module = MODNet().eval()
     manifest = {"name": "tiny", "graph": {"class": "porter.graphs.modnet:MODNet",
                                           "kwargs": module.constructor_kwargs(), "port": "modnet"},
                 "parity": {"worst_max_abs": 1e-6}, "npu": {"device": "audit"},
                 "source": {"sha256": "0" * 64}}
-    out = write_output(tmp_path / "out", module, manifest)
-    zoo = tmp_path / "zoo"
-    dest = publish(out, "tiny", zoo)
-    return module, zoo, dest
+    return module, write_output(tmp_path / "out", module, manifest)
+
+
+@pytest.fixture()
+def published(tmp_path, zoo):
+    module, out = _tiny_output(tmp_path)
+    entry = publish(out, "tiny", zoo)
+    return module, zoo, entry
 
 
 def test_publish_list_verify_and_load(published):
-    module, zoo, dest = published
-    assert dest == zoo / "tiny" and not [p for p in zoo.iterdir() if p.name.startswith(".")]
-    [entry] = list_entries(zoo)
-    assert entry["name"] == "tiny" and entry["graph"] == "porter.graphs.modnet:MODNet"
+    import porter
+
+    module, zoo, entry = published
+    assert entry.ref == "tiny@1" and entry.zoo == str(zoo)
+    [listed] = list_entries(zoo)
+    assert listed["name"] == "tiny" and listed["graph"] == "porter.graphs.modnet:MODNet"
     assert verify_entry("tiny", zoo)["ok"]
-    loaded = MODNet.from_zoo("tiny", zoo)
-    for k, v in module.state_dict().items():
-        assert torch.equal(loaded.state_dict()[k], v)
+    for loaded in (MODNet.from_zoo("tiny", zoo), MODNet.from_zoo("tiny@1", zoo),
+                   porter.load("tiny", zoo=zoo)):
+        for k, v in module.state_dict().items():
+            assert torch.equal(loaded.state_dict()[k], v)
 
 
-def test_flipped_byte_fails_verify_and_load(published):
-    _, zoo, dest = published
-    weights = dest / "model.safetensors"
-    data = bytearray(weights.read_bytes())
+def test_flipped_byte_fails_verify_and_load(published, tmp_path):
+    _, zoo, entry = published
+    folder = pull("tiny", zoo)
+    data = bytearray((folder / "model.safetensors").read_bytes())
     data[len(data) // 2] ^= 0x01
-    weights.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match="does not match the manifest"):
+    (tmp_path / "flipped").write_bytes(bytes(data))
+    open_store(zoo_root(zoo)).upload(blob_key(entry.weights_sha256), tmp_path / "flipped")
+    (folder / "model.safetensors").write_bytes(bytes(data))  # the cached copy too
+    with pytest.raises(IntegrityError, match="corrupt in the zoo"):
         verify_entry("tiny", zoo)
-    with pytest.raises(IntegrityError, match="refusing to load"):
+    with pytest.raises(IntegrityError, match="refusing it"):
         MODNet.from_zoo("tiny", zoo)
-    with pytest.raises(IntegrityError):
-        load_output(dest)
+    with pytest.raises(IntegrityError, match="refusing to load"):
+        load_output(folder)
 
 
 def test_unknown_entry_and_bad_names(tmp_path):
@@ -56,6 +68,10 @@ def test_unknown_entry_and_bad_names(tmp_path):
         verify_entry("nothing", tmp_path)
     with pytest.raises(ZooError, match="invalid"):
         verify_entry("../escape", tmp_path)
+    with pytest.raises(ZooError, match="version after '@' is a number"):
+        verify_entry("m@latest", tmp_path)
+    with pytest.raises(ZooError, match="no '@'"):
+        publish(tmp_path, "a@b", tmp_path / "zoo")
 
 
 def test_manifest_builder_records_mapping_and_versions(tmp_path):
@@ -73,3 +89,20 @@ def test_manifest_builder_records_mapping_and_versions(tmp_path):
     assert m["source"]["sha256"] == \
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     assert m["versions"]["torch"] == torch.__version__ and m["mapping"]["method"] == "structure"
+
+
+def test_an_entry_in_the_old_folder_layout_is_named_with_its_migration(tmp_path, monkeypatch):
+    """Local zoos written before versioning held one folder per entry: listed as such, with
+    the command that publishes it anew, and never read as an entry."""
+    import shutil
+
+    monkeypatch.setenv("PORTER_CACHE", str(tmp_path / "cache"))
+    _, out = _tiny_output(tmp_path)
+    zoo = tmp_path / "zoo"
+    publish(out, "tiny", zoo)
+    shutil.copytree(out, zoo / "old")
+    entries = {e["name"]: e for e in list_entries(zoo)}
+    assert entries["tiny"]["ref"] == "tiny@1"
+    assert f"porter zoo push {zoo / 'old'} --name old" in entries["old"]["error"]
+    with pytest.raises(ZooError, match="no zoo entry 'old'"):
+        MODNet.from_zoo("old", zoo)
