@@ -313,13 +313,13 @@ def task_options(plan: EntryPlan, cluster: Mapping[str, float],
                  base_env: Mapping[str, str]) -> dict[str, Any]:
     """Ray options for ``plan``'s task; ZooError when no node could ever run it.
 
-    ``max_calls=1`` gives every entry a fresh worker process. ``retry_exceptions`` lists only the
+    (The task itself is declared with ``max_calls=1``: every entry gets a fresh worker
+    process.) ``retry_exceptions`` lists only the
     transient faults, so a PorterError (returned as a failed result anyway) is never retried.
     """
     env = dict(plan.runtime_env)
     env["env_vars"] = {**base_env, **dict(env.get("env_vars") or {})}
-    opts: dict[str, Any] = {"num_cpus": plan.num_cpus, "max_calls": 1,
-                            "max_retries": plan.max_retries,
+    opts: dict[str, Any] = {"num_cpus": plan.num_cpus, "max_retries": plan.max_retries,
                             "retry_exceptions": list(TRANSIENT_ERRORS), "runtime_env": env,
                             "name": f"porter-build:{plan.name}"}
     if plan.verify == "npu":
@@ -418,7 +418,7 @@ def _run_on_ray(plans: list[EntryPlan], kwargs: dict[str, Any], base_env: Mappin
                 address: str, progress: Progress) -> list[EntryResult]:
     ray = _connect_ray(address)
     cluster = ray.cluster_resources()
-    task = ray.remote(_entry_task)
+    task = ray.remote(max_calls=1)(_entry_task)
     results: dict[str, EntryResult] = {}
     pending: dict[Any, tuple[EntryPlan, float]] = {}
     for plan in plans:
