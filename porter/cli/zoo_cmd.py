@@ -123,13 +123,18 @@ def _add_build_parser(zsub: argparse._SubParsersAction) -> argparse.ArgumentPars
 
 
 def run_build(args: argparse.Namespace) -> int:
+    import contextlib
+    import sys
+
     from porter.cli.output import progress_printer
     from porter.zoo.build import build_catalog
 
     pip_args = ("--no-index", "--find-links", args.find_links) if args.find_links else ()
-    results = build_catalog(args.catalog, zoo=args.zoo, ray=args.ray, only=args.only,
-                            changed=args.changed, pip_args=pip_args,
-                            progress=progress_printer(not args.json))
+    # Ray's driver prints cluster events (a worker died …) on stdout; stdout is the summary's
+    with contextlib.redirect_stdout(sys.stderr):
+        results = build_catalog(args.catalog, zoo=args.zoo, ray=args.ray, only=args.only,
+                                changed=args.changed, pip_args=pip_args,
+                                progress=progress_printer(not args.json))
     counts = {s: sum(r.status == s for r in results) for s in ("published", "skipped", "failed")}
     if args.json:
         emit_json({"catalog": args.catalog, "ray": args.ray, "counts": counts,

@@ -351,7 +351,8 @@ def _ray_failure(name: str, exc: BaseException, retries: int) -> str:
 
     after = f" (after {retries} retr{'y' if retries == 1 else 'ies'})" if retries else ""
     if isinstance(exc, rex.WorkerCrashedError):
-        return f"worker process crashed while building {name}{after}"
+        first = " ".join(str(exc).split()).split(". ")[0][:160]
+        return f"worker process crashed while building {name}{after} ({first})"
     if isinstance(exc, rex.RayTaskError):
         cause = exc.cause if exc.cause is not None else exc
         return f"{_one_line(cause).splitlines()[0][:300]}{after}"

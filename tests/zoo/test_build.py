@@ -35,7 +35,7 @@ def _fixtures():
 @pytest.fixture()
 def fixture_catalog(tmp_path, monkeypatch):
     monkeypatch.setenv("PORTER_CACHE", str(tmp_path / "cache"))
-    catalog = _fixtures().make_catalog(tmp_path / "fixture", models=3)
+    catalog = _fixtures().make_catalog(tmp_path / "fixture", models=2)
     return catalog, ["--no-index", "--find-links", str(catalog.parent / "wheels")], \
         str(tmp_path / "zoo")
 
@@ -158,7 +158,7 @@ def test_ray_build_isolates_crash_and_parity_failure_then_skips(ray_cluster, fix
     assert failed["crash"].startswith("worker process crashed while building crash")
     assert failed["tight"].startswith("parity failed: worst max|Δ|")
     published = [r for r in results.values() if r.status == "published"]
-    assert {r.name for r in published} == {"tiny_0", "tiny_1", "tiny_2", "tiny_npu"}
+    assert {r.name for r in published} == {"tiny_0", "tiny_1", "tiny_npu"}
     assert len({r.worker_pid for r in published}) == len(published)  # one process each
     assert os.getpid() not in {r.worker_pid for r in published}
     assert results["tiny_npu"].audit.startswith("audit: ")  # ran where the NPU resource is
@@ -181,7 +181,8 @@ def test_ray_build_isolates_crash_and_parity_failure_then_skips(ray_cluster, fix
     code = main(["zoo", "build", str(catalog), "--ray", "auto", "--zoo", zoo, "--json",
                  "--find-links", pip_args[-1]])
     assert code == 1
-    second = {e["name"]: e for e in json.loads(capsys.readouterr().out)["entries"]}
+    out = capsys.readouterr().out
+    second = {e["name"]: e for e in json.loads(out)["entries"]}  # stdout holds only the JSON
     assert {n for n, e in second.items() if e["status"] == "skipped"} == \
         {r.name for r in published}
     assert {n for n, e in second.items() if e["status"] == "failed"} == {"crash", "tight"}
