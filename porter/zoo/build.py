@@ -184,21 +184,25 @@ def published_build(name: str, zoo: str) -> dict[str, Any] | None:
         return None
     manifest = read_manifest(entry_dir(name, zoo))
     return {"source_sha256": (manifest.get("source") or {}).get("sha256"),
-            "porter": manifest.get("porter"), "versions": dict(manifest.get("versions") or {})}
+            "porter": manifest.get("porter"), "versions": dict(manifest.get("versions") or {}),
+            "parity": (manifest.get("parity") or {}).get("worst_max_abs"),
+            "audit": _audit_line(manifest.get("npu"))}
 
 
-def _up_to_date(name: str, source_sha256: str, zoo: str, *, versions_too: bool) -> bool:
-    """True when the zoo's build of ``name`` has this source digest (and, with
-    ``versions_too``, was made by this porter and these library versions)."""
+def _up_to_date(name: str, source_sha256: str, zoo: str, *,
+                versions_too: bool) -> dict[str, Any] | None:
+    """The zoo's build of ``name`` when it has this source digest (and, with ``versions_too``,
+    was made by this porter and these library versions), else None."""
     import porter
 
     have = published_build(name, zoo)
     if have is None or have["source_sha256"] != source_sha256:
-        return False
+        return None
     if not versions_too:
-        return True
-    return (have["porter"] == porter.__version__
+        return have
+    same = (have["porter"] == porter.__version__
             and installed_versions(list(have["versions"])) == have["versions"])
+    return have if same else None
 
 
 _LOADED_PLUGINS: dict[str, Any] = {}
@@ -255,9 +259,10 @@ def _build_entry(plan: EntryPlan, zoo: str, pip_args: Sequence[str], versions_to
         from porter.source import sha256_file
 
         digest = sha256_file(src)
-        if _up_to_date(plan.name, digest, zoo, versions_too=versions_too):
-            return EntryResult(plan.name, "skipped", time_s=time.perf_counter() - t0,
-                               source_sha256=digest)
+        have = _up_to_date(plan.name, digest, zoo, versions_too=versions_too)
+        if have is not None:  # figures of the build already in the zoo
+            return EntryResult(plan.name, "skipped", parity=have["parity"], audit=have["audit"],
+                               time_s=time.perf_counter() - t0, source_sha256=digest)
         for spec in plan.plugins:
             _load_plugin(spec)
         with tempfile.TemporaryDirectory(prefix=f"porter-build-{plan.name}-") as tmp:

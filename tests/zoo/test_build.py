@@ -117,6 +117,7 @@ def test_in_process_publishes_then_skips(fixture_catalog, capsys):
     assert main(argv[:-1]) == 0  # --only tiny_0: already published
     again = json.loads(capsys.readouterr().out)
     assert [e["status"] for e in again["entries"]] == ["skipped"]
+    assert again["entries"][0]["parity"] == first["tiny_0"]["parity"]  # the zoo's figures
 
     # a published build by other library versions is rebuilt, unless --changed (source only)
     manifest_path = Path(zoo) / "tiny_0" / "manifest.json"
@@ -186,6 +187,7 @@ def test_ray_build_isolates_crash_and_parity_failure_then_skips(ray_cluster, fix
     assert {n for n, e in second.items() if e["status"] == "skipped"} == \
         {r.name for r in published}
     assert {n for n, e in second.items() if e["status"] == "failed"} == {"crash", "tight"}
+    assert second["tiny_npu"]["audit"] == results["tiny_npu"].audit
 
 
 @pytest.mark.slow
