@@ -117,6 +117,9 @@ def _add_build_parser(zsub: argparse._SubParsersAction) -> argparse.ArgumentPars
                     help="rebuild only entries whose source changed (ignore version changes)")
     bd.add_argument("--find-links", metavar="DIR",
                     help="take source wheels from this folder instead of the package index")
+    bd.add_argument("--entries-per-worker", metavar="N", type=int, default=1,
+                    help="entries one Ray worker process builds before it is replaced "
+                         "(default 1: a fresh process each; 0: no limit, imports paid once)")
     bd.add_argument("--json", action="store_true", help="the summary as JSON on stdout")
     bd.set_defaults(run=run_build)
     return bd
@@ -134,6 +137,7 @@ def run_build(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         results = build_catalog(args.catalog, zoo=args.zoo, ray=args.ray, only=args.only,
                                 changed=args.changed, pip_args=pip_args,
+                                entries_per_worker=args.entries_per_worker,
                                 progress=progress_printer(not args.json))
     counts = {s: sum(r.status == s for r in results) for s in ("published", "skipped", "failed")}
     if args.json:

@@ -6,7 +6,10 @@ build of the same source by the same porter and library versions, else convert, 
 publish it through the public API (``porter.convert(..., publish=True)``).
 
 With ``ray`` set, each entry is one Ray task in a worker process of its own (``max_calls=1``: a
-converter that crashes or leaks memory takes only its own entry down). Transient faults
+converter that crashes or leaks memory takes only its own entry down). ``entries_per_worker``
+> 1 lets a worker process build that many entries one after another, paying the imports (torch,
+onnxruntime: seconds per process) once; a crash still takes down only the entry being built,
+while a leak can reach the worker's next entries. Transient faults
 (``OSError`` and its kin, e.g. a flaky disk or network during fetch) are retried ``max_retries``
 times by Ray; deterministic failures (every ``PorterError``: a parity miss, a digest mismatch, an
 unsupported op) are reported at once and never retried. An entry that verifies on an NPU asks
@@ -299,9 +302,11 @@ def _environ(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _entry_task(plan: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The Ray task: one entry in a worker process of its own (environment set by Ray)."""
-    return build_entry(EntryPlan(**plan), **kwargs).to_dict()
+def _entry_task(plan: dict[str, Any], kwargs: dict[str, Any],
+                env: dict[str, str]) -> dict[str, Any]:
+    """The Ray task: one entry in a worker process, seeing the driver's cache and catalog."""
+    with _environ(env):
+        return build_entry(EntryPlan(**plan), **kwargs).to_dict()
 
 
 def _base_env(catalog_path: str | None) -> dict[str, str]:
@@ -314,19 +319,19 @@ def _base_env(catalog_path: str | None) -> dict[str, str]:
     return env
 
 
-def task_options(plan: EntryPlan, cluster: Mapping[str, float],
-                 base_env: Mapping[str, str]) -> dict[str, Any]:
+def task_options(plan: EntryPlan, cluster: Mapping[str, float]) -> dict[str, Any]:
     """Ray options for ``plan``'s task; ZooError when no node could ever run it.
 
-    (The task itself is declared with ``max_calls=1``: every entry gets a fresh worker
-    process.) ``retry_exceptions`` lists only the
-    transient faults, so a PorterError (returned as a failed result anyway) is never retried.
+    ``retry_exceptions`` lists only the transient faults, so a PorterError (returned as a
+    failed result anyway) is never retried. A ``runtime_env`` is set only where the entry
+    declares one: tasks without one start on the workers Ray keeps ready. (``max_calls``, how
+    many entries one worker process builds, is set on the task itself.)
     """
-    env = dict(plan.runtime_env)
-    env["env_vars"] = {**base_env, **dict(env.get("env_vars") or {})}
     opts: dict[str, Any] = {"num_cpus": plan.num_cpus, "max_retries": plan.max_retries,
-                            "retry_exceptions": list(TRANSIENT_ERRORS), "runtime_env": env,
+                            "retry_exceptions": list(TRANSIENT_ERRORS),
                             "name": f"porter-build:{plan.name}"}
+    if plan.runtime_env:
+        opts["runtime_env"] = dict(plan.runtime_env)
     if plan.verify == "npu":
         if cluster.get("NPU", 0) < 1:
             raise ZooError("verifies on an NPU, but no node of the Ray cluster has the NPU "
@@ -368,14 +373,16 @@ def _ray_failure(name: str, exc: BaseException, retries: int) -> str:
 
 def build_catalog(catalog_path: str | Path | None = None, *, zoo: str | Path | None = None,
                   ray: str | None = None, only: Sequence[str] = (), changed: bool = False,
-                  pip_args: Sequence[str] = (), progress: Progress = lambda _: None
-                  ) -> list[EntryResult]:
+                  pip_args: Sequence[str] = (), entries_per_worker: int = 1,
+                  progress: Progress = lambda _: None) -> list[EntryResult]:
     """Build every catalog entry (or ``only`` those) into ``zoo``; one result per entry.
 
     ``ray``: a cluster address, ``"auto"`` (the running cluster) or ``"local"`` (start one
     here); None runs in this process. Already initialised Ray (a test's ``ray.init``) is reused.
     ``changed``: rebuild only entries whose source changed, ignoring porter and library
     versions. ``pip_args`` go to the fetch (``--no-index --find-links DIR`` for a mirror).
+    ``entries_per_worker``: how many entries one Ray worker process builds before it is
+    replaced (1: a fresh process per entry; 0: no limit).
     """
     from porter.zoo.catalog import load_catalog
     from porter.zoo.load import zoo_root
@@ -390,7 +397,9 @@ def build_catalog(catalog_path: str | Path | None = None, *, zoo: str | Path | N
     base_env = _base_env(cat_path)
     if ray is None:
         return [_run_here(p, kwargs, base_env, progress) for p in plans]
-    return _run_on_ray(plans, kwargs, base_env, ray, progress)
+    if entries_per_worker < 0:
+        raise ZooError("--entries-per-worker must be 0 (no limit) or more")
+    return _run_on_ray(plans, kwargs, base_env, ray, entries_per_worker, progress)
 
 
 def _run_here(plan: EntryPlan, kwargs: dict[str, Any], base_env: Mapping[str, str],
@@ -421,20 +430,21 @@ def _progress_line(r: EntryResult) -> str:
 
 
 def _run_on_ray(plans: list[EntryPlan], kwargs: dict[str, Any], base_env: Mapping[str, str],
-                address: str, progress: Progress) -> list[EntryResult]:
+                address: str, entries_per_worker: int, progress: Progress
+                ) -> list[EntryResult]:
     ray = _connect_ray(address)
     cluster = ray.cluster_resources()
-    task = ray.remote(max_calls=1)(_entry_task)
+    task = ray.remote(max_calls=entries_per_worker)(_entry_task)
     results: dict[str, EntryResult] = {}
     pending: dict[Any, tuple[EntryPlan, float]] = {}
     for plan in plans:
         try:
-            opts = task_options(plan, cluster, base_env)
+            opts = task_options(plan, cluster)
         except ZooError as exc:
             results[plan.name] = EntryResult(plan.name, "failed", error=str(exc))
             progress(_progress_line(results[plan.name]))
             continue
-        ref = task.options(**opts).remote(asdict(plan), kwargs)
+        ref = task.options(**opts).remote(asdict(plan), kwargs, dict(base_env))
         pending[ref] = (plan, time.perf_counter())
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)

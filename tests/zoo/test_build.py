@@ -70,18 +70,17 @@ def test_plan_reads_build_table_and_refuses_bad_fields(tmp_path):
 
 
 def test_task_options_npu_resource_runtime_env_and_retries():
-    base = {"PORTER_CACHE": "/c"}
     plan = EntryPlan("a", verify="npu", max_retries=2,
                      runtime_env={"pip": ["onnx==1.17.0"], "env_vars": {"X": "1"}})
-    opts = task_options(plan, {"CPU": 8, "NPU": 8}, base)
+    opts = task_options(plan, {"CPU": 8, "NPU": 8})
     assert opts["resources"] == {"NPU": 1}
-    assert opts["runtime_env"] == {"pip": ["onnx==1.17.0"],
-                                   "env_vars": {"PORTER_CACHE": "/c", "X": "1"}}
+    assert opts["runtime_env"] == {"pip": ["onnx==1.17.0"], "env_vars": {"X": "1"}}
     assert opts["max_retries"] == 2 and OSError in opts["retry_exceptions"]
     assert not any(issubclass(e, ZooError) for e in opts["retry_exceptions"])
-    assert "resources" not in task_options(EntryPlan("b"), {"CPU": 8}, base)
+    plain = task_options(EntryPlan("b"), {"CPU": 8})
+    assert "resources" not in plain and "runtime_env" not in plain
     with pytest.raises(ZooError, match="no node of the Ray cluster has the NPU resource"):
-        task_options(plan, {"CPU": 8}, base)  # would wait forever; refused up front
+        task_options(plan, {"CPU": 8})  # would wait forever; refused up front
 
 
 def test_in_process_refuses_pinned_runtime_env(fixture_catalog):
