@@ -45,6 +45,44 @@ register_port(GraphPort(name="fixture_segfault", formats=("onnx",), graph="fixtu
 '''
 
 
+# Plugins for the retry rule: each import is one attempt, counted in a file beside the plugin.
+FLAKY_PORT = '''"""Fails its first import with OSError (a flaky mount), then works (fixture)."""
+from pathlib import Path
+
+log = Path(__file__).with_name("flaky.attempts")
+attempts = int(log.read_text()) + 1 if log.exists() else 1
+log.write_text(str(attempts))
+if attempts == 1:
+    raise OSError(5, "input/output error on first read (fixture)")
+'''
+
+REFUSING_PORT = '''"""Always refuses with a PorterError, a deterministic failure (fixture)."""
+from pathlib import Path
+
+from porter.errors import MappingError
+
+log = Path(__file__).with_name("refusing.attempts")
+log.write_text(str(int(log.read_text()) + 1 if log.exists() else 1))
+raise MappingError("refusing fixture: nothing maps (deterministic)")
+'''
+
+
+def make_retry_catalog(folder: Path, size: int = 32) -> Path:
+    """A catalog of two entries for the retry rule: ``flaky`` (OSError once, max_retries=1)
+    and ``refusing`` (a PorterError every time, max_retries=2)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "flaky_port.py").write_text(FLAKY_PORT)
+    (folder / "refusing_port.py").write_text(REFUSING_PORT)
+    members = {"flaky.onnx": tiny_onnx(400, size), "refusing.onnx": tiny_onnx(500, size)}
+    text = (_entry("flaky", members["flaky.onnx"], 'plugins = ["flaky_port.py"]\nmax_retries = 1')
+            + _entry("refusing", members["refusing.onnx"],
+                     'plugins = ["refusing_port.py"]\nmax_retries = 2'))
+    (folder / "wheels").mkdir(exist_ok=True)
+    _wheel(folder / "wheels" / f"{_MOD}-{VERSION}-py3-none-any.whl", members)
+    (folder / "catalog.toml").write_text(text)
+    return folder / "catalog.toml"
+
+
 def tiny_onnx(seed: int, size: int = 32, channels: int = 8) -> bytes:
     """A random-weight Conv3x3/ReLU/Conv1x1/Sigmoid net on 1x3xSxS, serialised ONNX (opset 17)."""
     import numpy as np

@@ -190,6 +190,22 @@ def test_ray_build_isolates_crash_and_parity_failure_then_skips(ray_cluster, fix
 
 
 @pytest.mark.slow
+def test_ray_retries_transient_faults_only(ray_cluster, tmp_path, monkeypatch):
+    """A plugin whose first import hits an OSError is retried in a fresh worker and published;
+    one raising a PorterError is not retried although its entry allows 2 retries."""
+    monkeypatch.setenv("PORTER_CACHE", str(tmp_path / "cache"))
+    catalog = _fixtures().make_retry_catalog(tmp_path / "retry")
+    results = {r.name: r for r in build_catalog(
+        catalog, zoo=tmp_path / "zoo", ray="auto",
+        pip_args=["--no-index", "--find-links", str(catalog.parent / "wheels")])}
+    assert (catalog.parent / "flaky.attempts").read_text() == "2"
+    assert results["flaky"].status == "published", results["flaky"].error
+    assert (catalog.parent / "refusing.attempts").read_text() == "1"
+    assert results["refusing"].status == "failed"
+    assert results["refusing"].error == "refusing fixture: nothing maps (deterministic)"
+
+
+@pytest.mark.slow
 def test_ray_builds_project_catalog_offline(ray_cluster, tmp_path, monkeypatch, capsys):
     """The project catalog with --ray auto: MODNet from the shared copy placed in the cache
     (what a team's pre-seeded cache holds); BEN2's hub sources need the network, which these
