@@ -66,17 +66,27 @@ log.write_text(str(int(log.read_text()) + 1 if log.exists() else 1))
 raise MappingError("refusing fixture: nothing maps (deterministic)")
 '''
 
+HANGING_PORT = '''"""Hangs on import, like a converter stuck waiting (fixture for timeout_s)."""
+import time
+
+time.sleep(300)
+'''
+
 
 def make_retry_catalog(folder: Path, size: int = 32) -> Path:
-    """A catalog of two entries for the retry rule: ``flaky`` (OSError once, max_retries=1)
-    and ``refusing`` (a PorterError every time, max_retries=2)."""
+    """A catalog for the retry rule: ``flaky`` (OSError once, max_retries=1), ``refusing`` (a
+    PorterError every time, max_retries=2) and ``hanging`` (sleeps; timeout_s = 3)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "flaky_port.py").write_text(FLAKY_PORT)
     (folder / "refusing_port.py").write_text(REFUSING_PORT)
-    members = {"flaky.onnx": tiny_onnx(400, size), "refusing.onnx": tiny_onnx(500, size)}
+    (folder / "hanging_port.py").write_text(HANGING_PORT)
+    members = {"flaky.onnx": tiny_onnx(400, size), "refusing.onnx": tiny_onnx(500, size),
+               "hanging.onnx": tiny_onnx(600, size)}
     text = (_entry("flaky", members["flaky.onnx"], 'plugins = ["flaky_port.py"]\nmax_retries = 1')
             + _entry("refusing", members["refusing.onnx"],
-                     'plugins = ["refusing_port.py"]\nmax_retries = 2'))
+                     'plugins = ["refusing_port.py"]\nmax_retries = 2')
+            + _entry("hanging", members["hanging.onnx"],
+                     'plugins = ["hanging_port.py"]\ntimeout_s = 3'))
     (folder / "wheels").mkdir(exist_ok=True)
     _wheel(folder / "wheels" / f"{_MOD}-{VERSION}-py3-none-any.whl", members)
     (folder / "catalog.toml").write_text(text)

@@ -25,6 +25,7 @@ Per-entry build settings are catalog data, in an optional ``[NAME.build]`` table
     shapes = ["x=1x3x64x64"]   # fixes open input sizes
     plugins = ["my_ports.py"]  # modules (or files beside the catalog) that register ports
     max_retries = 1            # Ray retries of transient faults and crashed workers
+    timeout_s = 600            # stop an entry that hangs (a failure, not retried)
     runtime_env = { pip = ["onnx==1.17.0"] }   # Ray runtime_env for this entry only
 """
 
@@ -51,13 +52,40 @@ __all__ = ["EntryPlan", "EntryResult", "plan_entries", "published_build", "build
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, ConnectionError, TimeoutError)
 VERIFY_MODES = ("cpu", "npu", "none")
 BUILD_KEYS = {"verify", "tolerance", "shapes", "plugins", "max_retries", "runtime_env", "graph",
-              "num_cpus"}
+              "num_cpus", "timeout_s"}
 # manifest ``versions`` key -> distributions that provide that module
 _DISTRIBUTIONS = {"numpy": ("numpy",), "torch": ("torch",), "onnx": ("onnx",),
                   "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino"),
                   "tensorflow": ("tensorflow", "tensorflow-cpu"),
                   "paddle": ("paddlepaddle", "paddlepaddle-gpu"), "torch_npu": ("torch-npu",)}
 Progress = Callable[[str], None]
+
+
+class EntryTimeout(ZooError):
+    """An entry ran past its ``timeout_s`` and was stopped."""
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float | None) -> Iterator[None]:
+    """Raise EntryTimeout in this (main) thread after ``seconds``; a blocking call is
+    interrupted (PEP 475) and a child process waited on is killed by ``subprocess.run``."""
+    import signal
+    import threading
+
+    if seconds is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(_signum: int, _frame: Any) -> None:
+        raise EntryTimeout(f"took longer than its timeout_s of {seconds:g} s; stopped")
+
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 @dataclass
@@ -73,6 +101,7 @@ class EntryPlan:
     max_retries: int = 1
     runtime_env: dict[str, Any] = field(default_factory=dict)
     num_cpus: float = 1.0
+    timeout_s: float | None = None
 
 
 @dataclass
@@ -128,6 +157,9 @@ def plan_entries(catalog: Mapping[str, Mapping[str, Any]], *, catalog_dir: Path 
         retries = build.get("max_retries", 1)
         if not isinstance(retries, int) or retries < 0:
             raise ZooError(f"{name}: build.max_retries must be a non-negative integer")
+        timeout = build.get("timeout_s")
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise ZooError(f"{name}: build.timeout_s must be a positive number of seconds")
         env = build.get("runtime_env") or {}
         if not isinstance(env, dict):
             raise ZooError(f"{name}: build.runtime_env must be a table")
@@ -144,7 +176,8 @@ def plan_entries(catalog: Mapping[str, Mapping[str, Any]], *, catalog_dir: Path 
             name=name, graph=build.get("graph", entry.get("graph", "auto")), verify=verify,
             tolerance=float(tol) if tol is not None else None,
             shapes=[str(s) for s in build.get("shapes", [])], plugins=plugins,
-            max_retries=retries, runtime_env=env, num_cpus=float(build.get("num_cpus", 1))))
+            max_retries=retries, runtime_env=env, num_cpus=float(build.get("num_cpus", 1)),
+            timeout_s=float(timeout) if timeout is not None else None))
     return plans
 
 
@@ -244,7 +277,13 @@ def build_entry(plan: EntryPlan, *, zoo: str, pip_args: Sequence[str] = (),
     Transient faults (``TRANSIENT_ERRORS``) propagate so the caller (Ray, or the in-process
     loop) can retry them. ``versions_too=False`` skips on an unchanged source digest alone.
     """
-    result = _build_entry(plan, zoo, pip_args, versions_too, catalog_path)
+    t0 = time.perf_counter()
+    try:
+        with _deadline(plan.timeout_s):
+            result = _build_entry(plan, zoo, pip_args, versions_too, catalog_path)
+    except EntryTimeout as exc:  # fired outside the entry's own error handling
+        result = EntryResult(plan.name, "failed", time_s=time.perf_counter() - t0,
+                             error=str(exc))
     result.worker_pid = os.getpid()
     return result
 

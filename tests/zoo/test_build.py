@@ -64,6 +64,7 @@ def test_plan_reads_build_table_and_refuses_bad_fields(tmp_path):
         plan_entries(cat, only=["c"])
     for bad, match in (({"verify": "gpu"}, "build.verify"), ({"tolerance": 0}, "tolerance"),
                        ({"toleranse": 1}, "unknown build field"),
+                       ({"timeout_s": -1}, "timeout_s"),
                        ({"plugins": ["nope.py"]}, "plugin nope.py not found")):
         with pytest.raises(ZooError, match=match):
             plan_entries({"x": {"build": bad}}, catalog_dir=tmp_path)
@@ -192,7 +193,8 @@ def test_ray_build_isolates_crash_and_parity_failure_then_skips(ray_cluster, fix
 @pytest.mark.slow
 def test_ray_retries_transient_faults_only(ray_cluster, tmp_path, monkeypatch):
     """A plugin whose first import hits an OSError is retried in a fresh worker and published;
-    one raising a PorterError is not retried although its entry allows 2 retries."""
+    one raising a PorterError is not retried although its entry allows 2 retries; one that
+    hangs is stopped at its timeout_s, in the worker."""
     monkeypatch.setenv("PORTER_CACHE", str(tmp_path / "cache"))
     catalog = _fixtures().make_retry_catalog(tmp_path / "retry")
     results = {r.name: r for r in build_catalog(
@@ -203,6 +205,9 @@ def test_ray_retries_transient_faults_only(ray_cluster, tmp_path, monkeypatch):
     assert (catalog.parent / "refusing.attempts").read_text() == "1"
     assert results["refusing"].status == "failed"
     assert results["refusing"].error == "refusing fixture: nothing maps (deterministic)"
+    assert results["hanging"].status == "failed"
+    assert results["hanging"].error == "took longer than its timeout_s of 3 s; stopped"
+    assert 2.5 < results["hanging"].time_s < 60  # stopped at 3 s, not after its sleep
 
 
 @pytest.mark.slow
