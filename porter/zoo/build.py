@@ -369,6 +369,9 @@ def task_options(plan: EntryPlan, cluster: Mapping[str, float]) -> dict[str, Any
     opts: dict[str, Any] = {"num_cpus": plan.num_cpus, "max_retries": plan.max_retries,
                             "retry_exceptions": list(TRANSIENT_ERRORS),
                             "name": f"porter-build:{plan.name}"}
+    if plan.num_cpus > cluster.get("CPU", 0):
+        raise ZooError(f"asks for {plan.num_cpus:g} CPUs; the Ray cluster has "
+                       f"{cluster.get('CPU', 0):g} in all")
     if plan.runtime_env:
         opts["runtime_env"] = dict(plan.runtime_env)
     if plan.verify == "npu":

@@ -82,6 +82,8 @@ def test_task_options_npu_resource_runtime_env_and_retries():
     assert "resources" not in plain and "runtime_env" not in plain
     with pytest.raises(ZooError, match="no node of the Ray cluster has the NPU resource"):
         task_options(plan, {"CPU": 8})  # would wait forever; refused up front
+    with pytest.raises(ZooError, match="asks for 4 CPUs; the Ray cluster has 2 in all"):
+        task_options(EntryPlan("c", num_cpus=4), {"CPU": 2})
 
 
 def test_in_process_refuses_pinned_runtime_env(fixture_catalog):
