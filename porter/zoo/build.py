@@ -25,6 +25,7 @@ Per-entry build settings are catalog data, in an optional ``[NAME.build]`` table
     shapes = ["x=1x3x64x64"]   # fixes open input sizes
     plugins = ["my_ports.py"]  # modules (or files beside the catalog) that register ports
     max_retries = 1            # Ray retries of transient faults and crashed workers
+    num_cpus = 1               # CPUs the entry's task reserves on Ray
     timeout_s = 600            # stop an entry that hangs (a failure, not retried)
     runtime_env = { pip = ["onnx==1.17.0"] }   # Ray runtime_env for this entry only
 """
@@ -160,6 +161,9 @@ def plan_entries(catalog: Mapping[str, Mapping[str, Any]], *, catalog_dir: Path 
         timeout = build.get("timeout_s")
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise ZooError(f"{name}: build.timeout_s must be a positive number of seconds")
+        cpus = build.get("num_cpus", 1)
+        if not isinstance(cpus, (int, float)) or cpus <= 0:
+            raise ZooError(f"{name}: build.num_cpus must be a positive number")
         env = build.get("runtime_env") or {}
         if not isinstance(env, dict):
             raise ZooError(f"{name}: build.runtime_env must be a table")
@@ -176,7 +180,7 @@ def plan_entries(catalog: Mapping[str, Mapping[str, Any]], *, catalog_dir: Path 
             name=name, graph=build.get("graph", entry.get("graph", "auto")), verify=verify,
             tolerance=float(tol) if tol is not None else None,
             shapes=[str(s) for s in build.get("shapes", [])], plugins=plugins,
-            max_retries=retries, runtime_env=env, num_cpus=float(build.get("num_cpus", 1)),
+            max_retries=retries, runtime_env=env, num_cpus=float(cpus),
             timeout_s=float(timeout) if timeout is not None else None))
     return plans
 

@@ -64,7 +64,7 @@ def test_plan_reads_build_table_and_refuses_bad_fields(tmp_path):
         plan_entries(cat, only=["c"])
     for bad, match in (({"verify": "gpu"}, "build.verify"), ({"tolerance": 0}, "tolerance"),
                        ({"toleranse": 1}, "unknown build field"),
-                       ({"timeout_s": -1}, "timeout_s"),
+                       ({"timeout_s": -1}, "timeout_s"), ({"num_cpus": "2"}, "num_cpus"),
                        ({"plugins": ["nope.py"]}, "plugin nope.py not found")):
         with pytest.raises(ZooError, match=match):
             plan_entries({"x": {"build": bad}}, catalog_dir=tmp_path)
