@@ -5,7 +5,7 @@ Usage: ``python scripts/build_zoo_fixture_catalog.py DIR [--models N] [--size S]
 Writes ``DIR/wheels/porter_zoo_fixtures-1.0-py3-none-any.whl`` (the models, fetched from it by
 pip exactly as the project catalog's ``pypi-wheel`` sources are, offline with
 ``--find-links DIR/wheels``), ``DIR/catalog.toml`` and ``DIR/crash_port.py``. The catalog has
-N plain entries (``tiny_0`` …, random-weight Conv/ReLU/Conv/Sigmoid nets built with
+N plain entries (``tiny_0`` …, random-weight Conv/ReLU/Conv/ReLU/Conv/Sigmoid nets built with
 onnx.helper), one that verifies on an NPU (``tiny_npu``: asks Ray for the NPU resource), and two
 made to fail for real reasons:
 
@@ -94,7 +94,7 @@ def make_retry_catalog(folder: Path, size: int = 32) -> Path:
 
 
 def tiny_onnx(seed: int, size: int = 32, channels: int = 8) -> bytes:
-    """A random-weight Conv3x3/ReLU/Conv1x1/Sigmoid net on 1x3xSxS, serialised ONNX (opset 17)."""
+    """Random-weight Conv3x3/ReLU/Conv3x3/ReLU/Conv1x1/Sigmoid on 1x3xSxS, ONNX opset 17."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
