@@ -19,7 +19,8 @@ examples:
   porter zoo list --zoo s3://team-models/zoo --json
   porter zoo pull modnet_photographic@2
   porter zoo verify                  # every version of every entry
-  porter zoo gc                      # blobs no version references, after a grace period"""
+  porter zoo gc                      # blobs no version references, after a grace period
+  porter zoo build model_zoo/catalog.toml --ray auto --json   # whole catalog on Ray"""
 
 _ZOO_HELP = "zoo folder or URL (default: $PORTER_ZOO, else ~/.cache/porter/zoo)"
 
@@ -71,7 +72,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     gcp.add_argument("--grace", type=float, default=None, metavar="SECONDS",
                      help="keep what is younger than this (default 3600)")
     gcp.set_defaults(run=run_gc)
-    for action in (push, pull, ls, vf, gcp):  # --zoo after the action too; SUPPRESS keeps one
+    bd = _add_build_parser(zsub)
+    for action in (push, pull, ls, vf, gcp, bd):  # --zoo after the action too; SUPPRESS keeps one
         action.add_argument("--zoo", metavar="DIR|URL", default=argparse.SUPPRESS,
                             help=_ZOO_HELP)
 
@@ -150,3 +152,67 @@ def run_gc(args: argparse.Namespace) -> int:
     print(f"{zoo_root(args.zoo)}: removed {len(cleared)} unreferenced blobs or leftover files"
           + (f" ({', '.join(cleared)})" if cleared else ""))
     return 0
+
+
+BUILD_HELP = """\
+Fetch, convert, verify and publish every entry of CATALOG (a catalog.toml) into the zoo.
+An entry already published from the same source digest by the same porter and library
+versions is skipped, so an interrupted build resumes. With --ray each entry is one Ray task in
+a worker process of its own (a crashing converter takes only its entry down); without it the
+entries run here, one at a time. Exit 1 when any entry failed.
+
+examples:
+  porter zoo build model_zoo/catalog.toml                       # here, sequentially
+  porter zoo build catalog.toml --ray auto --zoo s3://team/zoo  # on the running Ray cluster
+  porter zoo build catalog.toml --only modnet_photographic --json
+  porter zoo build catalog.toml --changed      # only entries whose source changed"""
+
+
+def _add_build_parser(zsub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    bd = zsub.add_parser("build", help="convert, verify and publish a whole catalog (Ray)",
+                         description=BUILD_HELP,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    bd.add_argument("catalog", metavar="CATALOG", help="catalog.toml to build")
+    bd.add_argument("--ray", metavar="ADDRESS",
+                    help="Ray cluster address, 'auto' (the running cluster) or 'local' "
+                         "(start one here); omit to build in this process")
+    bd.add_argument("--only", metavar="NAME", nargs="+", default=[],
+                    help="build only these entries")
+    bd.add_argument("--changed", action="store_true",
+                    help="rebuild only entries whose source changed (ignore version changes)")
+    bd.add_argument("--find-links", metavar="DIR",
+                    help="take source wheels from this folder instead of the package index")
+    bd.add_argument("--entries-per-worker", metavar="N", type=int, default=1,
+                    help="entries one Ray worker process builds before it is replaced "
+                         "(default 1: a fresh process each; 0: no limit, imports paid once)")
+    bd.add_argument("--json", action="store_true", help="the summary as JSON on stdout")
+    bd.set_defaults(run=run_build)
+    return bd
+
+
+def run_build(args: argparse.Namespace) -> int:
+    import contextlib
+    import sys
+
+    from porter.cli.output import progress_printer
+    from porter.zoo.build import build_catalog
+
+    pip_args = ("--no-index", "--find-links", args.find_links) if args.find_links else ()
+    # Ray's driver prints cluster events (a worker died …) on stdout; stdout is the summary's
+    with contextlib.redirect_stdout(sys.stderr):
+        results = build_catalog(args.catalog, zoo=args.zoo, ray=args.ray, only=args.only,
+                                changed=args.changed, pip_args=pip_args,
+                                entries_per_worker=args.entries_per_worker,
+                                progress=progress_printer(not args.json))
+    counts = {s: sum(r.status == s for r in results) for s in ("published", "skipped", "failed")}
+    if args.json:
+        emit_json({"catalog": args.catalog, "ray": args.ray, "counts": counts,
+                   "entries": [r.to_dict() for r in results]})
+    else:
+        print(f"{'NAME':<28} {'STATUS':<10} {'PARITY':<10} {'AUDIT':<34} {'TIME':>7}  ERROR")
+        for r in results:
+            parity = f"{r.parity:.1e}" if isinstance(r.parity, float) else "-"
+            print(f"{r.name:<28} {r.status:<10} {parity:<10} {r.audit or '-':<34} "
+                  f"{r.time_s:6.1f}s  {r.error or ''}")
+        print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    return 1 if counts["failed"] else 0

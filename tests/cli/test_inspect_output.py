@@ -72,7 +72,8 @@ def test_every_help_has_examples_and_completion_runs_in_bash(capsys, tmp_path):
 
     from porter.cli.main import COMMANDS
 
-    for argv in ([], *([c] for c in COMMANDS), ["zoo", "list"], ["zoo", "verify"], ["zoo", "gc"]):
+    for argv in ([], *([c] for c in COMMANDS), ["zoo", "list"], ["zoo", "verify"], ["zoo", "gc"],
+                 ["zoo", "build"]):
         with pytest.raises(SystemExit):
             main([*argv, "--help"])
         assert "examples:" in capsys.readouterr().out, argv

@@ -1,0 +1,100 @@
+"""Throughput of ``porter zoo build``: a fixture catalog on 2 Ray workers vs one process.
+
+Usage: ``python scripts/bench_zoo_build.py [--models 8] [--size 96]``
+
+Both runs build the same fixture catalog (scripts/build_zoo_fixture_catalog.py: N small ONNX
+models, no failing entries) from an empty cache into an empty zoo, so both fetch through pip,
+convert, verify against onnxruntime and publish every entry:
+
+- sequential: ``porter zoo build CATALOG`` in a fresh process (imports paid once);
+- Ray: a local cluster of 2 CPUs started here first (a team's cluster is already up, so its
+  start-up is reported but not counted), then ``build_catalog(..., ray="auto")``: one task per
+  entry, each in a fresh worker process (imports paid per entry).
+
+Prints both wall times, the ratio, and the load average around each run (the machine may be
+shared; the ratio is only as good as the load was steady).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fixtures():
+    spec = importlib.util.spec_from_file_location(
+        "build_zoo_fixture_catalog", ROOT / "scripts" / "build_zoo_fixture_catalog.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", type=int, default=8)
+    ap.add_argument("--size", type=int, default=96, help="input height and width")
+    ap.add_argument("--entries-per-worker", type=int, nargs="+", default=[1, 0],
+                    help="Ray runs to make: 1 = a fresh worker process per entry, 0 = reuse")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="porter-bench-build-") as tmp:
+        tmp = Path(tmp)
+        catalog = _fixtures().make_catalog(tmp / "fixture", models=args.models,
+                                           size=args.size, failures=False, npu=False)
+        wheels = str(catalog.parent / "wheels")
+        env = {**os.environ, "PORTER_CACHE": str(tmp / "cache-seq"),
+               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        print(f"catalog: {args.models} models, input 1x3x{args.size}x{args.size}; "
+              f"cpus {os.cpu_count()}")
+        print(f"load before sequential: {_load()}")
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "porter", "zoo", "build", str(catalog),
+                               "--zoo", str(tmp / "zoo-seq"), "--find-links", wheels, "--json"],
+                              env=env, capture_output=True, text=True)
+        seq = time.perf_counter() - t
+        if proc.returncode != 0:
+            sys.exit(f"sequential build failed: {proc.stderr[-2000:]}")
+        print(f"sequential: {seq:.1f} s   (load after {_load()})")
+
+        import ray
+
+        sys.path.insert(0, str(ROOT))  # this checkout's porter, here and in the workers
+        os.environ["PYTHONPATH"] = env["PYTHONPATH"]
+        os.environ["PORTER_CACHE"] = str(tmp / "cache-ray")
+        t = time.perf_counter()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+        print(f"ray start-up (not counted): {time.perf_counter() - t:.1f} s")
+        from porter.zoo.build import build_catalog
+
+        for n in args.entries_per_worker:
+            os.environ["PORTER_CACHE"] = str(tmp / f"cache-ray-{n}")  # fetch again, like seq
+            print(f"load before ray: {_load()}")
+            t = time.perf_counter()
+            results = build_catalog(catalog, zoo=tmp / f"zoo-ray-{n}", ray="auto",
+                                    pip_args=["--no-index", "--find-links", wheels],
+                                    entries_per_worker=n)
+            par = time.perf_counter() - t
+            bad = [r for r in results if r.status != "published"]
+            if bad:
+                sys.exit(f"ray build failed: {[(r.name, r.error) for r in bad]}")
+            pids = len({r.worker_pid for r in results})
+            print(f"ray, 2 workers, --entries-per-worker {n}: {par:.1f} s, {pids} worker "
+                  f"processes   (load after {_load()})")
+            print(f"ratio ray/sequential: {par / seq:.2f}  (target <= 0.65)")
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
