@@ -122,10 +122,16 @@ def test_in_process_publishes_then_skips(fixture_catalog, capsys):
     assert again["entries"][0]["parity"] == first["tiny_0"]["parity"]  # the zoo's figures
 
     # a published build by other library versions is rebuilt, unless --changed (source only)
-    manifest_path = Path(zoo) / "tiny_0" / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
+    # (versions are immutable: publish the same output, as another onnxruntime made it, as
+    # the next version)
+    from porter.zoo.pull import pull
+
+    other = Path(pull("tiny_0", zoo, str(Path(zoo).parent / "other")))
+    manifest = json.loads((other / "manifest.json").read_text())
     manifest["versions"]["onnxruntime"] = "0.0.1"
-    manifest_path.write_text(json.dumps(manifest))
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["zoo", "push", str(other), "--zoo", zoo]) == 0
+    capsys.readouterr()
     assert main(argv[:-1] + ["--changed"]) == 0
     assert json.loads(capsys.readouterr().out)["entries"][0]["status"] == "skipped"
     assert main(argv[:-1]) == 0
