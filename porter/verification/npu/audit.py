@@ -91,21 +91,38 @@ def _signature(x: Any) -> Any:
     return repr(x)
 
 
+def _judge(op: Any, args: tuple, kwargs: dict, registry: NpuRegistry, fake_mode: Any
+           ) -> Decision:
+    try:
+        return decide(op, args, kwargs, registry, fake_mode)
+    except Exception as exc:  # noqa: BLE001 - an op that cannot be judged is flagged
+        return Decision(op_label(op), "missing", "unknown",
+                        note=f"could not judge: {_first_line(exc)}")
+
+
+def _traced(decision: Decision) -> bool:
+    """False when some composite kernel in the decision could not be run on its arguments."""
+    if decision.note.startswith(("could not trace", "could not judge")):
+        return False
+    return all(_traced(p) for p in decision.parts)
+
+
 def _op_records(calls: list[Call], fake_mode: Any,
                 registry: NpuRegistry) -> tuple[list[dict], list[dict]]:
     records: dict[str, dict[str, Any]] = {}
     missing: dict[tuple[str, ...], dict[str, Any]] = {}
     rank = {"npu": 0, "decomposed": 1, "missing": 2}
     seen: dict[tuple, Decision] = {}  # one decision per (op, argument signature)
+    fakes: FakeTensorMode | None = None  # made only if a meta-tensor capture needs one
     for op, args, kwargs, path in calls:
         key = (op, _signature(args), _signature(kwargs))
         decision = seen.get(key)
         if decision is None:
-            try:
-                decision = decide(op, args, kwargs, registry, fake_mode)
-            except Exception as exc:  # noqa: BLE001 - an op that cannot be judged is flagged
-                decision = Decision(op_label(op), "missing", "unknown",
-                                    note=f"could not judge: {_first_line(exc)}")
+            decision = _judge(op, args, kwargs, registry, fake_mode)
+            if fake_mode is None and not _traced(decision):
+                # a composite kernel that meta tensors cannot run: judge it on fake tensors
+                fakes = fakes or FakeTensorMode(allow_non_fake_inputs=True)
+                decision = _judge(op, *_as_fakes((args, kwargs), fakes), registry, fakes)
             seen[key] = decision
         rec = records.setdefault(decision.op, {
             "op": decision.op, "count": 0, "status": decision.status,
@@ -125,20 +142,30 @@ def _op_records(calls: list[Call], fake_mode: Any,
 
 
 class _RecordDispatched(TorchDispatchMode):
-    """Record each ATen op a real forward dispatches, as fake tensors, with its module path.
+    """Record each ATen op a real forward dispatches, its tensors as meta tensors (shape,
+    strides, dtype; no data), with its module path.
 
     Only ops inside the module's forward count (``where`` is empty outside it): a caller's own
     conversions around the call (``from_numpy``, ``detach``) are not the module's ops."""
 
-    def __init__(self, fake_mode: FakeTensorMode, where: list[str]) -> None:
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch wraps a mode's __torch_dispatch__ in dynamo.disable unless told not to, which
+        # imports all of torch._dynamo (about a second) on the first op; nothing is compiled
+        # here, so there is nothing to disable
+        return False
+
+    def __init__(self, where: list[str]) -> None:
         super().__init__()
-        self.fake_mode = fake_mode
         self.where = where  # stack of module paths, innermost last; "" is the root
         self.calls: list[Call] = []
 
-    def _fake(self, x: Any) -> Any:
-        if isinstance(x, torch.Tensor):
-            return self.fake_mode.from_tensor(x, static_shapes=True)
+    @staticmethod
+    def _meta(x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and x.layout == torch.strided:
+            m = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
+            m.porter_device = x.device  # where it ran: a fake twin is made there if needed
+            return m
         return x
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -146,9 +173,20 @@ class _RecordDispatched(TorchDispatchMode):
         out = func(*args, **kwargs)
         if self.where and isinstance(func, torch._ops.OpOverload) and \
                 func.namespace not in ("prim",):
-            fargs, fkwargs = torch.utils._pytree.tree_map(self._fake, (args, kwargs))
-            self.calls.append((func, fargs, fkwargs, self.where[-1]))
+            margs, mkwargs = torch.utils._pytree.tree_map(self._meta, (args, kwargs))
+            self.calls.append((func, margs, mkwargs, self.where[-1]))
         return out
+
+
+def _as_fakes(args: Any, fake_mode: FakeTensorMode) -> Any:
+    """Fake tensors on the recorded device for meta-tensor arguments."""
+    def fake(x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and x.device.type == "meta":
+            with fake_mode:
+                return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype,
+                                           device=getattr(x, "porter_device", "cpu"))
+        return x
+    return torch.utils._pytree.tree_map(fake, args)
 
 
 def _track_modules(module: nn.Module, where: list[str]) -> list[Any]:
@@ -170,8 +208,9 @@ def _track_modules(module: nn.Module, where: list[str]) -> list[Any]:
 
 @dataclass
 class Captured:
-    """The ATen op calls one capture recorded: how (``method``), the calls with their fake
-    arguments, the fake mode that made them, and notes for the report."""
+    """The ATen op calls one capture recorded: how (``method``), the calls with their
+    arguments (meta tensors for a recording; fake tensors of ``fake_mode`` for an export), and
+    notes for the report."""
 
     method: str
     calls: list[Call] = field(default_factory=list)
@@ -190,10 +229,9 @@ def recording(module: nn.Module, note: str = "") -> Iterator[Captured]:
     ONNX modules report the graph step running (``step_observer``), other modules their
     submodule. ``note`` goes into the report's ``capture_notes``.
     """
-    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     where: list[str] = []
-    recorder = _RecordDispatched(fake_mode, where)
-    captured = Captured("dispatch", recorder.calls, fake_mode, [note] if note else [])
+    recorder = _RecordDispatched(where)
+    captured = Captured("dispatch", recorder.calls, None, [note] if note else [])
     handles = _track_modules(module, where)
     observed = [(p, m) for p, m in module.named_modules() if hasattr(m, "step_observer")]
 

@@ -1,0 +1,131 @@
+"""Benchmark the flagship command end to end, against its peers measured in the same run.
+
+    .venv/bin/python scripts/bench_flagship.py [MODEL.onnx] [--runs 5] [--checkout DIR]
+
+Each round runs, in fresh processes and in this order, so machine noise hits all alike:
+
+- the flagship: ``python -m porter -v convert MODEL --to torch --verify npu --out TMP``, timed
+  from outside (wall) and by porter itself (the manifest's ``timings_s``: import, map, verify,
+  npu, write);
+- the floor: ``python -c "import torch, onnxruntime"``, what any such command pays first;
+- onnxruntime alone on the same parity cases (the shapes and seeds the flagship's manifest
+  lists), in a fresh process: import, session (porter's settings), one run per case;
+- ``python -m porter --help``, which must not import torch (issue 14 item 5).
+
+Prints the per-step medians, the wall medians and each ratio against its peer, and the load
+average before and after (``os.getloadavg``): on a shared machine say which it was.
+``--checkout`` runs another porter checkout (say a worktree of the commit before) with this
+same interpreter, for before/after figures in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ROOT.parent / "shared" / "models" / "modnet_photographic_portrait_matting.onnx"
+STEPS = ("import", "map", "verify", "npu", "write", "total")
+
+_FLOOR = "import torch, onnxruntime"
+
+_ORT_PEER = r"""
+import json, sys
+import numpy as np
+from porter.verification.parity import random_cases
+from porter.verification.runtimes.onnxruntime import OrtRunner
+model, cases = sys.argv[1], json.loads(sys.argv[2])
+runner = OrtRunner(model)
+name = runner.input_names[0]
+for case in cases:
+    (x,) = random_cases(name, [case["shape"]], seed=case["seed"])
+    runner(x.inputs)
+"""
+
+
+def _wall(cmd: list[str], cwd: Path, env: dict | None = None) -> float:
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        sys.exit(f"bench: {' '.join(cmd[:4])}… failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return wall
+
+
+def flagship(model: Path, checkout: Path) -> tuple[float, dict, list[dict]]:
+    """Wall time, porter's own step timings, and the parity cases (shape, seed) it checked."""
+    with tempfile.TemporaryDirectory(prefix="bench-flagship-") as tmp:
+        out = Path(tmp) / "out"
+        wall = _wall([sys.executable, "-m", "porter", "-v", "convert", str(model), "--to",
+                      "torch", "--verify", "npu", "--out", str(out)], checkout)
+        manifest = json.loads((out / "manifest.json").read_text())
+    cases = [{"shape": c["shapes"][next(iter(c["shapes"]))], "seed": c["seed"]}
+             for c in manifest["parity"]["cases"]]
+    npu = manifest["npu"]
+    info = {**manifest["timings_s"], "capture": npu.get("capture"), "ops": len(npu["ops"]),
+            "missing": len(npu["missing"]), "worst_max_abs": manifest["parity"]["worst_max_abs"],
+            "fp16_worst": npu.get("fp16", {}).get("worst_max_abs")}
+    return wall, info, cases
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", nargs="?", type=Path, default=DEFAULT)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--checkout", type=Path, default=ROOT,
+                    help="porter checkout to run the flagship and --help from (default: this)")
+    args = ap.parse_args()
+    model, checkout = args.model.resolve(), args.checkout.resolve()
+    if not model.is_file():
+        sys.exit(f"bench: {model} not found (see ../shared/models/README.md)")
+    load_before = os.getloadavg()
+    walls: dict[str, list[float]] = {"flagship": [], "floor": [], "ort_cases": [], "help": []}
+    steps: dict[str, list[float]] = {s: [] for s in STEPS}
+    last: dict = {}
+    for _ in range(args.runs):
+        wall, info, cases = flagship(model, checkout)
+        walls["flagship"].append(wall)
+        for s in STEPS:
+            if s in info:
+                steps[s].append(info[s])
+        last = info
+        walls["floor"].append(_wall([sys.executable, "-c", _FLOOR], checkout))
+        walls["ort_cases"].append(_wall([sys.executable, "-c", _ORT_PEER, str(model),
+                                         json.dumps(cases)], ROOT))
+        walls["help"].append(_wall([sys.executable, "-m", "porter", "--help"], checkout))
+    load_after = os.getloadavg()
+    med = {k: _median(v) for k, v in walls.items()}
+    print(f"flagship: porter -v convert {model.name} --to torch --verify npu --out TMP "
+          f"({args.runs} fresh processes, checkout {checkout})")
+    print(f"  audit: {last['capture']} capture, {last['ops']} ATen ops, {last['missing']} "
+          f"without an NPU kernel; parity worst max|Δ| {last['worst_max_abs']:.3e}; "
+          f"fp16 worst max|Δ| {last['fp16_worst']}")
+    print("  porter's steps (median s): " + ", ".join(
+        f"{s} {_median(v):.2f}" for s, v in steps.items() if v))
+    print(f"  wall median {med['flagship']:.2f} s (runs: "
+          + " ".join(f"{w:.2f}" for w in walls["flagship"]) + ")")
+    print(f"floor `python -c \"{_FLOOR}\"`: median {med['floor']:.2f} s")
+    print(f"onnxruntime alone on the same {len(cases)} cases (fresh process): "
+          f"median {med['ort_cases']:.2f} s")
+    print(f"`porter --help`: median {med['help']:.2f} s")
+    print(f"ratios: flagship / floor {med['flagship'] / med['floor']:.2f}x, "
+          f"flagship / onnxruntime-on-the-cases {med['flagship'] / med['ort_cases']:.2f}x, "
+          f"flagship - floor {med['flagship'] - med['floor']:.2f} s")
+    print("load average (1, 5, 15 min): before " + " ".join(f"{x:.2f}" for x in load_before)
+          + ", after " + " ".join(f"{x:.2f}" for x in load_after)
+          + f" on {os.cpu_count()} CPUs")
+
+
+if __name__ == "__main__":
+    main()
