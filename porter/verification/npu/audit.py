@@ -5,7 +5,9 @@ Three ways to capture, one kind of op list:
 - a recording made while the module ran anyway (:func:`recording` around a parity forward, as
   ``porter convert --verify npu`` does): every ATen op actually dispatched, as fake tensors,
   with the module (or, for porter's ONNX modules, the graph step) running; passed in as
-  ``captured``, so nothing runs twice;
+  ``captured``, so nothing runs twice. The calls are kept as meta tensors; a composite op is
+  judged by running its kernel on zeros of the recorded shapes (``REAL_ELEMENTS``), else on the
+  meta tensors, else on fake tensors;
 - ``torch.export``: the exported graph's ATen op calls (symbolic sizes when ``dynamic_shapes``
   is given, else static); each node names the modules that produced it
   (``node.meta["nn_module_stack"]``; ``""`` is the root module);
@@ -91,13 +93,50 @@ def _signature(x: Any) -> Any:
     return repr(x)
 
 
-def _judge(op: Any, args: tuple, kwargs: dict, registry: NpuRegistry, fake_mode: Any
-           ) -> Decision:
+#: A recorded call whose tensors hold at most this many elements in all has its composite
+#: kernel judged on real zero tensors (torch's C++ kernels, as the CPU ran them); a larger one
+#: on meta tensors, whose Python meta kernels import all of torch._dynamo (about a second).
+REAL_ELEMENTS = 1 << 24
+
+
+def _tensors(tree: Any) -> list[torch.Tensor]:
+    flat, _ = torch.utils._pytree.tree_flatten(tree)
+    return [x for x in flat if isinstance(x, torch.Tensor)]
+
+
+def _materialize(tree: Any) -> Any:
+    """Real zero tensors, with the recorded shapes, strides, dtypes and devices, for meta ones."""
+    def real(x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and x.device.type == "meta":
+            t = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype,
+                                    device=getattr(x, "porter_device", "cpu"))
+            return t.zero_()
+        return x
+    return torch.utils._pytree.tree_map(real, tree)
+
+
+def _decide(op: Any, args: tuple, kwargs: dict, registry: NpuRegistry, fake_mode: Any
+            ) -> Decision:
     try:
         return decide(op, args, kwargs, registry, fake_mode)
     except Exception as exc:  # noqa: BLE001 - an op that cannot be judged is flagged
         return Decision(op_label(op), "missing", "unknown",
                         note=f"could not judge: {_first_line(exc)}")
+
+
+def _judge(op: Any, args: tuple, kwargs: dict, registry: NpuRegistry, fake_mode: Any
+           ) -> Decision:
+    """One decision; a recorded (meta) call that needs its composite kernel run is tried on
+    real zeros first when small (see ``REAL_ELEMENTS``), then on the meta tensors."""
+    if fake_mode is None and not (op.namespace == "aten" and registry.has_kernel(op)):
+        tensors = _tensors((args, kwargs))
+        if tensors and all(t.device.type == "meta" for t in tensors) and \
+                sum(t.numel() for t in tensors) <= REAL_ELEMENTS:
+            with torch.inference_mode():
+                decision = _decide(op, *_materialize((args, kwargs)), registry, None)
+            if _traced(decision):
+                return decision
+    return _decide(op, args, kwargs, registry, fake_mode)
 
 
 def _traced(decision: Decision) -> bool:
@@ -122,7 +161,7 @@ def _op_records(calls: list[Call], fake_mode: Any,
             if fake_mode is None and not _traced(decision):
                 # a composite kernel that meta tensors cannot run: judge it on fake tensors
                 fakes = fakes or FakeTensorMode(allow_non_fake_inputs=True)
-                decision = _judge(op, *_as_fakes((args, kwargs), fakes), registry, fakes)
+                decision = _decide(op, *_as_fakes((args, kwargs), fakes), registry, fakes)
             seen[key] = decision
         rec = records.setdefault(decision.op, {
             "op": decision.op, "count": 0, "status": decision.status,
