@@ -14,8 +14,8 @@ Each round runs, in fresh processes and in this order, so machine noise hits all
 
 Prints the per-step medians, the wall medians and each ratio against its peer, and the load
 average before and after (``os.getloadavg``): on a shared machine say which it was.
-``--checkout`` runs another porter checkout (say a worktree of the commit before) with this
-same interpreter, for before/after figures in one run.
+``--checkout`` (repeatable) runs other porter checkouts (say an export of the commit before)
+with this same interpreter, interleaved round by round, for before/after figures in one run.
 """
 
 from __future__ import annotations
@@ -83,45 +83,52 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", nargs="?", type=Path, default=DEFAULT)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--checkout", type=Path, default=ROOT,
-                    help="porter checkout to run the flagship and --help from (default: this)")
+    ap.add_argument("--checkout", type=Path, action="append", default=[],
+                    help="porter checkout to run the flagship and --help from (repeatable: "
+                         "each round runs every checkout; default: this one)")
     args = ap.parse_args()
-    model, checkout = args.model.resolve(), args.checkout.resolve()
+    model = args.model.resolve()
+    checkouts = [c.resolve() for c in args.checkout] or [ROOT]
     if not model.is_file():
         sys.exit(f"bench: {model} not found (see ../shared/models/README.md)")
     load_before = os.getloadavg()
-    walls: dict[str, list[float]] = {"flagship": [], "floor": [], "ort_cases": [], "help": []}
-    steps: dict[str, list[float]] = {s: [] for s in STEPS}
-    last: dict = {}
+    walls: dict[str, list[float]] = {"floor": [], "ort_cases": []}
+    runs = {c: {"flagship": [], "help": [], "steps": {s: [] for s in STEPS}, "last": {}}
+            for c in checkouts}
+    cases: list[dict] = []
     for _ in range(args.runs):
-        wall, info, cases = flagship(model, checkout)
-        walls["flagship"].append(wall)
-        for s in STEPS:
-            if s in info:
-                steps[s].append(info[s])
-        last = info
-        walls["floor"].append(_wall([sys.executable, "-c", _FLOOR], checkout))
+        for c in checkouts:
+            wall, info, cases = flagship(model, c)
+            runs[c]["flagship"].append(wall)
+            for s in STEPS:
+                if s in info:
+                    runs[c]["steps"][s].append(info[s])
+            runs[c]["last"] = info
+        walls["floor"].append(_wall([sys.executable, "-c", _FLOOR], ROOT))
         walls["ort_cases"].append(_wall([sys.executable, "-c", _ORT_PEER, str(model),
                                          json.dumps(cases)], ROOT))
-        walls["help"].append(_wall([sys.executable, "-m", "porter", "--help"], checkout))
+        for c in checkouts:
+            runs[c]["help"].append(_wall([sys.executable, "-m", "porter", "--help"], c))
     load_after = os.getloadavg()
-    med = {k: _median(v) for k, v in walls.items()}
+    floor, ort_cases = _median(walls["floor"]), _median(walls["ort_cases"])
     print(f"flagship: porter -v convert {model.name} --to torch --verify npu --out TMP "
-          f"({args.runs} fresh processes, checkout {checkout})")
-    print(f"  audit: {last['capture']} capture, {last['ops']} ATen ops, {last['missing']} "
-          f"without an NPU kernel; parity worst max|Δ| {last['worst_max_abs']:.3e}; "
-          f"fp16 worst max|Δ| {last['fp16_worst']}")
-    print("  porter's steps (median s): " + ", ".join(
-        f"{s} {_median(v):.2f}" for s, v in steps.items() if v))
-    print(f"  wall median {med['flagship']:.2f} s (runs: "
-          + " ".join(f"{w:.2f}" for w in walls["flagship"]) + ")")
-    print(f"floor `python -c \"{_FLOOR}\"`: median {med['floor']:.2f} s")
+          f"({args.runs} rounds of fresh processes, checkouts interleaved)")
+    for c in checkouts:
+        r, last = runs[c], runs[c]["last"]
+        wall = _median(r["flagship"])
+        print(f"- checkout {c}")
+        print(f"  audit: {last['capture']} capture, {last['ops']} ATen ops, {last['missing']} "
+              f"without an NPU kernel; parity worst max|Δ| {last['worst_max_abs']:.3e}; "
+              f"fp16 worst max|Δ| {last['fp16_worst']}")
+        print("  porter's steps (median s): " + ", ".join(
+            f"{s} {_median(v):.2f}" for s, v in r["steps"].items() if v))
+        print(f"  wall median {wall:.2f} s (runs: " + " ".join(f"{w:.2f}" for w in r["flagship"])
+              + f"); `porter --help` median {_median(r['help']):.2f} s")
+        print(f"  ratios: flagship / floor {wall / floor:.2f}x, flagship / onnxruntime-on-the-"
+              f"cases {wall / ort_cases:.2f}x, flagship - floor {wall - floor:.2f} s")
+    print(f"floor `python -c \"{_FLOOR}\"`: median {floor:.2f} s")
     print(f"onnxruntime alone on the same {len(cases)} cases (fresh process): "
-          f"median {med['ort_cases']:.2f} s")
-    print(f"`porter --help`: median {med['help']:.2f} s")
-    print(f"ratios: flagship / floor {med['flagship'] / med['floor']:.2f}x, "
-          f"flagship / onnxruntime-on-the-cases {med['flagship'] / med['ort_cases']:.2f}x, "
-          f"flagship - floor {med['flagship'] - med['floor']:.2f} s")
+          f"median {ort_cases:.2f} s")
     print("load average (1, 5, 15 min): before " + " ".join(f"{x:.2f}" for x in load_before)
           + ", after " + " ".join(f"{x:.2f}" for x in load_after)
           + f" on {os.cpu_count()} CPUs")
