@@ -50,6 +50,50 @@ for case in cases:
 """
 
 
+_AUDIT_CPU = r"""
+import json, sys, time
+import numpy as np, torch
+torch.set_num_threads(1)
+from porter.importers import open_source
+from porter.graphs import find_ports
+from porter.substitutes import apply_substitutes
+from porter.verification.npu import audit
+from porter.verification.runtimes.torch_ import TorchRunner
+source = open_source(sys.argv[1])
+(port,) = find_ports(source)
+ported = port.port(source)
+module, _ = apply_substitutes(ported.module.eval())
+runner = TorchRunner(module, ported.input_names, ported.output_names)
+case = min(port.cases(source, ported), key=lambda c: sum(v.size for v in c.inputs.values()))
+clock = time.process_time
+t = clock()
+if sys.argv[2] == "export":
+    runner(case.inputs)  # the parity forward, plain
+    forward = clock() - t
+    t = clock()
+    dyn = port.dynamic_shapes(ported) if port.dynamic_shapes is not None else None
+    report = audit.audit_module(module, port.example_inputs(ported), dynamic_shapes=dyn)
+else:
+    with audit.recording(module) as captured:
+        runner(case.inputs)  # the parity forward, recorded
+    forward = clock() - t
+    t = clock()
+    report = audit.audit_module(module, (), captured=captured)
+print(json.dumps({"forward": forward, "audit": clock() - t, "ops": len(report["ops"]),
+                  "missing": len(report["missing"]), "dynamo": "torch._dynamo" in sys.modules}))
+"""
+
+
+def audit_cpu(model: Path, mode: str) -> dict:
+    """CPU seconds (one torch thread, fresh process) of the smallest case's parity forward and
+    of the audit after it, capturing by ``mode``: "export" or "parity" (the recording)."""
+    proc = subprocess.run([sys.executable, "-c", _AUDIT_CPU, str(model), mode], cwd=ROOT,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"bench: audit child failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _wall(cmd: list[str], cwd: Path, env: dict | None = None) -> float:
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
@@ -86,8 +130,23 @@ def main() -> None:
     ap.add_argument("--checkout", type=Path, action="append", default=[],
                     help="porter checkout to run the flagship and --help from (repeatable: "
                          "each round runs every checkout; default: this one)")
+    ap.add_argument("--audit-cpu", action="store_true",
+                    help="instead: CPU seconds of the NPU audit by each capture method, one "
+                         "torch thread, fresh processes (robust to a busy machine)")
     args = ap.parse_args()
     model = args.model.resolve()
+    if args.audit_cpu:
+        got: dict[str, list[dict]] = {"export": [], "parity": []}
+        for _ in range(args.runs):
+            for mode in got:
+                got[mode].append(audit_cpu(model, mode))
+        for mode, rows in got.items():
+            r = rows[-1]
+            print(f"audit by {mode:<6}: parity forward {_median([x['forward'] for x in rows]):.3f}"
+                  f" CPU s, audit {_median([x['audit'] for x in rows]):.3f} CPU s (median of "
+                  f"{len(rows)}); {r['ops']} ops, {r['missing']} missing; torch._dynamo "
+                  f"imported: {r['dynamo']}")
+        return
     checkouts = [c.resolve() for c in args.checkout] or [ROOT]
     if not model.is_file():
         sys.exit(f"bench: {model} not found (see ../shared/models/README.md)")
