@@ -432,8 +432,8 @@ class _Recording:
     """A parity candidate that, on one case, records the ATen ops the module dispatches.
 
     The forward is the parity forward itself (its outputs are the ones compared), so the NPU
-    audit judges exactly what ran, from one capture. Should recording fail (a tensor fake
-    tensors cannot describe), the case runs again plainly and the audit captures by itself.
+    audit judges exactly what ran, from one capture. Should recording fail (an argument the
+    recorder cannot describe), the case runs again plainly and the audit captures by itself.
     """
 
     def __init__(self, runner: Any, module: torch.nn.Module, case: Any) -> None:
