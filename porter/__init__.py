@@ -12,15 +12,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from porter.errors import PorterError
-from porter.source import Source, TensorRef
 
 if TYPE_CHECKING:
     import torch
 
     from porter.pipeline import ConvertResult
+    from porter.source import Source, TensorRef
     from porter.zoo.publish import Published
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """``Source`` and ``TensorRef`` on first use: they need numpy, which ``porter --help``
+    and the CLI's start-up do not."""
+    if name in ("Source", "TensorRef"):
+        from porter import source
+
+        return getattr(source, name)
+    raise AttributeError(f"module 'porter' has no attribute {name!r}")
 
 __all__ = ["open", "convert", "verify", "publish", "load", "convert_onnx", "Source", "TensorRef",
            "PorterError", "__version__"]

@@ -26,9 +26,14 @@ if TYPE_CHECKING:
     from porter.zoo.publish import Published
 
 __all__ = ["convert", "export_module", "ConvertResult", "write_output", "VERIFY_CHOICES",
-           "DEFAULT_OUT"]
+           "AUDIT_CAPTURES", "DEFAULT_OUT"]
 
 VERIFY_CHOICES = ("cpu", "npu", "none")
+#: How the NPU audit captures the module's ATen ops: "parity" records them during the parity
+#: forward of the smallest case (one capture, no extra run); "export" runs ``torch.export``
+#: (symbolic sizes where the port declares dynamic dims), falling back to a forward of the
+#: port's example inputs when export cannot trace the module.
+AUDIT_CAPTURES = ("parity", "export")
 #: Pass as ``out`` to write to ``out/NAME`` under the current directory (the CLI's default).
 DEFAULT_OUT = "out/{name}"
 Progress = Callable[[str], None]
@@ -90,7 +95,8 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
             cross_check: Sequence[str | Path] = (), tolerance: float | None = None,
             force: bool = False, report: str | Path | None = None, trust_code: bool = False,
             inputs: Sequence[str] = (), outputs: Sequence[str] = (), upstream: str | None = None,
-            options: dict[str, Any] | None = None, progress: Progress = _quiet) -> ConvertResult:
+            options: dict[str, Any] | None = None, audit_capture: str = "parity",
+            progress: Progress = _quiet) -> ConvertResult:
     """Convert ``path`` to a verified torch module and write ``out`` (and the zoo on publish).
 
     ``verify``: "cpu" (parity against the source runtime), "npu" (that, plus NPU-safe
@@ -109,10 +115,14 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
     ``inputs`` (``NAME[:SHAPE]``) and ``outputs`` (``NAME``) name a TF1 graph's interface for the
     generic path (inner tensors become inputs); giving them picks the generic path.
     ``upstream`` (``FILE.py:NAME``) is the upstream PyTorch network a PyTorch checkpoint or
-    safetensors file is verified against.
+    safetensors file is verified against. ``audit_capture`` (one of ``AUDIT_CAPTURES``) says
+    how the NPU audit captures the module's ops.
     """
     if verify not in VERIFY_CHOICES:
         raise PorterError(f"--verify must be one of {', '.join(VERIFY_CHOICES)}, not {verify!r}")
+    if audit_capture not in AUDIT_CAPTURES:
+        raise PorterError(f"--npu-capture must be one of {', '.join(AUDIT_CAPTURES)}, "
+                          f"not {audit_capture!r}")
     from porter.targets import get_target
 
     kind = get_target(to, target)
@@ -187,8 +197,12 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
         reference = _Memo(port.reference(source, ported))
         try:
             image_cases = [_image_case(p, ported, cases[0]) for p in images]
-            parity = _verify_parity(source, port, ported, module, reference,
-                                    cases + image_cases, progress)
+            # --verify npu without a device: the parity forward of the smallest case also
+            # records the ATen ops it dispatches, the capture the audit judges (no export)
+            record = (_smallest(cases) if verify == "npu" and audit_capture == "parity"
+                      and not _npu_present() else None)
+            parity, captured = _verify_parity(source, port, ported, module, reference,
+                                              cases + image_cases, progress, record=record)
             if out is not None or report is not None:
                 shots = _shots(reference, module, ported, image_cases)
             checks = [_cross_check(Path(p), port, ported, module, cases, progress)
@@ -196,7 +210,7 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
             timings["verify"] = time.perf_counter() - t
             if verify == "npu":
                 t = time.perf_counter()
-                audit = _npu_check(port, ported, module, reference, cases, progress)
+                audit = _npu_check(port, ported, module, reference, cases, progress, captured)
                 timings["npu"] = time.perf_counter() - t
         finally:
             close = getattr(reference, "close", None)
@@ -404,12 +418,56 @@ def ported_files(ported: Any) -> dict[str, str]:
     return {**files, **render()} if render is not None else files
 
 
+def _smallest(cases: list) -> Any:
+    """The case with the fewest input elements (the fp16 rerun's and the audit's)."""
+    return min(cases, key=lambda c: sum(v.size for v in c.inputs.values()))
+
+
+def _npu_present() -> bool:
+    from porter.verification.npu.device import npu_available
+
+    return npu_available()
+
+
+class _Recording:
+    """A parity candidate that, on one case, records the ATen ops the module dispatches.
+
+    The forward is the parity forward itself (its outputs are the ones compared), so the NPU
+    audit judges exactly what ran, from one capture. Should recording fail (an argument the
+    recorder cannot describe), the case runs again plainly and the audit captures by itself.
+    """
+
+    def __init__(self, runner: Any, module: torch.nn.Module, case: Any) -> None:
+        self.runner, self.module, self.case = runner, module, case
+        self.name = runner.name
+        self.captured: Any = None
+
+    def __call__(self, inputs: Any) -> Any:
+        if inputs is not self.case.inputs or self.captured is not None:
+            return self.runner(inputs)
+        from porter.verification.npu.audit import recording
+
+        note = (f"dispatch: the ATen ops the parity forward of case {self.case.name} dispatched "
+                "(inference mode)")
+        try:
+            with recording(self.module, note) as captured:
+                out = self.runner(inputs)
+        except Exception:  # noqa: BLE001 - the plain run below raises the module's own error
+            return self.runner(inputs)
+        self.captured = captured
+        return out
+
+
 def _verify_parity(source: Source, port: Any, ported: Any, module: torch.nn.Module,
-                   reference: Any, cases: list, progress: Progress):
+                   reference: Any, cases: list, progress: Progress, record: Any = None
+                   ) -> tuple[Any, Any]:
+    """The parity report, and the dispatch capture of case ``record`` (None when not asked)."""
     from porter.verification.parity import run_parity
     from porter.verification.runtimes.torch_ import TorchRunner
 
-    candidate = TorchRunner(module, ported.input_names, ported.output_names)
+    candidate: Any = TorchRunner(module, ported.input_names, ported.output_names)
+    if record is not None:
+        candidate = _Recording(candidate, module, record)
     progress(f"verify   {len(cases)} cases against {port.reference_name} on the CPU")
     report = run_parity(reference, candidate, cases, tolerance=port.tolerance,
                         reference_name=port.reference_name, candidate_name=candidate.name,
@@ -427,7 +485,7 @@ def _verify_parity(source: Source, port: Any, ported: Any, module: torch.nn.Modu
                   if source.format == "onnx" else "")
         raise ParityError(f"parity failed: worst max|Δ| {report.worst():.3e} > "
                           f"{port.tolerance.describe()} against {port.reference_name}{detail}")
-    return report
+    return report, getattr(candidate, "captured", None)
 
 
 def _shots(reference: Any, module: torch.nn.Module, ported: Any, image_cases: list) -> list:
@@ -515,12 +573,13 @@ def _image_case(path: str | Path, ported: Any, first: Any = None):
 
 
 def _npu_check(port: Any, ported: Any, module: torch.nn.Module, reference: Any, cases: list,
-               progress: Progress) -> dict[str, Any]:
-    from porter.verification.npu.device import npu_available
+               progress: Progress, captured: Any = None) -> dict[str, Any]:
+    """A real NPU run, or the static audit of ``captured`` (the parity forward's recording;
+    None: the audit captures by itself) plus an fp16 rerun of the smallest case."""
     from porter.verification.parity import Tolerance, run_parity
     from porter.verification.runtimes.torch_ import TorchRunner
 
-    if npu_available():
+    if _npu_present():
         progress("npu      running on the Ascend device")
         cand = TorchRunner(copy.deepcopy(module), ported.input_names, ported.output_names,
                            device="npu")
@@ -533,15 +592,19 @@ def _npu_check(port: Any, ported: Any, module: torch.nn.Module, reference: Any, 
     from porter.verification.npu.audit import audit_module
 
     progress("npu      no Ascend device: static audit against the torch_npu registry")
-    dynamic = port.dynamic_shapes(ported) if port.dynamic_shapes is not None else None
-    result = audit_module(module, port.example_inputs(ported), dynamic_shapes=dynamic)
-    half = TorchRunner(copy.deepcopy(module), ported.input_names, ported.output_names,
-                       dtype=torch.float16)
-    smallest = min(cases, key=lambda c: sum(v.size for v in c.inputs.values()))
+    if captured is not None:
+        result = audit_module(module, (), captured=captured)
+    else:
+        dynamic = port.dynamic_shapes(ported) if port.dynamic_shapes is not None else None
+        result = audit_module(module, port.example_inputs(ported), dynamic_shapes=dynamic)
+    half_runner = TorchRunner(copy.deepcopy(module), ported.input_names, ported.output_names,
+                              dtype=torch.float16)
+    half = _Memo(half_runner)  # its one forward serves the report and the seed criteria
+    smallest = _smallest(cases)
     note = "the NPU may compute convolutions in float16; informational"
     try:
         fp16 = run_parity(reference, half, [smallest], tolerance=Tolerance(max_abs=float("inf")),
-                          reference_name=port.reference_name, candidate_name=half.name)
+                          reference_name=port.reference_name, candidate_name=half_runner.name)
         from porter.verification.seed_criteria import seed_criteria
 
         seed = seed_criteria(reference(smallest.inputs), half(smallest.inputs))

@@ -48,6 +48,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--verify", choices=("cpu", "npu", "none"), default="cpu",
                    help="cpu: parity against the source runtime; npu: also NPU-safe substitutes "
                         "and the NPU audit (a real device when present); default: cpu")
+    p.add_argument("--npu-capture", choices=("parity", "export"), default="parity",
+                   help="--verify npu without a device: audit the ATen ops the parity forward "
+                        "of the smallest case dispatched (parity), or those of a torch.export "
+                        "of the module, symbolic sizes where declared dynamic (export); "
+                        "default: parity")
     p.add_argument("--target", choices=("cpu", "npu", "onnxruntime", "atc"), default=None,
                    help="npu: apply the NPU-safe substitutes even without --verify npu; with "
                         "--to onnx: atc (audit for Ascend ATC, write the atc command) or "
@@ -106,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
                      cross_check=args.cross_check, tolerance=args.tol, force=args.force,
                      report=args.report, trust_code=args.trust_code, progress=show,
                      inputs=args.inputs, outputs=args.outputs, upstream=args.upstream,
-                     options={"opset": args.opset, "dynamic": args.dynamic})
+                     options={"opset": args.opset, "dynamic": args.dynamic},
+                     audit_capture=args.npu_capture)
     if args.json:
         emit_json(result.manifest)
     else:

@@ -1,13 +1,18 @@
 """Audit an nn.Module for Ascend NPUs: capture the ATen ops it uses, then decide each one.
 
-Two capture methods, tried in order, give the same kind of op list:
+Three ways to capture, one kind of op list:
 
+- a recording made while the module ran anyway (:func:`recording` around a parity forward, as
+  ``porter convert --verify npu`` does): every ATen op actually dispatched, as fake tensors,
+  with the module (or, for porter's ONNX modules, the graph step) running; passed in as
+  ``captured``, so nothing runs twice. The calls are kept as meta tensors; a composite op is
+  judged by running its kernel on zeros of the recorded shapes (``REAL_ELEMENTS``), else on the
+  meta tensors, else on fake tensors;
 - ``torch.export``: the exported graph's ATen op calls (symbolic sizes when ``dynamic_shapes``
   is given, else static); each node names the modules that produced it
   (``node.meta["nn_module_stack"]``; ``""`` is the root module);
 - ``dispatch``: when export cannot capture the module (data-dependent shapes, untraceable
-  constructs), one real forward runs under a ``TorchDispatchMode`` that records every ATen op
-  actually dispatched, with the module (or, for porter's ONNX modules, the graph step) running.
+  constructs), one real forward of the example inputs runs under that same recording.
 
 Either way the calls are grouped by overload and :func:`porter.verification.npu.dispatch.decide` judges
 each as the NPU dispatcher would (torch_npu kernel, composite kernel judged by its parts, or CPU
@@ -21,6 +26,7 @@ import contextlib
 import io
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,7 +43,8 @@ from porter.verification.npu.device import npu_available, run_on_npu
 from porter.verification.npu.dispatch import Decision, decide, is_metadata_op, op_label
 from porter.verification.npu.registry import NpuRegistry, load_registry
 
-__all__ = ["audit_module", "graph_ops", "dispatched_ops", "raise_if_missing"]
+__all__ = ["audit_module", "graph_ops", "dispatched_ops", "recording", "Captured",
+           "raise_if_missing"]
 
 CAPTURES = ("torch.export", "dispatch")
 
@@ -86,21 +93,75 @@ def _signature(x: Any) -> Any:
     return repr(x)
 
 
+#: A recorded call whose tensors hold at most this many elements in all has its composite
+#: kernel judged on real zero tensors (torch's C++ kernels, as the CPU ran them); a larger one
+#: on meta tensors, whose Python meta kernels import all of torch._dynamo (about a second).
+REAL_ELEMENTS = 1 << 24
+
+
+def _tensors(tree: Any) -> list[torch.Tensor]:
+    flat, _ = torch.utils._pytree.tree_flatten(tree)
+    return [x for x in flat if isinstance(x, torch.Tensor)]
+
+
+def _materialize(tree: Any) -> Any:
+    """Real zero tensors, with the recorded shapes, strides, dtypes and devices, for meta ones."""
+    def real(x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and x.device.type == "meta":
+            t = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype,
+                                    device=getattr(x, "porter_device", "cpu"))
+            return t.zero_()
+        return x
+    return torch.utils._pytree.tree_map(real, tree)
+
+
+def _decide(op: Any, args: tuple, kwargs: dict, registry: NpuRegistry, fake_mode: Any
+            ) -> Decision:
+    try:
+        return decide(op, args, kwargs, registry, fake_mode)
+    except Exception as exc:  # noqa: BLE001 - an op that cannot be judged is flagged
+        return Decision(op_label(op), "missing", "unknown",
+                        note=f"could not judge: {_first_line(exc)}")
+
+
+def _judge(op: Any, args: tuple, kwargs: dict, registry: NpuRegistry, fake_mode: Any
+           ) -> Decision:
+    """One decision; a recorded (meta) call that needs its composite kernel run is tried on
+    real zeros first when small (see ``REAL_ELEMENTS``), then on the meta tensors."""
+    if fake_mode is None and not (op.namespace == "aten" and registry.has_kernel(op)):
+        tensors = _tensors((args, kwargs))
+        if tensors and all(t.device.type == "meta" for t in tensors) and \
+                sum(t.numel() for t in tensors) <= REAL_ELEMENTS:
+            with torch.inference_mode():
+                decision = _decide(op, *_materialize((args, kwargs)), registry, None)
+            if _traced(decision):
+                return decision
+    return _decide(op, args, kwargs, registry, fake_mode)
+
+
+def _traced(decision: Decision) -> bool:
+    """False when some composite kernel in the decision could not be run on its arguments."""
+    if decision.note.startswith(("could not trace", "could not judge")):
+        return False
+    return all(_traced(p) for p in decision.parts)
+
+
 def _op_records(calls: list[Call], fake_mode: Any,
                 registry: NpuRegistry) -> tuple[list[dict], list[dict]]:
     records: dict[str, dict[str, Any]] = {}
     missing: dict[tuple[str, ...], dict[str, Any]] = {}
     rank = {"npu": 0, "decomposed": 1, "missing": 2}
     seen: dict[tuple, Decision] = {}  # one decision per (op, argument signature)
+    fakes: FakeTensorMode | None = None  # made only if a meta-tensor capture needs one
     for op, args, kwargs, path in calls:
         key = (op, _signature(args), _signature(kwargs))
         decision = seen.get(key)
         if decision is None:
-            try:
-                decision = decide(op, args, kwargs, registry, fake_mode)
-            except Exception as exc:  # noqa: BLE001 - an op that cannot be judged is flagged
-                decision = Decision(op_label(op), "missing", "unknown",
-                                    note=f"could not judge: {_first_line(exc)}")
+            decision = _judge(op, args, kwargs, registry, fake_mode)
+            if fake_mode is None and not _traced(decision):
+                # a composite kernel that meta tensors cannot run: judge it on fake tensors
+                fakes = fakes or FakeTensorMode(allow_non_fake_inputs=True)
+                decision = _decide(op, *_as_fakes((args, kwargs), fakes), registry, fakes)
             seen[key] = decision
         rec = records.setdefault(decision.op, {
             "op": decision.op, "count": 0, "status": decision.status,
@@ -120,34 +181,58 @@ def _op_records(calls: list[Call], fake_mode: Any,
 
 
 class _RecordDispatched(TorchDispatchMode):
-    """Record each ATen op a real forward dispatches, as fake tensors, with its module path."""
+    """Record each ATen op a real forward dispatches, its tensors as meta tensors (shape,
+    strides, dtype; no data), with its module path.
 
-    def __init__(self, fake_mode: FakeTensorMode, where: list[str]) -> None:
+    Only ops inside the module's forward count (``where`` is empty outside it): a caller's own
+    conversions around the call (``from_numpy``, ``detach``) are not the module's ops."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch wraps a mode's __torch_dispatch__ in dynamo.disable unless told not to, which
+        # imports all of torch._dynamo (about a second) on the first op; nothing is compiled
+        # here, so there is nothing to disable
+        return False
+
+    def __init__(self, where: list[str]) -> None:
         super().__init__()
-        self.fake_mode = fake_mode
-        self.where = where  # stack of module paths, innermost last
+        self.where = where  # stack of module paths, innermost last; "" is the root
         self.calls: list[Call] = []
 
-    def _fake(self, x: Any) -> Any:
-        if isinstance(x, torch.Tensor):
-            return self.fake_mode.from_tensor(x, static_shapes=True)
+    @staticmethod
+    def _meta(x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and x.layout == torch.strided:
+            m = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
+            m.porter_device = x.device  # where it ran: a fake twin is made there if needed
+            return m
         return x
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if isinstance(func, torch._ops.OpOverload) and func.namespace not in ("prim",):
-            fargs, fkwargs = torch.utils._pytree.tree_map(self._fake, (args, kwargs))
-            self.calls.append((func, fargs, fkwargs, self.where[-1]))
+        if self.where and isinstance(func, torch._ops.OpOverload) and \
+                func.namespace not in ("prim",):
+            margs, mkwargs = torch.utils._pytree.tree_map(self._meta, (args, kwargs))
+            self.calls.append((func, margs, mkwargs, self.where[-1]))
         return out
 
 
+def _as_fakes(args: Any, fake_mode: FakeTensorMode) -> Any:
+    """Fake tensors on the recorded device for meta-tensor arguments."""
+    def fake(x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and x.device.type == "meta":
+            with fake_mode:
+                return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype,
+                                           device=getattr(x, "porter_device", "cpu"))
+        return x
+    return torch.utils._pytree.tree_map(fake, args)
+
+
 def _track_modules(module: nn.Module, where: list[str]) -> list[Any]:
-    """Hooks that keep ``where`` at the path of the module (or ONNX graph step) now running."""
+    """Hooks that keep ``where`` at the path of the module (or ONNX graph step) now running
+    (``""`` for the root module's own ops; empty outside its forward)."""
     handles = []
     for path, sub in module.named_modules():
-        if not path:
-            continue
 
         def push(_m, _a, path=path):
             where.append(path)
@@ -160,15 +245,32 @@ def _track_modules(module: nn.Module, where: list[str]) -> list[Any]:
     return handles
 
 
-def dispatched_ops(module: nn.Module, example_inputs: tuple) -> tuple[list[Call], Any]:
-    """The ATen ops one real ``module(*example_inputs)`` dispatches (below autograd), in order.
+@dataclass
+class Captured:
+    """The ATen op calls one capture recorded: how (``method``), the calls with their
+    arguments (meta tensors for a recording; fake tensors of ``fake_mode`` for an export), and
+    notes for the report."""
 
-    Composite-implicit ops arrive already decomposed, as in an exported graph. Porter's ONNX
-    modules report the graph step running (``step_observer``), other modules their submodule.
+    method: str
+    calls: list[Call] = field(default_factory=list)
+    fake_mode: Any = None
+    notes: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def recording(module: nn.Module, note: str = "") -> Iterator[Captured]:
+    """Record every ATen op ``module``'s forwards dispatch inside the ``with`` block.
+
+    The block runs the module as it would anyway (a parity forward, say); its outputs are the
+    real ones, since each op still runs its own kernel. Under ``torch.no_grad`` composite-implicit
+    ops arrive decomposed; under ``torch.inference_mode`` they arrive whole (autograd's key is
+    skipped) and :func:`decide` judges them by their parts, as the NPU dispatcher would. Porter's
+    ONNX modules report the graph step running (``step_observer``), other modules their
+    submodule. ``note`` goes into the report's ``capture_notes``.
     """
-    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-    where = [""]
-    recorder = _RecordDispatched(fake_mode, where)
+    where: list[str] = []
+    recorder = _RecordDispatched(where)
+    captured = Captured("dispatch", recorder.calls, None, [note] if note else [])
     handles = _track_modules(module, where)
     observed = [(p, m) for p, m in module.named_modules() if hasattr(m, "step_observer")]
 
@@ -180,14 +282,23 @@ def dispatched_ops(module: nn.Module, example_inputs: tuple) -> tuple[list[Call]
     for path, m in observed:
         m.step_observer = observer(path)
     try:
-        with torch.no_grad(), recorder:
-            module(*example_inputs)
+        with recorder:
+            yield captured
     finally:
         for h in handles:
             h.remove()
         for _, m in observed:
             m.step_observer = None
-    return recorder.calls, fake_mode
+
+
+def dispatched_ops(module: nn.Module, example_inputs: tuple) -> tuple[list[Call], Any]:
+    """The ATen ops one real ``module(*example_inputs)`` dispatches (below autograd), in order.
+
+    Composite-implicit ops arrive already decomposed, as in an exported graph.
+    """
+    with torch.no_grad(), recording(module) as captured:
+        module(*example_inputs)
+    return captured.calls, captured.fake_mode
 
 
 def _first_line(exc: BaseException) -> str:
@@ -274,8 +385,9 @@ def _to_numpy(out: Any) -> list[np.ndarray]:
 def audit_module(module: nn.Module, example_inputs: tuple, *,
                  registry: NpuRegistry | str | None = None,
                  compare: Callable[[np.ndarray, np.ndarray], dict] | None = compare_arrays,
-                 dynamic_shapes: Any = None, capture: str | None = None) -> dict[str, Any]:
-    """Export ``module`` and decide each ATen op it uses on an NPU; a JSON-able report.
+                 dynamic_shapes: Any = None, capture: str | None = None,
+                 captured: Captured | None = None) -> dict[str, Any]:
+    """Capture the ATen ops ``module`` uses and decide each one on an NPU; a JSON-able report.
 
     ``registry`` is a loaded :class:`NpuRegistry`, a path for :func:`load_registry`, or ``None``
     for the committed torch_npu list. The report::
@@ -289,13 +401,20 @@ def audit_module(module: nn.Module, example_inputs: tuple, *,
     ``capture`` forces one method (default: ``torch.export`` with ``dynamic_shapes``, then
     static, then ``dispatch``); why earlier methods failed is kept in ``"capture_notes"``. When
     no method can capture the module, :class:`AuditError` names it and each failure.
+    ``captured`` (from :func:`recording` around a forward that ran anyway) is judged instead of
+    capturing again: one capture serves both the parity run and the audit.
     ``via`` lists the ops a composite op ends up calling; ``chain`` the path from the graph's op
     down to the one without a kernel. With an NPU present, ``"outputs"`` holds ``compare(cpu,
     npu)`` per output (or the raw arrays when ``compare`` is None).
     """
     reg = registry if isinstance(registry, NpuRegistry) else load_registry(registry)
     module = module.eval()
-    method, calls, fake_mode, failures = _capture(module, example_inputs, dynamic_shapes, capture)
+    if captured is not None:
+        method, calls, fake_mode, failures = (captured.method, captured.calls,
+                                              captured.fake_mode, list(captured.notes))
+    else:
+        method, calls, fake_mode, failures = _capture(module, example_inputs, dynamic_shapes,
+                                                      capture)
     try:
         ops, missing = _op_records(calls, fake_mode, reg)
     except Exception as exc:  # noqa: BLE001 - judging must not end in an internal error

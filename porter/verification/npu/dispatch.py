@@ -4,12 +4,13 @@ Order, as in ``computeDispatchTableEntry``: a kernel registered for the backend 
 registry) wins; else a device-agnostic CompositeExplicitAutograd(NonFunctional) kernel runs; else
 the CompositeImplicitAutograd kernel decomposes the op; else the backend fallback runs, which on
 torch_npu means the CPU (or an error). Composite kernels are judged by running torch's own C++
-kernel on fake tensors below autograd and recording the ops it calls, so each part is again
-decided by these rules. That is the eager path; no Python decomposition table is involved.
+kernel on fake (or meta) tensors below autograd and recording the ops it calls, so each part is
+again decided by these rules. That is the eager path; no Python decomposition table is involved.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,13 @@ class Decision:
 class _RecordCalls(TorchDispatchMode):
     """Record each op a composite kernel calls (below autograd, so composites arrive whole)."""
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch wraps a mode's __torch_dispatch__ in dynamo.disable unless told not to, which
+        # imports all of torch._dynamo (about a second) on the first op; nothing is compiled
+        # here, so there is nothing to disable
+        return False
+
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[tuple[Any, tuple, dict]] = []
@@ -82,7 +90,8 @@ class _RecordCalls(TorchDispatchMode):
 
 def _run_composite(op: Any, key: Any, args: tuple, kwargs: dict, fake_mode: Any) -> list:
     recorder = _RecordCalls()
-    with fake_mode, torch._C._AutoDispatchBelowAutograd(), recorder:
+    mode = fake_mode if fake_mode is not None else contextlib.nullcontext()  # meta arguments
+    with mode, torch._C._AutoDispatchBelowAutograd(), recorder:
         op._op_dk(key, *args, **kwargs)
     return [c for c in recorder.calls if isinstance(c[0], torch._ops.OpOverload)
             and c[0].namespace != "prim"  # prim::device & co. query metadata, no kernel
@@ -91,7 +100,8 @@ def _run_composite(op: Any, key: Any, args: tuple, kwargs: dict, fake_mode: Any)
 
 def decide(op: Any, args: tuple, kwargs: dict, registry: NpuRegistry, fake_mode: Any,
            depth: int = 0) -> Decision:
-    """Decide how ``op(*args, **kwargs)`` (fake tensors) would run on an NPU, recursively."""
+    """Decide how ``op(*args, **kwargs)`` would run on an NPU, recursively: ``args`` are fake
+    tensors of ``fake_mode``, or meta tensors with ``fake_mode`` None."""
     label = op_label(op)
     if op.namespace == "aten" and registry.has_kernel(op):
         return Decision(label, "npu", "torch_npu")

@@ -118,3 +118,29 @@ def test_audit_that_cannot_run_names_the_module() -> None:
         audit_module(Broken(), (torch.randn(2, 3),), registry=REGISTRY)
     with pytest.raises(AuditError, match="capture must be one of"):
         audit_module(Broken(), (torch.randn(2, 4),), registry=REGISTRY, capture="trace")
+
+
+def test_recording_a_forward_that_runs_anyway_judges_what_export_judges() -> None:
+    """The pipeline's capture: the parity runner's own inference-mode forward, recorded."""
+    import numpy as np
+
+    from porter.verification.npu.audit import recording
+    from porter.verification.runtimes.torch_ import TorchRunner
+
+    module = WithHuber().eval()
+    runner = TorchRunner(module, ["x"], ["y"])
+    x = {"x": np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+    plain = runner(x)["y"]
+    with recording(module, "from the parity forward") as captured:
+        recorded = runner(x)["y"]
+    assert np.array_equal(plain, recorded)  # recording does not change what runs
+    report = audit_module(module, (), registry=REGISTRY, captured=captured)
+    exported = audit_module(module, (torch.from_numpy(x["x"]),), registry=REGISTRY)
+    assert report["capture"] == "dispatch" and exported["capture"] == "torch.export"
+    assert report["capture_notes"] == ["from the parity forward"]
+    # inference mode: composite ops arrive whole, as in the exported graph, with their modules
+    strip = [o for o in exported["ops"] if o["op"] != "aten::_assert_tensor_metadata"]
+    assert sorted(report["ops"], key=lambda o: o["op"]) == sorted(strip, key=lambda o: o["op"])
+    assert report["missing"] == exported["missing"]
+    # the runner's own conversions around the call (from_numpy, detach, float) are not recorded
+    assert "aten::detach" not in {o["op"] for o in report["ops"]}

@@ -136,7 +136,20 @@ def test_cli_convert_verify_npu_writes_the_audit(shape_chain_onnx: Path, tmp_pat
     manifest = json.loads((out / "manifest.json").read_text())
     npu = manifest["npu"]
     assert npu["passed"] and npu["device"] == "audit" and npu["missing"] == []
-    assert npu["capture"] == "torch.export"
-    assert npu["capture_notes"] == ["torch.export: dynamic dims args_0[2], args_0[3]"]
+    # by default the parity forward of the smallest case is the capture: no separate export
+    smallest = min(manifest["parity"]["cases"], key=lambda c: np.prod(c["shapes"]["x"]))
+    assert npu["capture"] == "dispatch"
+    assert npu["capture_notes"] == [f"dispatch: the ATen ops the parity forward of case "
+                                    f"{smallest['name']} dispatched (inference mode)"]
     assert manifest["parity"]["passed"] and manifest["parity"]["worst_max_abs"] < 1e-5
     assert (out / "model.safetensors").is_file()
+    # --npu-capture export: torch.export with the declared dynamic dims; the same ops judged
+    out2 = tmp_path / "out2"
+    assert main(["convert", str(shape_chain_onnx), "--to", "torch", "--verify", "npu",
+                 "--npu-capture", "export", "--out", str(out2), "-q"]) == 0
+    exported = json.loads((out2 / "manifest.json").read_text())["npu"]
+    assert exported["capture"] == "torch.export" and exported["passed"]
+    assert exported["capture_notes"] == ["torch.export: dynamic dims args_0[2], args_0[3]"]
+    # export adds its own input checks (aten::_assert_tensor_metadata); the rest is the same
+    assert {o["op"] for o in exported["ops"]} - {"aten::_assert_tensor_metadata"} == \
+        {o["op"] for o in npu["ops"]}
