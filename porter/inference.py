@@ -547,7 +547,15 @@ class FastForward:
                         and a.dtype == torch.float32 for a in args)):
             graph = self.fast_graph()
             if graph is not None:
-                return graph(*args)
+                try:
+                    return graph(*args)
+                except Exception as exc:  # noqa: BLE001 - inputs are never written in place
+                    out = type(m).forward(m, *args)  # the module's own error, if it has one
+                    log.warning("porter: the CPU fast path of %s failed (%s: %s); it runs as "
+                                "written from now on", type(m).__name__, type(exc).__name__,
+                                exc)
+                    self._failed = True
+                    return out
         return type(m).forward(m, *args, **kwargs)
 
 

@@ -408,6 +408,10 @@ def _verify_parity(source: Source, port: Any, ported: Any, module: torch.nn.Modu
     from porter.verification.parity import run_parity
     from porter.verification.runtimes.torch_ import TorchRunner
 
+    if not ported.graph.startswith("model.py:"):  # a clean graph: check it as users load it
+        from porter.inference import optimize_for_inference
+
+        module = optimize_for_inference(copy.copy(module))  # shallow: same weights, own forward
     candidate = TorchRunner(module, ported.input_names, ported.output_names)
     progress(f"verify   {len(cases)} cases against {port.reference_name} on the CPU")
     report = run_parity(reference, candidate, cases, tolerance=port.tolerance,
