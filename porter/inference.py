@@ -34,7 +34,8 @@ from torch import fx, nn
 from porter.converters import kernels
 from porter.converters.reuse import inference_fast_paths
 
-__all__ = ["optimize_for_inference", "is_optimized", "plain_forward"]
+__all__ = ["build_fast_graph", "fast_graph", "is_optimized", "optimize_for_inference",
+           "plain_forward"]
 
 log = logging.getLogger(__name__)
 
@@ -492,7 +493,7 @@ def build_fast_graph(module: nn.Module) -> fx.GraphModule:
 
 
 # ---------------------------------------------------------------------------------------------
-# The installed forward
+# The installed call
 # ---------------------------------------------------------------------------------------------
 def _state_key(module: nn.Module) -> tuple | None:
     """Identity and version of every parameter and buffer; None when one is not on the CPU."""
@@ -507,70 +508,122 @@ def _state_key(module: nn.Module) -> tuple | None:
     return tuple(key)
 
 
-class FastForward:
-    """The ``forward`` :func:`optimize_for_inference` installs (see the module docstring)."""
+class _FastState:
+    """Per-instance cache of the optimised graph; copies and pickles start empty."""
 
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-        self._key: tuple | None = None
-        self._graph: fx.GraphModule | None = None
-        self._failed = False
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.graph: fx.GraphModule | None = None
+        self.failed = False
 
-    def __getstate__(self) -> dict:  # copies and pickles rebuild the graph when first used
-        return {"module": self.module}
+    def __getstate__(self) -> dict:
+        return {}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["module"])
+        self.__init__()
 
-    def fast_graph(self) -> fx.GraphModule | None:
-        """The optimised graph for the current weights (built or rebuilt now), or None."""
-        if self._failed:
-            return None
-        key = _state_key(self.module)
-        if key is None:
-            return None
-        if key != self._key or self._graph is None:
-            try:
-                self._graph = build_fast_graph(self.module)
-            except Exception as exc:  # noqa: BLE001 - any untraceable forward runs as written
-                log.debug("porter: %s runs as written (fx cannot trace it: %s)",
-                          type(self.module).__name__, exc)
-                self._failed = True
-                return None
-            self._key = key
-        return self._graph
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        m = self.module
-        if (not kwargs and not m.training and inference_fast_paths() and args
-                and all(type(a) is torch.Tensor and a.device.type == "cpu"
-                        and a.dtype == torch.float32 for a in args)):
-            graph = self.fast_graph()
-            if graph is not None:
-                try:
-                    return graph(*args)
-                except Exception as exc:  # noqa: BLE001 - inputs are never written in place
-                    out = type(m).forward(m, *args)  # the module's own error, if it has one
-                    log.warning("porter: the CPU fast path of %s failed (%s: %s); it runs as "
-                                "written from now on", type(m).__name__, type(exc).__name__,
-                                exc)
-                    self._failed = True
-                    return out
-        return type(m).forward(m, *args, **kwargs)
+_STATE = "_porter_fast_state"
+
+
+def fast_graph(module: nn.Module) -> fx.GraphModule | None:
+    """The optimised graph for ``module``'s current weights (built or rebuilt now), or None
+    when its forward cannot take the fast path (fx cannot trace it, weights off the CPU)."""
+    state = module.__dict__.get(_STATE)
+    if state is None:
+        state = module.__dict__[_STATE] = _FastState()
+    if state.failed:
+        return None
+    key = _state_key(module)
+    if key is None:
+        return None
+    if key != state.key or state.graph is None:
+        try:
+            state.graph = build_fast_graph(module)
+        except Exception as exc:  # noqa: BLE001 - any untraceable forward runs as written
+            log.debug("porter: %s runs as written (fx cannot trace it: %s)",
+                      type(module).__name__, exc)
+            state.failed = True
+            return None
+        state.key = key
+    return state.graph
+
+
+_DECLINED = object()
+
+
+def _fast_call(module: nn.Module, args: tuple, kwargs: dict) -> Any:
+    """The fast path's result, or _DECLINED when this call must run the module as written."""
+    if (kwargs or module.training or not args or not inference_fast_paths()
+            or module._forward_hooks or module._forward_pre_hooks
+            or not all(type(a) is torch.Tensor and a.device.type == "cpu"
+                       and a.dtype == torch.float32 for a in args)):
+        return _DECLINED
+    graph = fast_graph(module)
+    if graph is None:
+        return _DECLINED
+    try:
+        return graph(*args)
+    except Exception as exc:  # noqa: BLE001 - inputs are never written in place
+        out = plain_forward(module, *args)  # the module's own error, if it has one
+        log.warning("porter: the CPU fast path of %s failed (%s: %s); it runs as written from "
+                    "now on", type(module).__name__, type(exc).__name__, exc)
+        module.__dict__[_STATE].failed = True
+        return out
+
+
+_CLASSES: dict[type, type] = {}
+_PREFIX = "_Fast_"
+
+
+def _fast_class(base: type) -> type:
+    """``base`` with the fast path in ``__call__`` (forward, state dict and methods are base's,
+    so scripting, export and isinstance see the class as written). Picklable by name."""
+    cls = _CLASSES.get(base)
+    if cls is not None:
+        return cls
+
+    def __call__(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        out = _fast_call(self, args, kwargs)
+        return super(cls, self).__call__(*args, **kwargs) if out is _DECLINED else out
+
+    qualname = _PREFIX + f"{base.__module__}:{base.__qualname__}".encode().hex()
+    cls = type(base.__name__, (base,), {"__call__": __call__, "__module__": __name__,
+                                        "__qualname__": qualname, "_porter_fast_base": base,
+                                        "__doc__": base.__doc__})
+    _CLASSES[base] = cls
+    return cls
+
+
+def __getattr__(name: str) -> type:  # unpickling an optimised module finds its class here
+    if name.startswith(_PREFIX):
+        import importlib
+
+        mod_name, _, qual = bytes.fromhex(name[len(_PREFIX):]).decode().partition(":")
+        obj: Any = importlib.import_module(mod_name)
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+        return _fast_class(obj)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def optimize_for_inference(module: nn.Module) -> nn.Module:
-    """Give ``module`` the CPU inference fast path (in place; returns it). Idempotent."""
-    if not isinstance(module.__dict__.get("forward"), FastForward):
-        module.forward = FastForward(module)
+    """Give ``module`` the CPU inference fast path (in place; returns it). Idempotent.
+
+    The instance's class becomes a subclass of its own that only adds the fast path to
+    ``__call__``; ``isinstance``, the state dict, ``forward`` and every other method are
+    unchanged. Calls with forward hooks registered run as written.
+    """
+    if not is_optimized(module):
+        module.__class__ = _fast_class(type(module))
     return module
 
 
 def is_optimized(module: nn.Module) -> bool:
     """Whether :func:`optimize_for_inference` was applied to ``module``."""
-    return isinstance(module.__dict__.get("forward"), FastForward)
+    return "_porter_fast_base" in type(module).__dict__
 
 
 def plain_forward(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
     """Run ``module``'s forward as written, bypassing the fast path."""
-    return type(module).forward(module, *args, **kwargs)
+    return module.forward(*args, **kwargs)
