@@ -456,7 +456,7 @@ def _leaf_helpers(module: nn.Module) -> tuple[Callable, ...]:
     """Plain functions defined beside the class of generated source (model.py's op helpers):
     fx records calls to them as single nodes instead of tracing into their shape logic. Clean
     graphs (porter's own packages) are traced through."""
-    cls = type(module)
+    cls = type(module).__dict__.get("_porter_fast_base", type(module))
     if cls.__module__.split(".")[0] == "porter":
         return ()
     namespace = getattr(cls.forward, "__globals__", {})
