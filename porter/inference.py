@@ -101,11 +101,11 @@ _INPLACE: dict[Any, Callable[[torch.Tensor], torch.Tensor]] = {
     torch.tanh: torch.tanh_, nn.ReLU: torch.relu_, nn.ReLU6: _relu6_, nn.Sigmoid: torch.sigmoid_,
     nn.Tanh: torch.tanh_,
 }
-#: ops whose output is a new tensor, never a view of an input (or, for the in-place ones, the
-#: fresh tensor they were given)
-_FRESH = {conv2d, conv2d_parts, resize_bilinear2x, write_back, add_into, torch.cat,
-          F.group_norm, F.batch_norm, F.interpolate, operator.add, operator.mul, torch.add,
-          torch.mul, *set(_INPLACE.values())}
+#: ops whose output is a new tensor, never a view of an input
+_NEW = {conv2d, conv2d_parts, resize_bilinear2x, torch.cat, F.group_norm, F.batch_norm,
+        F.interpolate, operator.add, operator.mul, torch.add, torch.mul}
+#: ops that return their first input (written in place): new only when that input was
+_SAME = {write_back, add_into, *set(_INPLACE.values())}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ class _Ops:
     def batch_norm(self, n: fx.Node) -> tuple[fx.Node, torch.Tensor, torch.Tensor] | None:
         """An eval-mode BatchNorm as (input, scale, shift) per channel."""
         m = self.module(n)
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, nn.BatchNorm2d) and type(m).forward is nn.BatchNorm2d.forward:
             if m.training or m.running_mean is None or len(n.args) != 1:
                 return None
             mean, var, w, b, eps = m.running_mean, m.running_var, m.weight, m.bias, m.eps
@@ -348,12 +348,17 @@ class _Builder:
 
     def fresh(self, n: Any) -> bool:
         """A node whose value is a new tensor that only its users can see."""
-        if not isinstance(n, fx.Node) or n.op != "call_function":
-            return False
-        try:
-            return n.target in _FRESH
-        except TypeError:
-            return False
+        while True:
+            if not isinstance(n, fx.Node) or n.op != "call_function" or "out" in n.kwargs:
+                return False
+            try:
+                if n.target in _NEW or n.target in _INPLACE and not n.kwargs.get("inplace"):
+                    return True
+                if n.target not in _SAME or not n.args:
+                    return False
+            except TypeError:  # unhashable target
+                return False
+            n = n.args[0]
 
     def write_backs(self) -> None:
         """cat(x[:, :a], f(x[:, a:]), ...) over all of a dying fresh x -> written into x."""

@@ -210,3 +210,18 @@ def test_scripting_tracing_and_export_see_the_plain_forward() -> None:
         for other in (torch.jit.script(m), torch.jit.trace(m, X),
                       torch.export.export(m, (X,)).module()):
             assert (other(X) - want).abs().max().item() < 1e-5
+
+
+def test_inputs_and_their_views_are_never_written() -> None:
+    class OnInput(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(torch.relu(x)) + x + torch.relu(x[:, :1])
+
+    m = optimize_for_inference(OnInput().eval())
+    x = X.clone()
+    with torch.inference_mode():
+        got = m(x)
+    assert torch.equal(x, X)
+    assert torch.equal(got, plain_forward(m, X))
+    kinds = [n.target for n in fast_graph(m).graph.nodes if n.op == "call_function"]
+    assert torch.sigmoid_ in kinds and torch.relu in kinds  # in place only on fresh tensors
