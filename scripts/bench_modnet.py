@@ -57,19 +57,24 @@ def measure_conversion(model: Path) -> dict:
 
 
 def alternating_ms(fns: dict[str, Callable[[], object]], blocks: int,
-                   per_block: int) -> dict[str, float]:
-    """Median ms of each function, run in alternating blocks after two warm-up calls each."""
+                   per_block: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median wall-clock ms and median process CPU ms of each function, run in alternating
+    blocks after two warm-up calls each. With one thread the CPU time (user + system, so page
+    faults count) is the work itself, which other processes' load barely changes."""
     for _ in range(2):
         for fn in fns.values():
             fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(blocks):
         for k, fn in fns.items():
             for _ in range(per_block):
-                t = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 fn()
-                times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+                wall[k].append(time.perf_counter() - t0)
+                cpu[k].append(time.process_time() - c0)
+    return ({k: statistics.median(v) * 1e3 for k, v in wall.items()},
+            {k: statistics.median(v) * 1e3 for k, v in cpu.items()})
 
 
 def measure_latency(model: Path, threads: int, size: int, blocks: int, runs: int,
@@ -115,13 +120,15 @@ def measure_latency(model: Path, threads: int, size: int, blocks: int, runs: int
     for mode in (["default", "kept"] if malloc == "both" else [malloc]):
         if mode == "kept" and not keep_freed_memory_for_inference():
             raise SystemExit("bench_modnet: error: this C library has no mallopt")
-        med = alternating_ms({"loaded": run_loaded, "plain": run_plain, "ort": run_ort},
-                             blocks, runs)
+        med, cpu = alternating_ms({"loaded": run_loaded, "plain": run_plain, "ort": run_ort},
+                                  blocks, runs)
         results.append({"malloc": mode, "threads": threads, "size": size,
                         "runs": blocks * runs, "loaded_ms": med["loaded"],
                         "plain_ms": med["plain"], "onnxruntime_ms": med["ort"],
                         "ratio_loaded_over_ort": med["loaded"] / med["ort"],
                         "ratio_plain_over_ort": med["plain"] / med["ort"],
+                        "cpu_ms": cpu, "cpu_ratio_loaded_over_ort": cpu["loaded"] / cpu["ort"],
+                        "cpu_ratio_plain_over_ort": cpu["plain"] / cpu["ort"],
                         "max_abs_loaded_vs_ort": float(np.abs(got - ref).max()),
                         "max_abs_loaded_vs_plain": float(np.abs(got - plain).max()),
                         "torch": torch.__version__, "onnxruntime": ort.version})
@@ -162,7 +169,9 @@ def main() -> int:
               f"median of {lat['runs']}: loaded (fast path) {lat['loaded_ms']:.1f} ms, plain "
               f"forward {lat['plain_ms']:.1f} ms, onnxruntime {lat['onnxruntime_ms']:.1f} ms; "
               f"ratio loaded/onnxruntime {lat['ratio_loaded_over_ort']:.2f}x, plain/onnxruntime "
-              f"{lat['ratio_plain_over_ort']:.2f}x")
+              f"{lat['ratio_plain_over_ort']:.2f}x; CPU time {lat['cpu_ms']['loaded']:.1f} / "
+              f"{lat['cpu_ms']['plain']:.1f} / {lat['cpu_ms']['ort']:.1f} ms, ratios "
+              f"{lat['cpu_ratio_loaded_over_ort']:.2f}x / {lat['cpu_ratio_plain_over_ort']:.2f}x")
     print(f"max|d| loaded vs onnxruntime {lats[0]['max_abs_loaded_vs_ort']:.2e}, vs plain "
           f"forward {lats[0]['max_abs_loaded_vs_plain']:.2e}; load average {load:.2f} "
           f"(torch {lats[0]['torch']}, onnxruntime {lats[0]['onnxruntime']})")
