@@ -110,19 +110,24 @@ def publish(out_dir: str | Path, name: str | None = None, *,
 
 
 def load(name_or_dir: str | Path, *, zoo: str | Path | None = None, map_location: str = "cpu",
-         trust_code: bool = False, code_sha256: str | None = None) -> torch.nn.Module:
-    """Load a porter output folder, or a zoo entry ``name[@version]`` from any backend.
+         trust_code: bool = False, code_sha256: str | None = None, fast: bool = True,
+         keep_memory: bool = True) -> torch.nn.Module:
+    """Load a porter output folder, or a zoo entry ``name[@version]`` from any backend, as an
+    eval-mode module.
 
     A zoo entry is pulled into the local cache first (every file's digest checked); the
     weights' sha256 is checked against the manifest. A generic conversion's generated
-    ``model.py`` runs only with ``trust_code=True`` or a matching ``code_sha256``.
+    ``model.py`` runs only with ``trust_code=True`` or a matching ``code_sha256``. ``fast`` and
+    ``keep_memory`` (the CPU inference fast path; glibc keeping freed memory, logged): see
+    ``porter.zoo.load.load_output``.
     """
     from porter.zoo.atomic import is_porter_output
     from porter.zoo.load import entry_dir, load_output
 
     path = Path(name_or_dir)
     folder = path if path.is_dir() and is_porter_output(path) else entry_dir(str(name_or_dir), zoo)
-    return load_output(folder, map_location, trust_code=trust_code, code_sha256=code_sha256)
+    return load_output(folder, map_location, trust_code=trust_code, code_sha256=code_sha256,
+                       fast=fast, keep_memory=keep_memory)
 
 
 def convert_onnx(model_or_path: Any, **kwargs: Any) -> torch.nn.Module:

@@ -329,6 +329,7 @@ def checked_source(module: Any, case: Case, origin: str = "ONNX") -> str:
     import torch
 
     from porter.converters.codegen import render_source
+    from porter.inference import optimize_for_inference
     from porter.verification.metrics import compare_arrays
 
     text = render_source(module, class_name=CLASS_NAME, origin=origin)
@@ -342,11 +343,14 @@ def checked_source(module: Any, case: Case, origin: str = "ONNX") -> str:
         with torch.no_grad():
             got = generated.eval()(*args)
             want = dict(zip(module.output_names, module.run_plain(*args)))
+            # and as load_output gives it to users: porter.inference's CPU fast path
+            fast = optimize_for_inference(generated)(*args)
     except Exception as exc:  # a generated file that cannot run must never ship
         raise PorterError(f"generated model.py does not run ({type(exc).__name__}: {exc}); "
                           "this is a porter bug, please report it") from exc
     got = [got] if not isinstance(got, (tuple, list)) else list(got)
-    for name, g in zip(module.output_names, got):
+    fast = [fast] if not isinstance(fast, (tuple, list)) else list(fast)
+    for name, g in [*zip(module.output_names, got), *zip(module.output_names, fast)]:
         w = want[name]
         if isinstance(w, torch.Tensor) and w.is_floating_point():
             m = compare_arrays(w.detach().float().numpy(), g.detach().float().numpy())

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import sys
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["keep_freed_memory", "keep_freed_memory_for_inference"]
+
+log = logging.getLogger(__name__)
+_KEPT: bool | None = None
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -43,3 +47,20 @@ def keep_freed_memory() -> bool:
         return False
     return all(bool(mallopt(opt, value)) for opt, value in (
         (_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD)))
+
+
+def keep_freed_memory_for_inference() -> bool:
+    """:func:`keep_freed_memory` once per process, on behalf of porter's loader, and say so.
+
+    ``porter.load`` / ``load_output`` / ``*.from_zoo`` call this unless given
+    ``keep_memory=False``; the change is process-wide and logged (logger ``porter.perf``).
+    """
+    global _KEPT
+    if _KEPT is None:
+        _KEPT = keep_freed_memory()
+        if _KEPT:
+            log.info("porter: glibc malloc now keeps freed memory for reuse (M_MMAP_MAX=0, "
+                     "M_TRIM_THRESHOLD=1 GiB) so torch reuses activation buffers as "
+                     "onnxruntime's arena does; load with keep_memory=False to leave the "
+                     "allocator alone")
+    return _KEPT

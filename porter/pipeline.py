@@ -465,8 +465,12 @@ def _verify_parity(source: Source, port: Any, ported: Any, module: torch.nn.Modu
     from porter.verification.parity import run_parity
     from porter.verification.runtimes.torch_ import TorchRunner
 
+    if not ported.graph.startswith("model.py:"):  # a clean graph: check it as users load it
+        from porter.inference import optimize_for_inference
+
+        module = optimize_for_inference(copy.copy(module))  # shallow: same weights, own forward
     candidate: Any = TorchRunner(module, ported.input_names, ported.output_names)
-    if record is not None:
+    if record is not None:  # the recorded case runs as written (no CPU fast path under a mode)
         candidate = _Recording(candidate, module, record)
     progress(f"verify   {len(cases)} cases against {port.reference_name} on the CPU")
     report = run_parity(reference, candidate, cases, tolerance=port.tolerance,

@@ -1,25 +1,31 @@
 """Benchmark the flagship port: conversion time and peak RSS, then torch CPU latency against
 onnxruntime CPU latency at the same thread count, as a ratio, in one run.
 
-    .venv/bin/python scripts/bench_modnet.py [MODEL.onnx] [--threads N] [--size 512] [--runs 20]
+    .venv/bin/python scripts/bench_modnet.py [MODEL.onnx] [--threads N] [--size 512]
+        [--blocks 3] [--runs 5] [--malloc both|default|kept]
 
 Conversion is measured in a fresh child process (import + port, no verification), so the
 figure is what `porter convert --verify none` costs, interpreter start-up excluded and reported
-apart. Latency: warm-up runs, then the median of ``--runs`` timed runs for each runtime,
-interleaved so machine noise hits both alike.
+apart. Latency: the clean module as ``load_output`` returns it (porter.inference's CPU fast
+path) and its plain forward, against onnxruntime (all graph optimisations), in one process, in
+alternating blocks so machine noise hits all alike; first with the process's default
+allocator, then with glibc keeping freed memory (what ``load_output`` does by default).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 DEFAULT = ROOT.parent / "shared" / "models" / "modnet_photographic_portrait_matting.onnx"
 
 _CHILD = r"""
@@ -50,51 +56,83 @@ def measure_conversion(model: Path) -> dict:
     return info
 
 
-def measure_latency(model: Path, threads: int, size: int, runs: int) -> dict:
+def alternating_ms(fns: dict[str, Callable[[], object]], blocks: int,
+                   per_block: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median wall-clock ms and median process CPU ms of each function, run in alternating
+    blocks after two warm-up calls each. With one thread the CPU time (user + system, so page
+    faults count) is the work itself, which other processes' load barely changes."""
+    for _ in range(2):
+        for fn in fns.values():
+            fn()
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(blocks):
+        for k, fn in fns.items():
+            for _ in range(per_block):
+                c0, t0 = time.process_time(), time.perf_counter()
+                fn()
+                wall[k].append(time.perf_counter() - t0)
+                cpu[k].append(time.process_time() - c0)
+    return ({k: statistics.median(v) * 1e3 for k, v in wall.items()},
+            {k: statistics.median(v) * 1e3 for k, v in cpu.items()})
+
+
+def measure_latency(model: Path, threads: int, size: int, blocks: int, runs: int,
+                    malloc: str) -> list[dict]:
+    """The clean module as users load it (``load_output``: CPU fast path) and as written,
+    against onnxruntime, first with the process's default allocator, then with freed memory
+    kept (what ``load_output`` does unless ``keep_memory=False``)."""
+    import tempfile
+
     import numpy as np
     import torch
 
     import porter
-    from porter import graphs
+    from porter.inference import plain_forward
+    from porter.perf import keep_freed_memory_for_inference
     from porter.verification.runtimes.onnxruntime import OrtRunner
+    from porter.zoo.load import load_output
 
     torch.set_num_threads(threads)
-    source = porter.open(model)
-    module = graphs.get_port("modnet").port(source).module.eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        porter.convert(model, verify="none", out=Path(tmp) / "out")
+        module = load_output(Path(tmp) / "out", keep_memory=False)
     ort = OrtRunner(model, threads=threads, optimization="all")
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, size, size)).astype(np.float32)
     xt = torch.from_numpy(x)
+    with torch.inference_mode():
+        got = module(xt).numpy()
+        plain = plain_forward(module, xt).numpy()
+    ref = next(iter(ort({"input": x}).values()))
 
-    def run_torch() -> None:
+    def run_loaded() -> None:
         with torch.inference_mode():
             module(xt)
 
-    from torch.fx.experimental.optimization import fuse
-
-    fused = fuse(module)  # torch's own eval-time Conv+BatchNorm folding (a copy)
-
-    def run_fused() -> None:
+    def run_plain() -> None:
         with torch.inference_mode():
-            fused(xt)
+            plain_forward(module, xt)
 
     def run_ort() -> None:
         ort({"input": x})
 
-    timed = {"torch": (run_torch, []), "torch_fused": (run_fused, []), "ort": (run_ort, [])}
-    for fn, _ in timed.values():
-        for _ in range(3):
-            fn()
-    for _ in range(runs):
-        for fn, acc in timed.values():
-            t = time.perf_counter()
-            fn()
-            acc.append(time.perf_counter() - t)
-    med = {k: statistics.median(v[1]) for k, v in timed.items()}
-    return {"threads": threads, "size": size, "runs": runs, "torch_ms": med["torch"] * 1e3,
-            "torch_fused_ms": med["torch_fused"] * 1e3, "onnxruntime_ms": med["ort"] * 1e3,
-            "ratio_torch_over_ort": med["torch"] / med["ort"],
-            "ratio_fused_over_ort": med["torch_fused"] / med["ort"],
-            "torch": torch.__version__, "onnxruntime": ort.version}
+    results = []
+    for mode in (["default", "kept"] if malloc == "both" else [malloc]):
+        if mode == "kept" and not keep_freed_memory_for_inference():
+            raise SystemExit("bench_modnet: error: this C library has no mallopt")
+        med, cpu = alternating_ms({"loaded": run_loaded, "plain": run_plain, "ort": run_ort},
+                                  blocks, runs)
+        results.append({"malloc": mode, "threads": threads, "size": size,
+                        "runs": blocks * runs, "loaded_ms": med["loaded"],
+                        "plain_ms": med["plain"], "onnxruntime_ms": med["ort"],
+                        "ratio_loaded_over_ort": med["loaded"] / med["ort"],
+                        "ratio_plain_over_ort": med["plain"] / med["ort"],
+                        "cpu_ms": cpu, "cpu_ratio_loaded_over_ort": cpu["loaded"] / cpu["ort"],
+                        "cpu_ratio_plain_over_ort": cpu["plain"] / cpu["ort"],
+                        "max_abs_loaded_vs_ort": float(np.abs(got - ref).max()),
+                        "max_abs_loaded_vs_plain": float(np.abs(got - plain).max()),
+                        "torch": torch.__version__, "onnxruntime": ort.version})
+    return results
 
 
 def main() -> int:
@@ -103,37 +141,40 @@ def main() -> int:
     ap.add_argument("model", nargs="?", type=Path, default=DEFAULT)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--blocks", type=int, default=3, help="alternating blocks per runtime")
+    ap.add_argument("--runs", type=int, default=5, help="runs per block")
+    ap.add_argument("--malloc", choices=("both", "default", "kept"), default="both",
+                    help="allocator settings to measure: the process's default, then glibc "
+                         "keeping freed memory as load_output does (default: both, in order)")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--keep-freed-memory", action="store_true",
-                    help="porter.perf.keep_freed_memory(): glibc keeps freed blocks for reuse, "
-                         "as onnxruntime's arena does (the whole process, both runtimes)")
     args = ap.parse_args()
     if not args.model.is_file():
         print(f"bench_modnet: error: {args.model} not found", file=sys.stderr)
         return 2
-    if args.keep_freed_memory:
-        from porter.perf import keep_freed_memory
-
-        if not keep_freed_memory():
-            print("bench_modnet: error: this C library has no mallopt", file=sys.stderr)
-            return 2
     conv = measure_conversion(args.model)
-    lat = measure_latency(args.model, args.threads, args.size, args.runs)
+    lats = measure_latency(args.model, args.threads, args.size, args.blocks, args.runs,
+                           args.malloc)
+    load = os.getloadavg()[0]
     if args.json:
-        print(json.dumps({"conversion": conv, "latency": lat}, indent=2))
+        print(json.dumps({"conversion": conv, "latency": lats, "loadavg_1min": load},
+                         indent=2))
         return 0
     print(f"conversion (import + structural port, no verify): {conv['convert_s']:.3f} s; "
           f"imports {conv['imports_s']:.2f} s; whole child process {conv['process_s']:.2f} s; "
           f"peak RSS {conv['peak_rss_mib']:.0f} MiB")
     print(f"  {conv['summary']}")
-    alloc = "freed memory kept" if args.keep_freed_memory else "default malloc"
-    print(f"latency 1x3x{lat['size']}x{lat['size']}, {lat['threads']} threads, {alloc}, median of "
-          f"{lat['runs']}: torch {lat['torch_ms']:.1f} ms, onnxruntime {lat['onnxruntime_ms']:.1f} "
-          f"ms, ratio torch/onnxruntime {lat['ratio_torch_over_ort']:.2f}x; with torch.fx "
-          f"Conv+BN fusion {lat['torch_fused_ms']:.1f} ms, "
-          f"{lat['ratio_fused_over_ort']:.2f}x (torch {lat['torch']}, "
-          f"onnxruntime {lat['onnxruntime']})")
+    for lat in lats:
+        alloc = "freed memory kept" if lat["malloc"] == "kept" else "default allocator"
+        print(f"latency 1x3x{lat['size']}x{lat['size']}, {lat['threads']} threads, {alloc}, "
+              f"median of {lat['runs']}: loaded (fast path) {lat['loaded_ms']:.1f} ms, plain "
+              f"forward {lat['plain_ms']:.1f} ms, onnxruntime {lat['onnxruntime_ms']:.1f} ms; "
+              f"ratio loaded/onnxruntime {lat['ratio_loaded_over_ort']:.2f}x, plain/onnxruntime "
+              f"{lat['ratio_plain_over_ort']:.2f}x; CPU time {lat['cpu_ms']['loaded']:.1f} / "
+              f"{lat['cpu_ms']['plain']:.1f} / {lat['cpu_ms']['ort']:.1f} ms, ratios "
+              f"{lat['cpu_ratio_loaded_over_ort']:.2f}x / {lat['cpu_ratio_plain_over_ort']:.2f}x")
+    print(f"max|d| loaded vs onnxruntime {lats[0]['max_abs_loaded_vs_ort']:.2e}, vs plain "
+          f"forward {lats[0]['max_abs_loaded_vs_plain']:.2e}; load average {load:.2f} "
+          f"(torch {lats[0]['torch']}, onnxruntime {lats[0]['onnxruntime']})")
     return 0
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["BilinearUpsample2x", "ConcatParts", "DeferredConcat", "PointwiseConvGemm", "SplitConv",
-           "plan_kernels"]
+           "conv_parts", "plan_kernels", "pointwise_conv", "upsample_bilinear2x", "worth_splitting"]
 
 
 class PointwiseConvGemm:
@@ -40,20 +40,28 @@ class PointwiseConvGemm:
                 and tuple(module.dilation) == (1,) * nd and module.padding in ((0,) * nd, "valid"))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor | None:
-        w, b = self.conv.weight, self.conv.bias
-        if (type(x) is not torch.Tensor or x.device.type != "cpu" or x.dtype != w.dtype
-                or x.dim() != w.dim() or not x.is_contiguous() or not w.is_contiguous()):
-            return None
-        n, c = x.shape[:2]
-        w2 = w.view(w.shape[0], c)
-        if n == 1:
-            flat = x.view(c, -1)
-            y = torch.addmm(b.view(-1, 1), w2, flat) if b is not None else torch.mm(w2, flat)
-        else:
-            y = torch.matmul(w2, x.view(n, c, -1))
-            if b is not None:
-                y.add_(b.view(-1, 1))
-        return y.view(n, w.shape[0], *x.shape[2:])
+        return pointwise_conv(x, self.conv.weight, self.conv.bias)
+
+
+def pointwise_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor | None:
+    """``conv(x, w, b)`` for a 1x1 kernel (stride 1, no padding, one group) as one GEMM.
+
+    None when the call does not fit (not a dense CPU tensor of the weight's dtype and rank).
+    """
+    if (type(x) is not torch.Tensor or x.device.type != "cpu" or x.dtype != w.dtype
+            or x.dim() != w.dim() or not x.is_contiguous() or not w.is_contiguous()
+            or x.shape[1] != w.shape[1]):
+        return None
+    n, c = x.shape[:2]
+    w2 = w.view(w.shape[0], c)
+    if n == 1:
+        flat = x.view(c, -1)
+        y = torch.addmm(b.view(-1, 1), w2, flat) if b is not None else torch.mm(w2, flat)
+    else:
+        y = torch.matmul(w2, x.view(n, c, -1))
+        if b is not None:
+            y.add_(b.view(-1, 1))
+    return y.view(n, w.shape[0], *x.shape[2:])
 
 
 class BilinearUpsample2x:
@@ -76,16 +84,21 @@ class BilinearUpsample2x:
                 and kwargs.get("align_corners") is False)  # half-pixel, either flavour
 
     def __call__(self, x: torch.Tensor, scales: Any) -> torch.Tensor | None:
-        if (type(x) is not torch.Tensor or x.device.type != "cpu" or x.dim() != 4
-                or not x.is_floating_point() or x.numel() < self.MIN_NUMEL):
-            return None
-        n, c, h, w = x.shape
-        cols = torch.empty((n, c, h, w, 2), dtype=x.dtype)
-        _upsample_last(x, cols, -1)
-        rows = cols.view(n, c, h, 2 * w)
-        out = torch.empty((n, c, h, 2, 2 * w), dtype=x.dtype)
-        _upsample_last(rows, out, 2)
-        return out.view(n, c, 2 * h, 2 * w)
+        return upsample_bilinear2x(x)
+
+
+def upsample_bilinear2x(x: torch.Tensor) -> torch.Tensor | None:
+    """Half-pixel bilinear x2 of a 4-D CPU float tensor by separable lerps; None to decline."""
+    if (type(x) is not torch.Tensor or x.device.type != "cpu" or x.dim() != 4
+            or not x.is_floating_point() or x.numel() < BilinearUpsample2x.MIN_NUMEL):
+        return None
+    n, c, h, w = x.shape
+    cols = torch.empty((n, c, h, w, 2), dtype=x.dtype)
+    _upsample_last(x, cols, -1)
+    rows = cols.view(n, c, h, 2 * w)
+    out = torch.empty((n, c, h, 2, 2 * w), dtype=x.dtype)
+    _upsample_last(rows, out, 2)
+    return out.view(n, c, 2 * h, 2 * w)
 
 
 def _upsample_last(x: torch.Tensor, out: torch.Tensor, dim: int) -> None:
@@ -124,13 +137,17 @@ class DeferredConcat:
     """
 
     def __call__(self, axis: int, *xs: Any) -> ConcatParts | None:
-        if axis not in (1, -3) or len(xs) < 2 or not all(
-                type(x) is torch.Tensor and x.device.type == "cpu" and x.dim() == 4
-                and x.is_floating_point() for x in xs):
-            return None
-        if all(x.shape[1] % 8 == 0 for x in xs):
+        if axis not in (1, -3) or not worth_splitting(xs):
             return None
         return ConcatParts(xs)
+
+
+def worth_splitting(xs: Any) -> bool:
+    """Whether convolving these channel-concatenation parts apart beats concatenating them:
+    at least two 4-D CPU float tensors, not all with a channel count that is a multiple of 8."""
+    return len(xs) >= 2 and all(
+        type(x) is torch.Tensor and x.device.type == "cpu" and x.dim() == 4
+        and x.is_floating_point() for x in xs) and not all(x.shape[1] % 8 == 0 for x in xs)
 
 
 class SplitConv:
@@ -146,18 +163,27 @@ class SplitConv:
         if not isinstance(x, ConcatParts):
             return self.inner(x) if self.inner is not None else None
         conv = self.conv
-        if any(p.dtype != conv.weight.dtype for p in x):  # let the op raise its own error
-            return conv(torch.cat(x, dim=1))
-        out, start = None, 0
-        for part in x:
-            stop = start + part.shape[1]
-            y = F.conv2d(part, conv.weight[:, start:stop], conv.bias if out is None else None,
-                         conv.stride, conv.padding, conv.dilation)
-            out = y if out is None else out.add_(y)
-            start = stop
-        if start != conv.weight.shape[1]:  # channel count mismatch: the op's own error
-            return conv(torch.cat(x, dim=1))
-        return out
+        out = conv_parts(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation)
+        return out if out is not None else conv(torch.cat(x, dim=1))
+
+
+def conv_parts(parts: Any, w: torch.Tensor, b: torch.Tensor | None, stride: Any, padding: Any,
+               dilation: Any) -> torch.Tensor | None:
+    """``conv2d(cat(parts, dim=1), w, b)`` (one group) as one convolution per part, summed.
+
+    None when the parts do not fit the weight (dtype or channel count): the caller then runs
+    the plain op, which raises its own error.
+    """
+    if any(p.dtype != w.dtype for p in parts) or sum(p.shape[1] for p in parts) != w.shape[1]:
+        return None
+    out, start = None, 0
+    for part in parts:
+        stop = start + part.shape[1]
+        y = F.conv2d(part, w[:, start:stop], b if out is None else None, stride, padding,
+                     dilation)
+        out = y if out is None else out.add_(y)
+        start = stop
+    return out
 
 
 def _readers(steps: list) -> dict[int, list[tuple[int, int]]]:

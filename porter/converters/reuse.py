@@ -115,10 +115,11 @@ _SOLE = _probe()
 def inference_fast_paths() -> bool:
     """Whether a forward pass may take its CPU inference paths (in-place steps, kernels) now.
 
-    Not under autograd, tracing or compilation, so those always see the plain torch ops.
+    Not under autograd, tracing, compilation or a Python dispatch mode (the NPU audit's op
+    recorder), so those always see the plain torch ops a device other than the CPU runs.
     """
     return (not torch.is_grad_enabled() and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling())
+            and not torch.compiler.is_compiling() and torch._C._len_torch_dispatch_stack() == 0)
 
 
 def _overwritable(vals: list, k: int, result_dtype: torch.dtype | None) -> bool:

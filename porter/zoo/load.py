@@ -138,11 +138,18 @@ def _check_graph_trust(folder: Path, spec: str, trust_code: bool,
 
 
 def load_output(folder: str | Path, map_location: str = "cpu", *, trust_code: bool = False,
-                code_sha256: str | None = None) -> torch.nn.Module:
+                code_sha256: str | None = None, fast: bool = True,
+                keep_memory: bool = True) -> torch.nn.Module:
     """Rebuild the module named by the manifest and load its verified weights.
 
     Generated source (generic conversions' ``model.py``) or a class outside ``porter.graphs``
     loads only with ``trust_code=True`` or a matching ``code_sha256`` (see the module doc).
+
+    ``fast`` gives the module porter's CPU inference fast path (``porter.inference``: same
+    class, same state dict; eval-mode no-grad CPU calls run an optimised copy of the graph).
+    ``keep_memory`` (CPU loads only) makes glibc keep freed memory for reuse, process-wide and
+    once, logged by ``porter.perf`` (see ``porter.perf.keep_freed_memory``); pass False to
+    leave the allocator as it is.
     """
     from safetensors.torch import load_file
 
@@ -157,18 +164,34 @@ def load_output(folder: str | Path, map_location: str = "cpu", *, trust_code: bo
     cls = import_graph(graph["class"], base=folder)
     module = cls(**graph.get("kwargs", {}))
     state = load_file(str(folder / manifest["weights"]["file"]), device=map_location)
-    return load_strict(module, state).eval()
+    module = load_strict(module, state).eval()
+    if fast:
+        from porter.inference import optimize_for_inference
+
+        optimize_for_inference(module)
+    if keep_memory and torch_device_is_cpu(map_location):
+        from porter.perf import keep_freed_memory_for_inference
+
+        keep_freed_memory_for_inference()
+    return module
+
+
+def torch_device_is_cpu(map_location: Any) -> bool:
+    """Whether a ``map_location`` names the CPU."""
+    return str(map_location).split(":")[0] == "cpu"
 
 
 class ZooModel:
     """Mixin for graph classes: ``Class.from_zoo(name)`` loads a published, verified entry."""
 
     @classmethod
-    def from_zoo(cls, name: str, root: str | Path | None = None) -> torch.nn.Module:
+    def from_zoo(cls, name: str, root: str | Path | None = None, *, fast: bool = True,
+                 keep_memory: bool = True) -> torch.nn.Module:
         """Load the verified zoo entry ``name`` or ``name@version`` from any backend (``root``,
-        default: see ``zoo_root``), pulled into the local cache first."""
+        default: see ``zoo_root``), pulled into the local cache first; ``fast`` and
+        ``keep_memory`` as for :func:`load_output`."""
         folder = entry_dir(name, root)
-        module = load_output(folder)
+        module = load_output(folder, fast=fast, keep_memory=keep_memory)
         if not isinstance(module, cls):
             raise ZooError(f"zoo entry {name!r} holds {type(module).__name__}, not {cls.__name__}")
         return module
