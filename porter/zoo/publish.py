@@ -16,6 +16,7 @@ from porter.errors import IntegrityError, ZooError
 from porter.zoo.atomic import OLD_TAG, STAGE_TAG, folder_lock, staged_folder, sweep
 from porter.zoo.load import (
     MANIFEST,
+    WEIGHTS,
     check_name,
     check_weights,
     entry_dir,
@@ -23,6 +24,7 @@ from porter.zoo.load import (
     single_file,
     zoo_root,
 )
+from porter.zoo.st_write import copy_hashed
 
 __all__ = ["publish", "list_entries", "verify_entry", "gc", "prepare_zoo"]
 
@@ -43,10 +45,16 @@ def prepare_zoo(root: str | Path | None = None) -> Path:
 
 
 def publish(out_dir: str | Path, name: str, root: str | Path | None = None) -> Path:
-    """Copy ``out_dir`` to ``<zoo>/<name>`` atomically (staged copy + swap), after re-hashing."""
+    """Copy ``out_dir`` to ``<zoo>/<name>`` atomically (staged copy + swap); the weights are
+    hashed as they are copied and must match the manifest, else nothing is published."""
     out_dir = Path(out_dir)
     check_name(name)
-    check_weights(out_dir)
+    manifest = read_manifest(out_dir)
+    weights = out_dir / manifest.get("weights", {}).get("file", WEIGHTS)
+    if weights.parent != out_dir:
+        raise IntegrityError(f"{out_dir}: the manifest's weights file leaves the folder")
+    single_file(weights)  # present, a regular file, one link
+    expected = manifest.get("weights", {}).get("sha256")
     zoo = prepare_zoo(root)
     zoo.mkdir(parents=True, exist_ok=True)
     dest = zoo / name
@@ -59,9 +67,14 @@ def publish(out_dir: str | Path, name: str, root: str | Path | None = None) -> P
                 raise IntegrityError(f"{item}: a symbolic link in the output; refusing to publish")
             if item.is_dir():
                 (stage / rel).mkdir()
+            elif item == weights:  # one read of the weights feeds both the copy and its digest
+                digest = copy_hashed(single_file(item), stage / rel)
+                if digest != expected:
+                    raise IntegrityError(
+                        f"{item}: sha256 {digest[:16]}… does not match the manifest's "
+                        f"{str(expected)[:16]}… (file altered or corrupt; refusing to publish)")
             else:
                 shutil.copyfile(single_file(item), stage / rel)
-        check_weights(stage)
     return dest
 
 
