@@ -44,7 +44,7 @@ import numpy, torch, onnx  # what every conversion imports anyway
 import porter
 from porter.pipeline import convert
 mode, src, out = sys.argv[1:4]
-import porter.converters.ops, porter.importers, porter.zoo.st_write, porter.generic
+import porter.converters.ops, porter.importers, porter.generic
 def rss():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):
@@ -117,7 +117,7 @@ def build_onnx(folder: Path, gb: float) -> tuple[Path, int]:
     graph = helper.make_graph(
         nodes, "big", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
         [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 10])], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
     path = folder / "model.onnx"
     onnx.save(model, str(path))
     onnx.checker.check_model(str(path))
