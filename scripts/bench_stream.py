@@ -128,7 +128,7 @@ _PADDLE = r"""
 import sys, numpy as np, paddle
 folder, gb, kind = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 f = 8192
-n = max(1, int(gb * 1e9 // (f * f * 4)))
+n = max(1, round(gb * 1e9 / (f * f * 4)))
 paddle.seed(0)
 layers = []
 for i in range(n):
@@ -149,7 +149,7 @@ folder, gb = sys.argv[1], float(sys.argv[2])
 tf1 = tf.compat.v1
 tf1.disable_eager_execution()
 f = 8192
-n = max(1, int(gb * 1e9 // (f * f * 4)))
+n = max(1, round(gb * 1e9 / (f * f * 4)))
 total = 0
 g = tf1.Graph()
 with g.as_default():
@@ -186,7 +186,9 @@ def build(kind: str, folder: Path, gb: float) -> tuple[Path, int, str]:
         return path, n, "convert"
     if kind == "paddle":
         n = _framework_build(_PADDLE, folder, gb, "inference")
-        return folder / "inference.pdmodel", n, "convert"
+        model = next(p for p in (folder / "inference.pdmodel", folder / "inference.json")
+                     if p.exists())  # Paddle 3 writes a PIR program (.json)
+        return model, n, "convert"
     if kind == "pdparams":
         n = _framework_build(_PADDLE, folder, gb, "pdparams")
         return folder / "model.pdparams", n, "open"
