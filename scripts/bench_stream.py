@@ -43,7 +43,7 @@ t0 = time.perf_counter()
 import numpy, torch, onnx  # what every conversion imports anyway
 import porter
 from porter.pipeline import convert
-mode, src, out = sys.argv[1:4]
+mode, src, out, kwargs = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 import porter.converters.ops, porter.importers, porter.generic
 def rss():
     for line in open("/proc/self/status"):
@@ -55,7 +55,8 @@ if mode == "open":  # open and read every tensor (a bare .pdparams has no graph 
     s = porter.open(src)
     n = sum(t.numpy().nbytes for t in s.tensors.values())
 else:
-    r = convert(src, verify="none", out=out, progress=lambda m: print(m, file=sys.stderr))
+    r = convert(src, verify="none", out=out, progress=lambda m: print(m, file=sys.stderr),
+                **kwargs)
 t2 = time.perf_counter()
 print(json.dumps({"imports_s": t1 - t0, "convert_s": t2 - t1, "base_MiB": base,
                   "peak_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -198,9 +199,10 @@ def build(kind: str, folder: Path, gb: float) -> tuple[Path, int, str]:
     raise SystemExit(f"unknown model {kind!r}")
 
 
-def measure(mode: str, src: Path, out: Path, root: Path = ROOT) -> dict:
+def measure(mode: str, src: Path, out: Path, root: Path = ROOT, **kwargs: object) -> dict:
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _CHILD, mode, str(src), str(out)],
+    proc = subprocess.run([sys.executable, "-c", _CHILD, mode, str(src), str(out),
+                           json.dumps(kwargs)],
                           capture_output=True, text=True, cwd=root)
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-3000:])
@@ -229,7 +231,8 @@ def main() -> None:
             t = time.perf_counter()
             src, nbytes, mode = build(kind, folder, gb)
             built = time.perf_counter() - t
-            r = measure(mode, src, folder / "out", args.root)
+            r = measure(mode, src, folder / "out", args.root,
+                        **({"outputs": ["out:0"]} if kind == "tf1" else {}))
             peak = r["peak_MiB"] * 2**20
             net = (r["peak_MiB"] - r["base_MiB"]) * 2**20
             floor = FLOORS[kind]
