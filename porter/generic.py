@@ -378,17 +378,29 @@ def account_verbatim(source: Source, params: Mapping[str, Any],
 
     def key(arr: np.ndarray) -> tuple:
         # Shape is left out on purpose: exporters reshape biases ([C] -> [1, C, 1, 1]).
-        arr = np.ascontiguousarray(arr)
-        return arr.dtype.str, arr.size, hashlib.sha256(arr.tobytes()).hexdigest()
+        arr = np.ascontiguousarray(arr)  # hashed in place: no bytes copy of a big weight
+        return arr.dtype.str, arr.size, hashlib.sha256(memoryview(arr).cast("B")).hexdigest()
 
+    def keys(arr: np.ndarray) -> list[tuple]:
+        return [key(arr)] + ([key(arr.astype(np.float32))] if arr.dtype != np.float32 else [])
+
+    kinds = source.meta.get("variable_kinds", {})
+    kept = set(getattr(prepared, "consts", None) or source.tensors)
+    # Source tensors are hashed (as stored) before the module's: where the module's weights
+    # view the source file's pages, one source tensor's pages are resident at a time beside
+    # none of the module's, rather than beside all of them.
+    as_stored: dict[str, list[tuple]] = {}
+    for name, ref in source.tensors.items():
+        if kinds.get(name, "weight") == "weight" and name in kept and ref.dtype.kind == "f":
+            arr = ref.numpy()
+            as_stored[name] = keys(arr)
+            del arr
     by_content: dict[tuple, list[str]] = {}
     arrays = {name: t.detach().cpu().numpy() for name, t in params.items()}
     for name, arr in arrays.items():
         by_content.setdefault(key(arr), []).append(name)
     report = MappingReport(method="generic",
                            source_kinds={n: r.kind for n, r in source.tensors.items()})
-    kinds = source.meta.get("variable_kinds", {})
-    kept = set(getattr(prepared, "consts", None) or source.tensors)
     folds_by_source = _traced_folds(source, arrays, prepared)
     read = _read_by_graph(source)
     for name, ref in source.tensors.items():
@@ -406,11 +418,12 @@ def account_verbatim(source: Source, params: Mapping[str, Any],
                                                              "graph's outputs")
             report.add(name, None, "dropped", None, list(ref.shape), None, why)
             continue
-        arr = ref.numpy()
+        arr = cand = ref.numpy()
         hits, how = None, None
         if arr.dtype.kind == "f":
-            for cand, transform in layout_candidates(arr):
-                hits = by_content.get(key(cand)) or by_content.get(key(cand.astype(np.float32)))
+            for i, (cand, transform) in enumerate(layout_candidates(arr)):
+                found = as_stored[name] if i == 0 and name in as_stored else keys(cand)
+                hits = next((by_content[k] for k in found if k in by_content), None)
                 if hits:
                     how = transform
                     break
@@ -428,6 +441,7 @@ def account_verbatim(source: Source, params: Mapping[str, Any],
         else:
             report.add(name, None, "rewritten", None, list(ref.shape), None,
                        "not found verbatim in the module; covered by parity")
+        del arr, cand  # a memory-mapped tensor's pages leave RSS before the next is read
     return report
 
 

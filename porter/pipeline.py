@@ -749,18 +749,17 @@ def _write_staged(out: Path, writer: Callable[[Path], dict[str, Any]],
 def write_weights(stage: Path, module: torch.nn.Module, manifest: dict[str, Any],
                   extra_files: dict[str, str | bytes] | None = None) -> dict[str, Any]:
     """Write model.safetensors (+ extra files) into ``stage``; returns the manifest's weights entry."""
-    from safetensors.torch import save_file
+    from porter.zoo.st_write import write_safetensors
 
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     weights = stage / "model.safetensors"
-    save_file(state, str(weights), metadata={"format": "pt",
-                                             "porter_graph": manifest["graph"]["class"]})
+    # one pass: the digest is taken from the bytes as they are written, not by reading back
+    written = write_safetensors(weights, module.state_dict(),
+                                {"format": "pt", "porter_graph": manifest["graph"]["class"]})
     _write_files(stage, extra_files or {})
     code = manifest["graph"]["class"].partition(":")[0]
     if code.endswith(".py") and (stage / code).is_file():
         manifest["graph"]["code_sha256"] = sha256_file(stage / code)
-    return {"file": weights.name, "sha256": sha256_file(weights),
-            "bytes": weights.stat().st_size, "tensors": len(state)}
+    return {"file": weights.name, **written}
 
 
 def write_output(out: Path, module: torch.nn.Module, manifest: dict[str, Any],

@@ -36,7 +36,9 @@ class TensorRef:
         from porter.errors import FOREIGN_ERRORS, PorterError, foreign_error
 
         try:
-            arr = np.asarray(self._load())
+            arr = self._load()
+            if not isinstance(arr, np.ndarray):  # asarray would drop a np.memmap's subclass,
+                arr = np.asarray(arr)             # which says the array views a mapped file
         except PorterError:
             raise
         except FOREIGN_ERRORS as exc:  # a lazily decoded tensor is still the importer's input

@@ -15,7 +15,7 @@ from porter.converters.context import Context, In, Node, Op, const_attr_value
 from porter.converters.kernels import plan_kernels
 from porter.converters.module import OnnxModule, Step
 from porter.converters.naming import Namer, node_scope, snake, weight_scope
-from porter.converters.params import Params
+from porter.converters.params import Params, untie, weight_tensor
 from porter.converters.registry import lookup
 from porter.converters.reuse import plan_frees
 from porter.converters.symbolic import SHAPE_ARGS, plan_symbolic
@@ -78,7 +78,7 @@ def load_model(model_or_path: Any) -> tuple[Any, dict[str, np.ndarray]]:
         if model_or_path.format != "onnx":
             raise FormatError(f"convert_onnx needs an ONNX source, got {model_or_path.format!r}")
         model = model_or_path.native
-        inits = {t.name: np.asarray(model_or_path.tensors[t.name].numpy())
+        inits = {t.name: model_or_path.tensors[t.name].numpy()  # memory maps stay maps
                  for t in model.graph.initializer}
         return model, inits
     if isinstance(model_or_path, onnx.ModelProto):
@@ -107,10 +107,11 @@ def _shape_info(model: Any) -> dict[str, tuple[list[int | None] | None, int | No
 
 
 def _to_torch(v: np.ndarray) -> torch.Tensor:
-    v = np.asarray(v)
+    if not isinstance(v, np.ndarray):  # (np.asarray would drop a memory map's subclass)
+        v = np.asarray(v)
     if v.dtype == object:
         raise UnsupportedOpError("string tensor", 0)
-    return torch.from_numpy(np.ascontiguousarray(v).copy()) if v.ndim else torch.tensor(v)
+    return weight_tensor(v)  # a view of a memory-mapped source, else a copy
 
 
 def _to_numpy(t: Any) -> np.ndarray:
@@ -260,6 +261,7 @@ class _Builder(PlanBuilder):
         self._free_lists(steps)
         self.mod._steps = steps
         self.mod._n_slots = len(self.slots)
+        untie(self.mod)  # two weights viewing one mapped initializer get their own copies
         return self.mod.eval()
 
     def _plan_symbolic(self, node: Node, op: Op, step: Step) -> None:

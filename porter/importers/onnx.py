@@ -132,7 +132,9 @@ def _tensor_loader(tensor: Any, base: Path):
                     f"external data for {tensor.name!r} is truncated or mis-sized "
                     f"(needs {expected} bytes at offset {offset}, file has {size})"
                 )
-            arr = np.memmap(path, dtype=np_dtype, mode="r", offset=offset, shape=shape or (1,))
+            # private (copy-on-write) map: the converter's weights can view it, and a write
+            # to one copies that page instead of reaching the file
+            arr = np.memmap(path, dtype=np_dtype, mode="c", offset=offset, shape=shape or (1,))
             return arr.reshape(shape)
 
         return load_external

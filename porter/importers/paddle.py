@@ -90,9 +90,7 @@ def flatten_state(obj: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 @importer("paddle-params", sniff=_sniff_params)
 def load_pdparams(path: Path) -> Source:
     """Read a ``.pdparams``/``.pdopt`` pickle safely (never imports paddle) into a Source."""
-    import hashlib
-
-    from porter.importers.safe_pickle import MAX_PICKLE_BYTES, safe_loads
+    from porter.importers.safe_pickle import MAX_PICKLE_BYTES, safe_load_file
 
     if not path.is_file():
         raise FormatError(f"{path}: not a file")
@@ -102,12 +100,9 @@ def load_pdparams(path: Path) -> Source:
     if size > MAX_PICKLE_BYTES:
         raise FormatError(f"{path}: {size} bytes is over porter's pickle limit of "
                           f"{MAX_PICKLE_BYTES} (raise PORTER_MAX_PICKLE_BYTES to read it)")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise FormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    arrays, meta = flatten_state(safe_loads(data, str(path)))
-    meta["sha256"] = hashlib.sha256(data).hexdigest()  # of the bytes read, not the path later
+    obj, digest = safe_load_file(path)  # streamed: the file's bytes are never held whole
+    arrays, meta = flatten_state(obj)
+    meta["sha256"] = digest  # of the bytes read, not the path later
     refs = {name: TensorRef(name, tuple(int(d) for d in a.shape), a.dtype, _const(a), "variable")
             for name, a in arrays.items()}
     meta["files"] = [path]

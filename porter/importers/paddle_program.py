@@ -319,7 +319,8 @@ def _mapped(path: Path, dtype: np.dtype, shape: tuple[int, ...], offset: int):
                 fh.seek(offset)
                 raw = fh.read(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
             return np.frombuffer(raw, dtype=dtype).reshape(shape)
-        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+        # copy-on-write: converted weights view these pages; a write never reaches the file
+        return np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=shape)
 
     return load
 

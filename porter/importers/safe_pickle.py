@@ -17,11 +17,14 @@ from __future__ import annotations
 import builtins
 import codecs
 import collections
+import hashlib
 import io
 import os
 import pickle
 import pickletools
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ import numpy as np
 
 from porter.errors import FormatError, UnsafeSourceError
 
-__all__ = ["SafeUnpickler", "safe_load", "safe_loads", "ALLOWED", "MAX_PICKLE_BYTES"]
+__all__ = ["SafeUnpickler", "safe_load", "safe_loads", "safe_load_file", "ALLOWED", "MAX_PICKLE_BYTES"]
 
 #: Largest pickle file porter reads (bytes); ``PORTER_MAX_PICKLE_BYTES`` raises it.
 MAX_PICKLE_BYTES = int(os.environ.get("PORTER_MAX_PICKLE_BYTES", 16 << 30))
@@ -135,7 +138,8 @@ def _from_bytes(raw: Any, dtype: np.dtype, shape: tuple[int, ...], fortran: bool
         raise FormatError(f"{where}: {len(raw)} data bytes for shape {shape} of {dtype} "
                           f"(needs {count * dtype.itemsize})")
     budget.take(len(raw), where)
-    arr = np.frombuffer(bytes(raw), dtype=dtype).copy()
+    # bytes are immutable: the (read-only) array can share them instead of a second copy
+    arr = np.frombuffer(raw if isinstance(raw, bytes) else bytes(raw), dtype=dtype)
     return arr.reshape(shape, order="F" if fortran else "C")
 
 
@@ -313,9 +317,72 @@ def _prescan(data: bytes) -> None:
 
 def _load(data: bytes, what: str) -> Any:
     unpickler = SafeUnpickler(io.BytesIO(data), encoding="latin1", budget=len(data))
-    try:
+    with _errors(what):
         _prescan(data)
         return _finish(unpickler.load())
+
+
+class _HashingReader:
+    """A file's ``read``/``readline`` that feed sha256 with every byte handed out."""
+
+    def __init__(self, fh: Any, size: int) -> None:
+        self.fh, self.h, self.left = fh, hashlib.sha256(), size
+
+    def read(self, n: int = -1) -> bytes:
+        # never ask for more than the file holds: a length field claiming 4 GiB must not
+        # make the reader allocate 4 GiB before finding the file short
+        b = self.fh.read(self.left if n is None or n < 0 else min(n, self.left))
+        self.left -= len(b)
+        self.h.update(b)
+        return b
+
+    def readline(self) -> bytes:
+        b = self.fh.readline()
+        self.left -= len(b)
+        self.h.update(b)
+        return b
+
+    def finish(self) -> str:
+        """Hash the rest of the file (bytes after STOP) and return the digest."""
+        while block := self.fh.read(8 << 20):
+            self.h.update(block)
+        return self.h.hexdigest()
+
+
+def safe_load_file(path: str | Path, what: str | None = None) -> tuple[Any, str]:
+    """(object, sha256 of the bytes read) for the pickle file at ``path``, read as a stream.
+
+    The file is read twice, opcode prescan then load, and never held whole: memory is what
+    the rebuilt arrays need, not the file's size on top. Both passes are hashed and must read
+    the same bytes, so a file that changes between them is refused rather than half-trusted.
+    """
+    path = Path(path)
+    what = what or str(path)
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            reader = _HashingReader(fh, size)
+            with _errors(what):
+                _prescan(reader)
+            first = reader.finish()
+            fh.seek(0)
+            reader = _HashingReader(fh, size)
+            unpickler = SafeUnpickler(reader, encoding="latin1", budget=size)
+            with _errors(what):
+                obj = _finish(unpickler.load())
+            second = reader.finish()
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if first != second:
+        raise FormatError(f"{what}: the file changed while porter read it")
+    return obj, first
+
+
+@contextmanager
+def _errors(what: str) -> Iterator[None]:
+    """Map what unpickling corrupt data raises to one FormatError / UnsafeSourceError line."""
+    try:
+        yield
     except UnsafeSourceError as exc:
         raise UnsafeSourceError(f"{what}: {exc}") from None
     except FormatError as exc:

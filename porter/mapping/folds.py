@@ -10,7 +10,7 @@ the fold, not a claim).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,15 +33,16 @@ class Fold:
     max_abs: float
 
 
-def layout_candidates(arr: np.ndarray) -> list[tuple[np.ndarray, str | None]]:
-    """``arr`` as the layouts an exporter may have written it in (TF -> torch/ONNX)."""
-    out: list[tuple[np.ndarray, str | None]] = [(arr, None)]
+def layout_candidates(arr: np.ndarray) -> Iterator[tuple[np.ndarray, str | None]]:
+    """``arr`` as the layouts an exporter may have written it in (TF -> torch/ONNX), made one
+    at a time: a caller that stops at the first match never builds the others (each is a copy
+    the size of the weight)."""
+    yield arr, None
     if arr.ndim == 2:
-        out.append((np.ascontiguousarray(arr.T), "transpose_2d"))
+        yield np.ascontiguousarray(arr.T), "transpose_2d"
     if arr.ndim == 4:
-        out.append((hwio_to_oihw(arr), "hwio_to_oihw"))
-        out.append((depthwise_to_oihw(arr), "depthwise_to_oihw"))
-    return out
+        yield hwio_to_oihw(arr), "hwio_to_oihw"
+        yield depthwise_to_oihw(arr), "depthwise_to_oihw"
 
 
 def find_close(want: np.ndarray, params: Mapping[str, np.ndarray],

@@ -34,7 +34,7 @@ from porter.zoo.layout import (
     version_key,
     versions_of,
 )
-from porter.zoo.load import MANIFEST, check_name, check_weights, read_manifest, single_file, zoo_root
+from porter.zoo.load import MANIFEST, check_name, read_manifest, single_file, zoo_root
 from porter.zoo.store import LocalStore, Store, open_store
 
 __all__ = ["publish", "list_entries", "verify_entry", "verify_all", "gc", "prepare_zoo",
@@ -126,13 +126,23 @@ def publish(out_dir: str | Path, name: str, root: str | Path | None = None) -> P
     """
     out_dir = Path(out_dir)
     check_name(name)
-    check_weights(out_dir)
-    store = prepare_zoo(root)
     manifest = read_manifest(out_dir)
+    weights = out_dir / check_weights_file(manifest)
+    if weights.parent != out_dir:
+        raise IntegrityError(f"{out_dir}: the manifest's weights file leaves the folder")
+    single_file(weights)  # present, a regular file, one link
+    store = prepare_zoo(root)
+    # one read of each file: its digest names its blob, and the weights' is checked here
     files = {rel: (path, sha256_file(path), path.stat().st_size)
              for rel, path in _files(out_dir).items()}
     if MANIFEST not in files:
         raise ZooError(f"{out_dir}: no {MANIFEST}")
+    expected = (manifest.get("weights") or {}).get("sha256")
+    actual = files[weights.relative_to(out_dir).as_posix()][1]
+    if actual != expected:
+        raise IntegrityError(
+            f"{weights}: sha256 {actual[:16]}… does not match the manifest's "
+            f"{str(expected)[:16]}… (file altered or corrupt; refusing to publish)")
     present = _current_blobs(store, name)
     for path, digest, _ in files.values():
         if digest not in present:  # blobs of the current version are kept by gc; others upload

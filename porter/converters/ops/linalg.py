@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from porter.converters.context import Context, In, Node, Op
+from porter.converters.params import new_module, weight_tensor
 from porter.converters.registry import converter
 
 
@@ -18,8 +19,8 @@ def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _matmul(node: Node, ctx: Context) -> Op:
     b = ctx.const(1)
     if b is not None and b.ndim == 2 and b.dtype.kind == "f" and not ctx.is_const(0):
-        lin = nn.Linear(b.shape[0], b.shape[1], bias=False)
-        lin.weight.data = torch.from_numpy(b.T.copy())
+        lin = new_module(nn.Linear, b.shape[0], b.shape[1], bias=False)
+        lin.weight.data = weight_tensor(b.T)
         return Op(lin, (In(0),))
     return Op(torch.matmul, (In(0), In(1)), template="{0} @ {1}")
 
@@ -47,10 +48,10 @@ def _gemm(node: Node, ctx: Context) -> Op:
             and (not ctx.has(2) or (c is not None and c.ndim == 1
                                     and c.shape[0] == b.shape[0 if tb else 1]))):
         w = b if tb else b.T
-        lin = nn.Linear(w.shape[1], w.shape[0], bias=ctx.has(2))
-        lin.weight.data = torch.from_numpy(w.copy())
+        lin = new_module(nn.Linear, w.shape[1], w.shape[0], bias=ctx.has(2))
+        lin.weight.data = weight_tensor(w)
         if ctx.has(2):
-            lin.bias.data = torch.from_numpy(c.copy())
+            lin.bias.data = weight_tensor(c)
         return Op(lin, (In(0),))
     return Op(gemm, (In(0), In(1), In(2) if ctx.has(2) else None),
               {"alpha": alpha, "beta": beta, "trans_a": ta, "trans_b": tb})

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from porter.converters.context import Context, In, Node, Op
+from porter.converters.params import new_module, weight_tensor
 from porter.converters.registry import converter
 
 
@@ -75,11 +76,11 @@ def _conv(node: Node, ctx: Context) -> Op:
             pads = [0] * (2 * nd)
         if auto_pad in ("NOTSET", "VALID") and pads[:nd] == pads[nd:]:
             cls = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[nd - 1]
-            m = cls(w.shape[1] * group, w.shape[0], tuple(w.shape[2:]), tuple(strides),
+            m = new_module(cls, w.shape[1] * group, w.shape[0], tuple(w.shape[2:]), tuple(strides),
                     tuple(pads[:nd]), tuple(dilations), group, bias=b is not None)
-            m.weight.data = torch.from_numpy(w.copy())
+            m.weight.data = weight_tensor(w)
             if b is not None:
-                m.bias.data = torch.from_numpy(b.copy())
+                m.bias.data = weight_tensor(b)
             return Op(m, (In(0),))
     kw = {"strides": node.attr("strides"), "pads": node.attr("pads"),
           "dilations": node.attr("dilations"), "group": group, "auto_pad": auto_pad}
@@ -140,11 +141,11 @@ def _conv_transpose(node: Node, ctx: Context) -> Op:
         if pads[:nd] == pads[nd:] and all(op < max(s, d) for op, s, d in
                                           zip(out_pad, strides, dilations)):
             cls = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)[nd - 1]
-            m = cls(w.shape[0], w.shape[1] * group, tuple(w.shape[2:]), tuple(strides),
+            m = new_module(cls, w.shape[0], w.shape[1] * group, tuple(w.shape[2:]), tuple(strides),
                     tuple(pads[:nd]), tuple(out_pad), group, b is not None, tuple(dilations))
-            m.weight.data = torch.from_numpy(w.copy())
+            m.weight.data = weight_tensor(w)
             if b is not None:
-                m.bias.data = torch.from_numpy(b.copy())
+                m.bias.data = weight_tensor(b)
             return Op(m, (In(0),))
     kw = {k: node.attr(k) for k in ("strides", "pads", "dilations", "output_padding",
                                     "output_shape")}
@@ -180,7 +181,7 @@ def _batch_norm(node: Node, ctx: Context) -> Op:
         cls = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}[rank]
         m = cls(consts[0].shape[0], eps=eps)
         for name, v in zip(("weight", "bias", "running_mean", "running_var"), consts):
-            getattr(m, name).data = torch.from_numpy(v.copy())
+            getattr(m, name).data = weight_tensor(v)
         return Op(m.eval(), (In(0),))
     return Op(batch_norm, (In(0), In(1), In(2), In(3), In(4)),
               {"epsilon": eps, "momentum": node.attr("momentum", 0.9), "training": training,
@@ -201,9 +202,9 @@ def _instance_norm(node: Node, ctx: Context) -> Op:
         # GroupNorm with one group per channel is InstanceNorm: the same statistics and keys
         # (weight, bias), but one fused CPU kernel (4-5x faster than aten::instance_norm, which
         # loops through batch_norm) and native_group_norm has an NPU kernel.
-        m = nn.GroupNorm(s.shape[0], s.shape[0], eps=eps, affine=True)
-        m.weight.data = torch.from_numpy(s.copy())
-        m.bias.data = torch.from_numpy(b.copy())
+        m = new_module(nn.GroupNorm, s.shape[0], s.shape[0], eps=eps, affine=True)
+        m.weight.data = weight_tensor(s)
+        m.bias.data = weight_tensor(b)
         return Op(m, (In(0),))
     return Op(instance_norm, (In(0), In(1), In(2)), {"epsilon": eps})
 
@@ -233,10 +234,10 @@ def _layer_norm(node: Node, ctx: Context) -> Op:
     s, b = ctx.const(1), ctx.const(2)
     if (n_out == 1 and axis < 0 and s is not None and s.dtype.kind == "f" and s.ndim == -axis
             and (b is None and not ctx.has(2) or b is not None and b.shape == s.shape)):
-        m = nn.LayerNorm(s.shape, eps=eps, bias=b is not None)
-        m.weight.data = torch.from_numpy(s.copy())
+        m = new_module(nn.LayerNorm, s.shape, eps=eps, bias=b is not None)
+        m.weight.data = weight_tensor(s)
         if b is not None:
-            m.bias.data = torch.from_numpy(b.copy())
+            m.bias.data = weight_tensor(b)
         return Op(m, (In(0),))
     return Op(layer_norm, (In(0), In(1), In(2) if ctx.has(2) else None),
               {"axis": axis, "epsilon": eps, "n_out": n_out}, n_out=n_out)

@@ -22,6 +22,7 @@ from porter.converters.module import OnnxModule, Step
 from porter.converters.naming import snake, weight_scope
 from porter.converters.paddle.context import Context, PaddleOp, Unsupported
 from porter.converters.paddle.registry import Registration, UnsupportedPaddleOpsError, lookup
+from porter.converters.params import untie, weight_tensor
 from porter.converters.reuse import plan_frees
 from porter.errors import FormatError, PorterError
 from porter.source import Source
@@ -81,10 +82,10 @@ def _struct(attrs: dict[str, Any]) -> str | None:
 
 
 def _to_torch(v: Any) -> torch.Tensor:
-    arr = np.asarray(v)
+    arr = v if isinstance(v, np.ndarray) else np.asarray(v)  # a memmap stays a memmap
     if arr.dtype == np.uint16:  # bfloat16 bits
         return torch.from_numpy(arr.astype(np.int16).copy()).view(torch.bfloat16)
-    return torch.from_numpy(np.ascontiguousarray(arr).copy()) if arr.ndim else torch.tensor(arr)
+    return weight_tensor(arr)  # a view of the mapped params file, else a copy
 
 
 def _carries_shape(result: Op, inputs: list[str | None], shape_like: set[str]) -> bool:
@@ -104,6 +105,7 @@ class _Builder(PlanBuilder):
         self.ops = program_ops(source)
         self.consts: dict[str, Any] = {}
         self.params: set[str] = set()
+        self.loaded: set[str] = set()  # SSA names holding parameters read from the params file
         self.version: Counter[str] = Counter()
         self.current: dict[str, str] = {}  # program name -> SSA name
         self.shape_like: set[str] = set()  # values holding sizes as python lists
@@ -145,7 +147,9 @@ class _Builder(PlanBuilder):
         absent: set[str] = set()  # parameters the params file does not hold: read as None
         if meta.get("program_format") != "pir":  # legacy: persistable vars are the params
             for name, ref in self.source.tensors.items():
-                self.consts[self.define(name)] = _to_torch(ref.numpy())
+                ssa = self.define(name)
+                self.consts[ssa] = _to_torch(ref.numpy())
+                self.loaded.add(ssa)
                 self.params.add(name)
         for op in self.ops:
             if absent:
@@ -155,8 +159,9 @@ class _Builder(PlanBuilder):
                 if name not in self.source.tensors:  # declared, not saved (non-persistable)
                     absent.add(op.outputs[0])
                     continue
-                self.consts[self.define(op.outputs[0])] = _to_torch(
-                    self.source.tensors[name].numpy())
+                ssa = self.define(op.outputs[0])
+                self.consts[ssa] = _to_torch(self.source.tensors[name].numpy())
+                self.loaded.add(ssa)
                 self.params.add(self.current[op.outputs[0]])
                 continue
             if op.type in ("feed", "pd_op.data", "pd_op.feed"):
@@ -266,7 +271,10 @@ class _Builder(PlanBuilder):
             value = self.consts[ssa]
             if isinstance(value, (list, tuple)):
                 raise FormatError(f"constant list {ssa!r} used as a run-time tensor")
-            value = value.detach().clone() if isinstance(value, torch.Tensor) else _to_torch(value)
+            # a program parameter is the module's weight as loaded (a view of the mapped
+            # params file, see _to_torch); computed constants are copied
+            value = (value.detach() if ssa in self.loaded else value.detach().clone()) \
+                if isinstance(value, torch.Tensor) else _to_torch(value)
             is_float = value.is_floating_point() and value.dim() > 0 and "running" not in attr
             while attr in holder["params"] or attr in holder["buffers"]:
                 attr += "_"
@@ -345,6 +353,7 @@ class _Builder(PlanBuilder):
         plan_frees(self.mod, steps)
         self.mod._steps = steps
         self.mod._n_slots = len(self.slots)
+        untie(self.mod)  # weights viewing one loaded parameter get their own copies
 
 
 def convert_paddle(source: Source) -> OnnxModule:
