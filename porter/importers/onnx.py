@@ -7,6 +7,7 @@ lead out are refused), so a crafted model cannot make porter read arbitrary file
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -269,12 +270,15 @@ def load_onnx(path: Path) -> Source:
         raise FormatError(f"{path}: not a file")
     if path.stat().st_size == 0:
         raise FormatError(f"{path}: empty file")
+    data = path.read_bytes()  # read once: parsed, hashed and (serialized) given to onnxruntime
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load_from_string(data)
     except (DecodeError, RuntimeError, ValueError, EOFError) as exc:
         raise FormatError(f"{path}: not a readable ONNX model (truncated or corrupt: {exc})") from exc
     if not model.graph.node and not model.graph.initializer:
         raise FormatError(f"{path}: not a readable ONNX model (no graph)")
     if not model.opset_import:
         raise FormatError(f"{path}: not a readable ONNX model (no opset_import)")
-    return source_from_model(model, path)
+    source = source_from_model(model, path)
+    source.meta["sha256"] = hashlib.sha256(data).hexdigest()
+    return source

@@ -16,6 +16,7 @@ form, control inputs as ``"^x"``), ``outputs``, ``attrs``, ``device``, ``index``
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,9 +162,14 @@ class CheckpointSource(Source):
     """A Source whose path may be a bundle prefix (not a file): its digest covers its files."""
 
     def sha256(self) -> str:
-        """sha256 over the index, data shards (and MetaGraph) by name and content, in order."""
-        import hashlib
+        """sha256 over the index, data shards (and MetaGraph) by name and content, in order.
 
+        Once :meth:`snapshot` has handed the files' bytes to a reference, the digest is of
+        those bytes (what was verified), not of what the paths hold later.
+        """
+        pinned = self.__dict__.get("_pinned_sha256")
+        if pinned:
+            return pinned
         h = hashlib.sha256()
         for f in sorted(Path(p) for p in self.files()):
             h.update(f.name.encode() + b"\0")
@@ -171,6 +177,16 @@ class CheckpointSource(Source):
                 while block := fh.read(1 << 20):
                     h.update(block)
         return h.hexdigest()
+
+    def snapshot(self) -> dict[str, bytes]:
+        """Each file's bytes by name, read once; the digest is pinned to them (first call)."""
+        if "_pinned" not in self.__dict__:
+            files = {Path(p).name: Path(p).read_bytes() for p in self.files()}
+            h = hashlib.sha256()
+            for name in sorted(files):
+                h.update(name.encode() + b"\0" + files[name])
+            self.__dict__["_pinned"], self.__dict__["_pinned_sha256"] = files, h.hexdigest()
+        return self.__dict__["_pinned"]
 
 
 def _checkpoint_refs(reader: BundleReader) -> dict[str, TensorRef]:
@@ -466,18 +482,23 @@ def prepare_graph(source: Source, out: Path, inputs: dict[str, list[int] | None]
     frozen_from = None
     if source.format == "tf1-frozen":
         request["graph"] = str(source.path)
+        if isinstance(source.native, bytes):  # the bytes parsed and checked, not the path
+            request["graph_bytes"] = source.native
     else:
         meta = source.meta.get("metagraph") or str(source.path)
         checkpoint = source.meta.get("prefix") or source.meta.get("checkpoint")
         if not checkpoint:
             raise FormatError(f"{meta}: no checkpoint beside the MetaGraph to restore")
         request.update(meta=meta, checkpoint=str(checkpoint))
+        from porter.verification.runtimes.tf1 import pinned_files
+
+        request.update(pinned_files(source, meta, checkpoint))
         frozen_from = meta
     from porter.verification.runtimes.child import ChildRuntime
 
     try:
-        with ChildRuntime("porter.importers.tf1_child:prepared", request,
-                          name="tensorflow") as child:
+        with ChildRuntime("porter.importers.tf1_child:prepared", request, name="tensorflow",
+                          write=[str(Path(out).parent)]) as child:
             ok = child.info
     except PorterError as exc:
         raise FormatError(f"{source.path}: {exc}") from exc
@@ -517,8 +538,12 @@ def to_onnx(source: Source | Path, inputs: list[str] | None = None,
         cmd = [sys.executable, "-m", "tf2onnx.convert", "--graphdef", str(path),
                "--inputs", ",".join(inputs or []), "--outputs", ",".join(outputs or []),
                "--opset", str(opset), "--output", str(out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        from porter.verification.sandbox import wrap
+
+        # tf2onnx executes subgraphs while folding constants: confined like the references
+        proc = subprocess.run(wrap(cmd, read=[path.parent], write=[tmp]), capture_output=True,
+                              text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+                                              "TMPDIR": tmp, "HOME": tmp})
         if proc.returncode != 0 or not out.is_file():
             tail = (proc.stderr.strip().splitlines() or ["no message"])[-1]
             raise FormatError(f"{path}: tf2onnx failed ({tail})")

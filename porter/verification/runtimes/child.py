@@ -6,6 +6,13 @@ child imports ``target`` ("pkg.module:factory"); ``factory(payload)`` returns a 
 ``dict[str, ndarray] -> dict[str, ndarray]``. Messages are pickles between porter's own
 processes over a private pipe (the child's original stdout); the child's fd 1 goes to stderr so
 framework chatter cannot corrupt the channel.
+
+The child is confined (:mod:`porter.verification.sandbox`) before the factory sees the payload:
+it imports the target module and ``preload`` (trusted framework code), then may read only the
+system paths, porter's package, ``read`` and the folders of the model files the payload names
+(``graph``, ``meta``, ``checkpoint``, ``model``, ``params``; porter's own references are fed the
+bytes porter read and hashed instead, in ``graph_bytes`` / ``pinned``), and write only its
+private scratch folder (``TMPDIR`` and ``HOME`` point there; removed on close) and ``write``.
 """
 
 from __future__ import annotations
@@ -14,9 +21,11 @@ import importlib
 import os
 import pickle
 import re
+import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,15 +39,25 @@ class ChildRuntime:
     """A runner living in a child Python process; use as a context manager or call ``close``."""
 
     def __init__(self, target: str, payload: Mapping[str, Any] | None = None,
-                 name: str | None = None, env: Mapping[str, str] | None = None) -> None:
+                 name: str | None = None, env: Mapping[str, str] | None = None,
+                 read: Sequence[str | os.PathLike] = (), write: Sequence[str | os.PathLike] = (),
+                 preload: Sequence[str] = ()) -> None:
         self.target, self.name = target, name or target
-        child_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+        self.scratch = tempfile.mkdtemp(prefix="porter-child-")
+        child_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {}),
+                     "TMPDIR": self.scratch, "HOME": self.scratch}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "porter.verification.runtimes.child"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=child_env)
-        self._send(("init", target, dict(payload or {})))
-        self.info = self._receive()
+        spec = {"read": [*(str(p) for p in read), *_model_folders(payload or {})],
+                "write": [self.scratch, *(str(p) for p in write)], "preload": list(preload)}
+        try:
+            self._send(("init", target, dict(payload or {}), spec))
+            self.info = self._receive()
+        except BaseException:
+            self.close()
+            raise
 
     def _send(self, msg: Any) -> None:
         try:
@@ -83,7 +102,12 @@ class ChildRuntime:
                 self._send(("close",))
             except PorterError:
                 pass
-            self.proc.wait(timeout=60)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
     def __enter__(self) -> ChildRuntime:
         return self
@@ -95,8 +119,24 @@ class ChildRuntime:
         try:
             if self.proc.poll() is None:
                 self.proc.kill()
+            shutil.rmtree(self.scratch, ignore_errors=True)
         except Exception:
             pass
+
+
+#: payload keys that name a model file (or checkpoint prefix) a factory may open
+_PATH_KEYS = ("graph", "meta", "checkpoint", "model", "params")
+
+
+def _model_folders(payload: Mapping[str, Any]) -> list[str]:
+    """The folders of the model files a payload names: readable (only) in the child."""
+    out = set()
+    for key in _PATH_KEYS:
+        value = payload.get(key)
+        if isinstance(value, (str, os.PathLike)) and str(value):
+            path = os.path.abspath(os.fspath(value))
+            out.add(path if os.path.isdir(path) else os.path.dirname(path))
+    return sorted(out)
 
 
 def _serve() -> None:
@@ -113,7 +153,16 @@ def _serve() -> None:
         try:
             if msg[0] == "init":
                 mod, _, attr = msg[1].partition(":")
-                runner = getattr(importlib.import_module(mod), attr)(msg[2])
+                factory = getattr(importlib.import_module(mod), attr)
+                spec = msg[3]
+                # trusted code first (the framework's own imports read and cache freely) ...
+                for name in (*getattr(sys.modules[mod], "PRELOAD", ()), *spec["preload"]):
+                    importlib.import_module(name)
+                # ... then, before the payload's model bytes are parsed, the sandbox
+                from porter.verification.sandbox import confine
+
+                confine(spec["read"], spec["write"])
+                runner = factory(msg[2])
                 reply = ("ok", getattr(runner, "info", {}))
             elif msg[0] == "run":
                 reply = ("ok", {k: np.asarray(v) for k, v in runner(msg[1]).items()})
