@@ -146,9 +146,16 @@ def read_graph_def(path: str | Path, data: bytes | None = None) -> GraphDef:
     return gd
 
 
-def _read_meta(path: Path):
+def _read_meta(path: Path, pinned: dict[str, bytes] | None = None):
+    """Parse a MetaGraphDef file; its bytes go into ``pinned`` (name -> bytes) when given."""
     try:
-        meta = parse_meta_graph(path.read_bytes())
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read ({exc.strerror})") from exc
+    if pinned is not None:
+        pinned[path.name] = data
+    try:
+        meta = parse_meta_graph(data)
     except FormatError as exc:
         raise FormatError(f"{path}: not a readable MetaGraphDef ({exc})") from exc
     if not meta.graph.nodes:
@@ -179,14 +186,18 @@ class CheckpointSource(Source):
         return h.hexdigest()
 
     def snapshot(self) -> dict[str, bytes]:
-        """Each file's bytes by name, read once; the digest is pinned to them (first call)."""
+        """Each file's bytes by name, as read once at import (or now, for a Source built
+        without them); the digest is pinned to these bytes."""
         if "_pinned" not in self.__dict__:
-            files = {Path(p).name: Path(p).read_bytes() for p in self.files()}
-            h = hashlib.sha256()
-            for name in sorted(files):
-                h.update(name.encode() + b"\0" + files[name])
-            self.__dict__["_pinned"], self.__dict__["_pinned_sha256"] = files, h.hexdigest()
+            self.pin({Path(p).name: Path(p).read_bytes() for p in self.files()})
         return self.__dict__["_pinned"]
+
+    def pin(self, files: dict[str, bytes]) -> None:
+        """Record the bytes porter read (file name -> bytes) as what this source is."""
+        h = hashlib.sha256()
+        for name in sorted(files):
+            h.update(name.encode() + b"\0" + files[name])
+        self.__dict__["_pinned"], self.__dict__["_pinned_sha256"] = dict(files), h.hexdigest()
 
 
 def _checkpoint_refs(reader: BundleReader) -> dict[str, TensorRef]:
@@ -229,15 +240,18 @@ def load_checkpoint(path: Path) -> Source:
     meta = _checkpoint_meta(reader)
     graph = None
     meta_path = Path(f"{prefix}.meta")
+    pinned = dict(reader.blobs)
     if meta_path.is_file():
-        mg = _read_meta(meta_path)
+        mg = _read_meta(meta_path, pinned)
         graph = tf_graph(mg.graph)
         meta.update(metagraph=str(meta_path), inputs=graph_inputs(graph),
                     tensorflow_version=mg.tensorflow_version)
         meta["files"] = [*meta["files"], meta_path]
-    return CheckpointSource(path=Path(path), format="tf1-checkpoint",
-                            tensors=_checkpoint_refs(reader), graph=graph, meta=meta,
-                            native=reader)
+    source = CheckpointSource(path=Path(path), format="tf1-checkpoint",
+                              tensors=_checkpoint_refs(reader), graph=graph, meta=meta,
+                              native=reader)
+    source.pin(pinned)
+    return source
 
 
 # --------------------------------------------------------------------------------- metagraph
@@ -249,7 +263,8 @@ def _sniff_metagraph(path: Path) -> bool:
 @importer("tf1-metagraph", sniff=_sniff_metagraph)
 def load_metagraph(path: Path) -> Source:
     """A MetaGraphDef; its variables come from the sibling checkpoint when there is one."""
-    mg = _read_meta(path)
+    pinned: dict[str, bytes] = {}
+    mg = _read_meta(path, pinned)
     graph = tf_graph(mg.graph)
     prefix = Path(str(path)[:-len(".meta")])
     refs: dict[str, TensorRef] = {}
@@ -257,14 +272,17 @@ def load_metagraph(path: Path) -> Source:
     reader = None
     if Path(f"{prefix}.index").is_file():
         reader = BundleReader(prefix)
+        pinned.update(reader.blobs)
         refs = _checkpoint_refs(reader)
         meta.update(_checkpoint_meta(reader))
         meta["files"] = [path, *reader.files()]
     meta.update(metagraph=str(path), inputs=graph_inputs(graph), tags=mg.tags,
                 tensorflow_version=mg.tensorflow_version, saver=mg.saver,
                 collections=mg.collections, checkpoint=str(prefix) if reader else None)
-    return CheckpointSource(path=path, format="tf1-metagraph", tensors=refs, graph=graph,
-                            meta=meta, native=reader)
+    source = CheckpointSource(path=path, format="tf1-metagraph", tensors=refs, graph=graph,
+                              meta=meta, native=reader)
+    source.pin(pinned)
+    return source
 
 
 # ------------------------------------------------------------------------------------ frozen
