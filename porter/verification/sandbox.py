@@ -32,7 +32,7 @@ from pathlib import Path
 from porter.errors import PorterError
 
 __all__ = ["SandboxUnavailable", "landlock_abi", "confine", "system_read_paths",
-           "UNSANDBOXED_ENV", "wrap"]
+           "UNSANDBOXED_ENV", "wrap", "porter_pythonpath"]
 
 UNSANDBOXED_ENV = "PORTER_UNSANDBOXED"
 
@@ -182,6 +182,18 @@ def confine(read: Iterable[str | os.PathLike] = (), write: Sequence[str | os.Pat
     return abi
 
 
+def porter_pythonpath(current: str | None = None) -> str:
+    """``PYTHONPATH`` for a child that must import this very porter (the one whose package
+    folder :func:`system_read_paths` allows), ahead of ``current`` (default: this process's)."""
+    import porter
+
+    root = str(Path(porter.__file__).resolve().parent.parent)
+    if current is None:
+        current = os.environ.get("PYTHONPATH", "")
+    rest = [p for p in current.split(os.pathsep) if p and p != root]
+    return os.pathsep.join([root, *rest])
+
+
 def wrap(cmd: Sequence[str], read: Iterable[str | os.PathLike] = (),
          write: Sequence[str | os.PathLike] = ()) -> list[str]:
     """``cmd`` run through this module's launcher: confined as :func:`confine` says, then
@@ -208,6 +220,7 @@ def _main(argv: list[str]) -> int:
     except SandboxUnavailable as exc:
         print(f"porter: error: {exc}", file=sys.stderr)
         return 2
+    os.environ["PYTHONPATH"] = porter_pythonpath()  # the porter this launcher confined for
     os.execv(cmd[0], cmd)
     return 127  # not reached
 

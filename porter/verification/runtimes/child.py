@@ -44,8 +44,13 @@ class ChildRuntime:
                  preload: Sequence[str] = ()) -> None:
         self.target, self.name = target, name or target
         self.scratch = tempfile.mkdtemp(prefix="porter-child-")
+        from porter.verification.sandbox import porter_pythonpath
+
         child_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {}),
                      "TMPDIR": self.scratch, "HOME": self.scratch}
+        # this porter first (its folder is what the sandbox lets the child read), then the
+        # caller's path (a builder's scripts folder)
+        child_env["PYTHONPATH"] = porter_pythonpath(child_env.get("PYTHONPATH", ""))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "porter.verification.runtimes.child"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
