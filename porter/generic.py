@@ -9,6 +9,7 @@ The output carries a generated, readable ``model.py`` that the manifest names as
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,11 @@ def parse_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
     return (name or None), shape
 
 
+#: Most elements one generated test input may have (a declared [1, 2**40] input must not be
+#: allocated); ``PORTER_MAX_CASE_ELEMENTS`` raises it.
+MAX_CASE_ELEMENTS = int(os.environ.get("PORTER_MAX_CASE_ELEMENTS", 1 << 28))
+
+
 def default_cases(inputs: Sequence[dict[str, Any]],
                   shapes: Mapping[str | None, tuple[int, ...]] | None = None) -> list[Case]:
     """Two seeded cases: batch 1 and batch 2 (where the batch is free), unknown sizes filled."""
@@ -93,6 +99,12 @@ def default_cases(inputs: Sequence[dict[str, Any]],
                 spatial = iter(DEFAULT_SPATIAL * 4)
                 for k, d in enumerate(spec["dims"]):
                     dims.append(d if d is not None else (batch if k == 0 else next(spatial)))
+            elements = int(np.prod(dims, dtype=np.float64)) if dims else 1
+            if elements > MAX_CASE_ELEMENTS:
+                raise PorterError(f"input {spec['name']!r} would be {'x'.join(map(str, dims))} "
+                                  f"({elements} elements), over porter's limit of "
+                                  f"{MAX_CASE_ELEMENTS} for a test case (set sizes with --shape "
+                                  "NAME=DIMS, or raise PORTER_MAX_CASE_ELEMENTS)")
             rng = np.random.default_rng(1000 * i + j)
             dtype = spec["dtype"]
             if dtype.kind == "f":

@@ -95,12 +95,15 @@ def _fs_rights(abi: int) -> int:
 
 def system_read_paths() -> list[str]:
     """What a Python process with numpy/TensorFlow/Paddle needs to read: the interpreter's
-    prefixes and site-packages, porter's own package, system libraries, CPU/memory facts."""
+    prefixes and site-packages, the folder porter is imported from, system libraries,
+    CPU/memory facts."""
     import porter
 
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
              os.path.dirname(os.path.realpath(sys.executable)),
-             str(Path(porter.__file__).resolve().parent)}
+             # porter's own folder's parent: a child finds ``porter`` by listing it (in a
+             # source checkout that is the repository, which holds no model or secret)
+             str(Path(porter.__file__).resolve().parent.parent)}
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         paths.add(sysconfig.get_paths().get(key, ""))
     try:
