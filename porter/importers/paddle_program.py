@@ -23,7 +23,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from porter.errors import FormatError
+from porter.errors import FormatError, UnsafeSourceError
 from porter.importers.protowire import iter_fields, varint
 from porter.source import Source, TensorRef
 
@@ -492,6 +492,17 @@ def program_graph(ops: list[dict[str, Any]]) -> nx.DiGraph:
     return g
 
 
+#: Paddle ops that touch files, the network or Python (legacy names; PIR ``pd_op.NAME``):
+#: an inference program has no business with them, and Paddle Inference would run them.
+IO_OPS = frozenset({
+    "save", "save_combine", "load", "load_combine", "py_func", "read_file", "read",
+    "create_py_reader", "create_double_buffer_reader", "create_custom_reader", "open_files",
+    "checkpoint_notify", "send", "recv", "send_v2", "recv_v2", "listen_and_serv",
+    "send_barrier", "fetch_barrier", "recv_save", "sparse_tensor_load", "decode_jpeg",
+    "enqueue", "dequeue", "queue_generator", "file_reader", "py_layer", "run_program",
+})
+
+
 def load_inference(path: Path) -> Source:
     """A Paddle inference model (program + ``.pdiparams``, or their folder) as a Source."""
     pair = find_model_files(path)
@@ -508,6 +519,13 @@ def load_inference(path: Path) -> Source:
     model_bytes, params_bytes = model.read_bytes(), params.read_bytes()
     prog = (_legacy(model, model_bytes) if model.suffix.lower() == ".pdmodel"
             else _pir(model, model_bytes))
+    for op in prog["ops"]:
+        name = str(op.get("op_type", ""))
+        if name.rsplit(".", 1)[-1].rstrip("_") in IO_OPS:
+            raise UnsafeSourceError(
+                f"{model.name}: op {name!r} ({op.get('outputs') or op.get('inputs')}) reads, "
+                "writes or runs something outside the model; porter refuses I/O and Python "
+                "ops in Paddle programs")
     try:
         refs = read_combined_params(params, prog["params"], prog["expected"], params_bytes)
     except struct.error as exc:

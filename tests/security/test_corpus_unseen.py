@@ -409,7 +409,7 @@ def test_paddle_program_io_ops(hostile, case: str) -> None:
     (model / "inference.pdmodel").write_bytes(_program(vars_, ops))
     (model / "inference.pdiparams").write_bytes(_params(["w"]))
     proc = _convert(model, cwd)
-    assert_one_line_error(proc)
+    assert_one_line_error(proc, f"op '{case}'")
     _no_trace(cwd, proc)
 
 
