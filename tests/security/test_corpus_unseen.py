@@ -427,3 +427,104 @@ def test_paddle_path_like_persistable_names_stay_names(hostile, name: str) -> No
     proc = open_all(model / "inference.pdmodel", cwd)
     assert_one_line_error(proc)
     _no_trace(cwd, proc)
+
+
+# ------------------------------------------------------------------------------ TensorFlow
+
+_TF_BUILD = r'''
+import os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import tensorflow as tf
+v1 = tf.compat.v1
+v1.disable_eager_execution()
+out, canary, secret = sys.argv[1:4]
+
+def save(name, make, fed=True):
+    g = tf.Graph()
+    with g.as_default():
+        x = v1.placeholder(tf.float32, [1, 4], name="x")
+        y = tf.identity(make(x), name="y")
+    with open(os.path.join(out, name + ".pb"), "wb") as fh:
+        fh.write(g.as_graph_def().SerializeToString())
+
+@tf.function
+def writes(x):
+    tf.io.write_file(canary, "pwned")
+    return x * 2.0
+
+@tf.function(autograph=False)
+def reads(x):
+    return x + tf.cast(tf.strings.length(tf.io.read_file(secret)), tf.float32)
+
+@tf.function
+def prints(x):
+    tf.print("pwned", output_stream="file://" + canary)
+    return x + 1.0
+
+@tf.function
+def asserts(x):
+    tf.debugging.Assert(tf.reduce_all(x > -1e9), [tf.io.read_file(secret)])
+    return x
+
+save("stateful_call_write_file", lambda x: writes(x))
+save("partitioned_call_read_file", lambda x: reads(x))
+save("function_print_v2", lambda x: prints(x))
+save("function_assert_reads", lambda x: asserts(x))
+save("while_body_writes", lambda x: tf.while_loop(
+    lambda i, v: i < 1, lambda i, v: (i + 1, writes(v)), [tf.constant(0), x])[1])
+def dataset(x):
+    it = v1.data.make_one_shot_iterator(tf.data.TextLineDataset(secret))
+    return x + tf.cast(tf.strings.length(it.get_next()), tf.float32)
+save("dataset_reads", dataset)
+save("immutable_const", lambda x: x + tf.raw_ops.ImmutableConst(
+    dtype=tf.float32, shape=[1, 4], memory_region_name=secret))
+def colocated(x):
+    w = tf.io.write_file(canary, "pwned")
+    with tf.compat.v1.colocate_with(w):
+        return tf.identity(x * 3.0)
+save("colocated_with_write_file", colocated)
+'''
+
+TF_CASES = ["stateful_call_write_file", "partitioned_call_read_file", "function_print_v2",
+            "function_assert_reads", "while_body_writes", "dataset_reads", "immutable_const"]
+
+
+@pytest.fixture(scope="module")
+def tf_graphs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from tests.security.conftest import run_capped
+
+    root = tmp_path_factory.mktemp("tfcorpus")
+    model, cwd = root / "model", root / "cwd"
+    model.mkdir()
+    cwd.mkdir()
+    proc = run_capped(["-c", _TF_BUILD, str(model), str(cwd / "CANARY"),
+                       str(cwd / "secret.txt")], cwd, timeout=300, cap=None)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (cwd / "secret.txt").write_text("top secret")  # after building: nothing ran then either
+    return model, cwd
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TF_CASES)
+def test_tf_functions_datasets_and_mapped_consts(tf_graphs, name: str) -> None:
+    model, cwd = tf_graphs
+    out = cwd / f"out-{name}"
+    proc = porter_cli("convert", str(model / f"{name}.pb"), "--verify", "cpu", "--out",
+                      str(out), "-q", cwd=cwd, timeout=300, cap=None)
+    line = assert_one_line_error(proc, "allow-list")
+    assert "node" in line
+    assert not (cwd / "CANARY").exists() and not out.exists()
+    assert "top secret" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_tf_colocation_with_a_write_never_runs_it(tf_graphs) -> None:
+    """``_class: loc:@WriteFile`` on the output: colocation is placement, not a dependency;
+    the WriteFile node is unreachable and never runs (converting may succeed)."""
+    model, cwd = tf_graphs
+    out = cwd / "out-colocated"
+    proc = porter_cli("convert", str(model / "colocated_with_write_file.pb"), "--verify", "cpu",
+                      "--out", str(out), "-q", cwd=cwd, timeout=300, cap=None)
+    if proc.returncode != 0:
+        assert_one_line_error(proc)
+    assert not (cwd / "CANARY").exists()
