@@ -153,7 +153,7 @@ def confine(read: Iterable[str | os.PathLike] = (), write: Sequence[str | os.Pat
         raise SandboxUnavailable(
             "this kernel has no Landlock (Linux >= 5.13 with landlock in the LSM list), so the "
             "reference runtime cannot be confined; set PORTER_UNSANDBOXED=1 to run it "
-            "unconfined anyway, or use --verify none")
+            "unconfined anyway")
     libc = _libc()
     fs = _fs_rights(abi)
     attr = _RulesetAttr(fs, 0, 0)
