@@ -123,3 +123,18 @@ def test_tf_checkpoint_swapped_after_import(tmp_path: Path,
     assert calls and calls[0].startswith("tf1-")
     assert result.manifest["source"]["sha256"] == digest
     assert result.manifest["parity"]["passed"]
+
+
+def test_cross_check_twin_is_read_once_through_the_importer(tmp_path: Path) -> None:
+    """A twin's bytes are read once (porter's importer: external data checked in its folder);
+    onnxruntime runs those bytes and the recorded digest is theirs."""
+    import hashlib
+
+    rng = np.random.default_rng(1)
+    data = _onnx_model(rng.standard_normal((3, 2, 3, 3)).astype(np.float32))
+    path, twin = tmp_path / "m.onnx", tmp_path / "twin.onnx"
+    path.write_bytes(data)
+    twin.write_bytes(data)
+    result = porter.convert(path, graph="generic", cross_check=[twin], out=tmp_path / "out")
+    (check,) = result.manifest["cross_checks"]
+    assert check["sha256"] == hashlib.sha256(data).hexdigest() and check["passed"]
