@@ -278,7 +278,7 @@ def _convert(source: Source, inputs: Mapping[str, list[int] | None] | None = Non
         model = _to_onnx(source)
     if source.format == "onnx" and any(
             t.data_location == 1 for t in model.graph.initializer):  # external data on disk
-        model_arg: Any = source.path
+        model_arg: Any = source  # porter's checked refs, not a second import of the path
     else:
         model_arg = model
     module = convert_onnx(model_arg).eval()
