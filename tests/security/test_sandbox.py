@@ -163,3 +163,40 @@ def test_without_landlock_the_reference_is_refused_unless_opted_out(monkeypatch)
         sandbox.confine()
     monkeypatch.setenv(sandbox.UNSANDBOXED_ENV, "1")
     assert sandbox.confine() == 0  # warns on stderr, applies nothing
+
+
+class _System:
+    def __init__(self, cmd: str) -> None:
+        self.cmd = cmd
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (self.cmd,)
+
+
+def test_a_taken_over_child_cannot_make_the_parent_run_code(tmp_path: Path) -> None:
+    """The parent reads replies with an unpickler that resolves no global: a hostile reply
+    (what a child running an exploited framework could write) is refused, nothing runs."""
+    import io
+    import pickle
+
+    from porter.verification.runtimes import child as child_mod
+
+    canary = tmp_path / "CANARY"
+    hostile = pickle.dumps(("ok", {"y": _System(f"touch {canary}")}))
+    with pytest.raises(pickle.UnpicklingError, match="global"):
+        child_mod._PlainUnpickler(io.BytesIO(hostile)).load()
+    assert not canary.exists()
+    arrays = {"f": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([True]),
+              "i": np.int64(3), "nested": [{"x": np.zeros((0, 2), np.float16)}]}
+    plain = pickle.dumps(("ok", child_mod._encode(arrays)))
+    kind, value = child_mod._PlainUnpickler(io.BytesIO(plain)).load()
+    back = child_mod._decode(value)
+    np.testing.assert_array_equal(back["f"], arrays["f"])
+    assert back["f"].dtype == np.float32 and back["i"] == 3
+    assert back["nested"][0]["x"].shape == (0, 2)
+    for bad in ({"__porter_ndarray__": ("|O", [1], b"\0" * 8)},
+                {"__porter_ndarray__": ("<f4", [4], b"\0" * 8)}):
+        with pytest.raises(ValueError):
+            child_mod._decode(bad)

@@ -3,9 +3,12 @@
 Why: TensorFlow and Paddle ship conflicting native libraries (importing paddle after tensorflow
 in one process segfaults here), and a framework crash must not take porter down with it. The
 child imports ``target`` ("pkg.module:factory"); ``factory(payload)`` returns a runner
-``dict[str, ndarray] -> dict[str, ndarray]``. Messages are pickles between porter's own
-processes over a private pipe (the child's original stdout); the child's fd 1 goes to stderr so
-framework chatter cannot corrupt the channel.
+``dict[str, ndarray] -> dict[str, ndarray]``. Messages go over a private pipe (the child's
+original stdout); the child's fd 1 goes to stderr so framework chatter cannot corrupt the
+channel. Parent -> child messages are pickles (porter's own data); child -> parent replies are
+pickles of plain containers only, arrays as (dtype, shape, bytes), read back by an unpickler
+that resolves no global at all: a child taken over by a hostile model cannot make the
+unconfined parent run code.
 
 The child is confined (:mod:`porter.verification.sandbox`) before the factory sees the payload:
 it imports the target module and ``preload`` (trusted framework code), then may read only the
@@ -18,6 +21,7 @@ private scratch folder (``TMPDIR`` and ``HOME`` point there; removed on close) a
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import pickle
 import re
@@ -73,8 +77,10 @@ class ChildRuntime:
 
     def _receive(self) -> Any:
         try:
-            kind, value = pickle.load(self.proc.stdout)
-        except (EOFError, pickle.UnpicklingError) as exc:
+            kind, value = _PlainUnpickler(self.proc.stdout).load()
+            value = _decode(value)
+        except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
+                IndexError, KeyError, RecursionError) as exc:
             raise PorterError(f"{self.name}: child runtime died ({self._stderr_tail()})") from exc
         if kind == "error":
             raise PorterError(f"{self.name}: {value}")
@@ -129,6 +135,55 @@ class ChildRuntime:
             pass
 
 
+class _PlainUnpickler(pickle.Unpickler):
+    """Containers, strings, bytes and numbers only: no global, no persistent id."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"child reply names a global ({module}.{name})")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("child reply uses a persistent id")
+
+
+_ND = "__porter_ndarray__"
+
+
+def _encode(obj: Any) -> Any:
+    """A reply as plain containers: arrays become ``{_ND: (dtype, shape, bytes)}``."""
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in "biufc" or obj.dtype.fields is not None:
+            raise TypeError(f"a reference output of dtype {obj.dtype} cannot be returned")
+        a = obj if obj.flags.c_contiguous else np.array(obj, order="C")  # keeps 0-d
+        return {_ND: (a.dtype.str, list(a.shape), a.tobytes())}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {str(k): _encode(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_encode(v) for v in obj]
+    if obj is None or isinstance(obj, (str, bytes, bool, int, float)):
+        return obj
+    return str(obj)  # a framework object in ``info`` (a dtype, a path): its text
+
+
+def _decode(obj: Any) -> Any:
+    """Inverse of :func:`_encode`, checking each array's dtype and byte length."""
+    if isinstance(obj, dict):
+        if set(obj) == {_ND}:
+            dtype_str, shape, raw = obj[_ND]
+            dtype = np.dtype(str(dtype_str))
+            shape = tuple(int(d) for d in shape)
+            if dtype.kind not in "biufc" or dtype.fields is not None or any(d < 0 for d in shape):
+                raise ValueError(f"child reply holds an array of dtype {dtype} shape {shape}")
+            if not isinstance(raw, bytes) or len(raw) != math.prod(shape) * dtype.itemsize:
+                raise ValueError("child reply holds an array whose bytes do not match its shape")
+            return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+        return {k: _decode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(v) for v in obj]
+    return obj
+
+
 #: payload keys that name a model file (or checkpoint prefix) a factory may open
 _PATH_KEYS = ("graph", "meta", "checkpoint", "model", "params")
 
@@ -175,7 +230,11 @@ def _serve() -> None:
                 return
         except Exception as exc:  # reported to the parent as a one-line error
             reply = ("error", f"{type(exc).__name__}: {exc}")
-        pickle.dump(reply, channel, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            data = pickle.dumps((reply[0], _encode(reply[1])), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # an unpicklable / non-numeric result: say so, plainly
+            data = pickle.dumps(("error", f"{type(exc).__name__}: {exc}"))
+        channel.write(data)
         channel.flush()
 
 
