@@ -9,6 +9,7 @@ The output carries a generated, readable ``model.py`` that the manifest names as
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,11 @@ def parse_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
     return (name or None), shape
 
 
+#: Most elements one generated test input may have (a declared [1, 2**40] input must not be
+#: allocated); ``PORTER_MAX_CASE_ELEMENTS`` raises it.
+MAX_CASE_ELEMENTS = int(os.environ.get("PORTER_MAX_CASE_ELEMENTS", 1 << 28))
+
+
 def default_cases(inputs: Sequence[dict[str, Any]],
                   shapes: Mapping[str | None, tuple[int, ...]] | None = None) -> list[Case]:
     """Two seeded cases: batch 1 and batch 2 (where the batch is free), unknown sizes filled."""
@@ -93,6 +99,12 @@ def default_cases(inputs: Sequence[dict[str, Any]],
                 spatial = iter(DEFAULT_SPATIAL * 4)
                 for k, d in enumerate(spec["dims"]):
                     dims.append(d if d is not None else (batch if k == 0 else next(spatial)))
+            elements = int(np.prod(dims, dtype=np.float64)) if dims else 1
+            if elements > MAX_CASE_ELEMENTS:
+                raise PorterError(f"input {spec['name']!r} would be {'x'.join(map(str, dims))} "
+                                  f"({elements} elements), over porter's limit of "
+                                  f"{MAX_CASE_ELEMENTS} for a test case (set sizes with --shape "
+                                  "NAME=DIMS, or raise PORTER_MAX_CASE_ELEMENTS)")
             rng = np.random.default_rng(1000 * i + j)
             dtype = spec["dtype"]
             if dtype.kind == "f":
@@ -122,7 +134,7 @@ def _reference(source: Source, input_names: list[str], output_names: list[str]):
     if fmt == "onnx":
         from porter.verification.runtimes.onnxruntime import OrtRunner
 
-        return OrtRunner(source.path)
+        return OrtRunner(_onnx_reference_model(source))
     if fmt in TF1_FORMATS:
         from porter.importers.tf1 import check_frozen_ops
         from porter.verification.runtimes.child import ChildRuntime
@@ -139,14 +151,47 @@ def _reference(source: Source, input_names: list[str], output_names: list[str]):
                                  "graph": str(source.path)}, name="tensorflow")
         meta = source.meta.get("metagraph") or str(source.path)
         checkpoint = source.meta.get("prefix") or source.meta.get("checkpoint")
+        from porter.verification.runtimes.tf1 import pinned_files
+
         return ChildRuntime("porter.verification.runtimes.tf1:metagraph",
-                            {**payload, "meta": meta, "checkpoint": str(checkpoint)},
-                            name="tensorflow")
+                            {**payload, "meta": meta, "checkpoint": str(checkpoint),
+                             **pinned_files(source, meta, checkpoint)}, name="tensorflow")
     if fmt == "paddle-inference":
         from porter.verification.runtimes.paddle import paddle_inference_runtime
 
+        pinned = source.native if isinstance(source.native, dict) else None
+        files = source.meta.get("model_file"), source.meta.get("params_file")
+        if pinned and all(files):
+            return paddle_inference_runtime(files[0], files[1], pinned=pinned)
         return paddle_inference_runtime(source.path)
     raise PorterError(f"no reference runtime for {fmt} sources")
+
+
+def _onnx_reference_model(source: Source) -> Any:
+    """The ONNX model onnxruntime checks against: porter's parsed ModelProto (never the path
+    again), with each external tensor's bytes inlined from porter's own bounds-checked reader;
+    the path only for models past protobuf's 2 GiB (onnxruntime must then read the data)."""
+    from onnx import TensorProto
+
+    model = source.native
+    if model is None:
+        return source.path
+    external = [t for t in model.graph.initializer if t.data_location == TensorProto.EXTERNAL]
+    if not external:
+        return model.SerializeToString()
+    if any(t.name not in source.tensors for t in external):
+        return source.path
+    refs = [source.tensors[t.name] for t in external]
+    if model.ByteSize() + sum(r.size * r.dtype.itemsize for r in refs) >= (2 << 30) - (64 << 20):
+        return source.path
+    copy = type(model)()
+    copy.CopyFrom(model)
+    for t in copy.graph.initializer:
+        if t.data_location == TensorProto.EXTERNAL:
+            t.raw_data = np.ascontiguousarray(source.tensors[t.name].numpy()).tobytes()
+            del t.external_data[:]
+            t.data_location = TensorProto.DEFAULT
+    return copy.SerializeToString()
 
 
 def _tf1_to_onnx(source: Source, inputs: Mapping[str, list[int] | None] | None,
@@ -233,7 +278,7 @@ def _convert(source: Source, inputs: Mapping[str, list[int] | None] | None = Non
         model = _to_onnx(source)
     if source.format == "onnx" and any(
             t.data_location == 1 for t in model.graph.initializer):  # external data on disk
-        model_arg: Any = source.path
+        model_arg: Any = source  # porter's checked refs, not a second import of the path
     else:
         model_arg = model
     module = convert_onnx(model_arg).eval()

@@ -516,11 +516,16 @@ def _weak_outputs(report: Any) -> list[str]:
 def _cross_check(path: Path, port: Any, ported: Any, module: torch.nn.Module, cases: list,
                  progress: Progress) -> dict[str, Any]:
     """Parity against another ONNX export of the same model, inputs/outputs by position."""
+    from porter.generic import _onnx_reference_model
+    from porter.importers import open_source
     from porter.verification.parity import run_parity
     from porter.verification.runtimes.onnxruntime import OrtRunner
     from porter.verification.runtimes.torch_ import TorchRunner
 
-    twin = OrtRunner(path)
+    # through porter's importer: external data checked inside the folder, the bytes read once
+    # (onnxruntime gets them, the digest is of them)
+    twin_source = open_source(path, "onnx")
+    twin = OrtRunner(_onnx_reference_model(twin_source))
     if len(twin.input_names) != len(ported.input_names) or \
             len(twin.output_names) != len(ported.output_names):
         raise PorterError(f"{path}: {len(twin.input_names)} inputs / {len(twin.output_names)} "
@@ -538,7 +543,7 @@ def _cross_check(path: Path, port: Any, ported: Any, module: torch.nn.Module, ca
     if not report.passed:
         raise ParityError(f"cross-check against {path} failed: worst max|Δ| "
                           f"{report.worst():.3e} > {port.tolerance.describe()}")
-    return {"path": path.name, "sha256": sha256_file(path), **report.to_dict()}
+    return {"path": path.name, "sha256": twin_source.sha256(), **report.to_dict()}
 
 
 def _locate_hint(source: Source, ported: Any, case: Any, tolerance: Any) -> str:

@@ -329,8 +329,11 @@ def bshm_reference(source: Any, ported: graphs.Ported) -> Any:
     if not meta or not checkpoint:
         raise PorterError(f"{source.path}: the TF reference needs both the .meta graph and the "
                           "checkpoint")
+    from porter.verification.runtimes.tf1 import pinned_files
+
     return ChildRuntime("porter.verification.runtimes.tf1:metagraph",
-                        {"meta": meta, "checkpoint": checkpoint, **io}, name="tensorflow")
+                        {"meta": meta, "checkpoint": checkpoint, **io,
+                         **pinned_files(source, meta, checkpoint)}, name="tensorflow")
 
 
 def bshm_example_inputs(ported: graphs.Ported) -> tuple[torch.Tensor, ...]:

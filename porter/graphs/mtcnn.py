@@ -347,15 +347,17 @@ def _cases(source: Any, ported: Any, stage: _Stage = STAGES["mtcnn_pnet"]) -> li
 def _reference(source: Any, ported: Any, stage: _Stage = STAGES["mtcnn_pnet"]):
     """TensorFlow in a child: the MetaGraph restored from the checkpoint, else rebuilt."""
     from porter.verification.runtimes.child import ChildRuntime
+    from porter.verification.runtimes.tf1 import pinned_files
 
     meta = _metagraph_path(source)
     if meta and _fixed_input_shape(source) is not None:
         return ChildRuntime("porter.verification.runtimes.tf1:metagraph", {
             "meta": meta, "checkpoint": _checkpoint(source),
-            "inputs": {"image": "input_image:0"}, "outputs": stage.fetches},
-            name="tensorflow")
+            "inputs": {"image": "input_image:0"}, "outputs": stage.fetches,
+            **pinned_files(source, meta, _checkpoint(source))}, name="tensorflow")
     return ChildRuntime("porter.verification.runtimes.tf1:rebuilt", {
-        "builder": stage.builder, "checkpoint": _checkpoint(source)}, name="tensorflow")
+        "builder": stage.builder, "checkpoint": _checkpoint(source),
+        **pinned_files(source, None, _checkpoint(source))}, name="tensorflow")
 
 
 def _example(stage: _Stage) -> tuple[torch.Tensor]:

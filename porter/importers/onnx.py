@@ -7,6 +7,7 @@ lead out are refused), so a crafted model cannot make porter read arbitrary file
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,12 @@ def _walk_tensors(graph: Any, main: bool = True):
     for st in graph.sparse_initializer:
         yield st.values, False
         yield st.indices, False
-    for node in graph.node:
+    yield from _walk_nodes(graph.node)
+
+
+def _walk_nodes(nodes: Any):
+    """Every TensorProto in the attributes of ``nodes`` and their subgraphs."""
+    for node in nodes:
         for a in node.attribute:
             if a.HasField("t"):
                 yield a.t, False
@@ -87,6 +93,17 @@ def _walk_tensors(graph: Any, main: bool = True):
                 yield from _walk_tensors(g, False)
 
 
+def _walk_model(model: Any):
+    """Every TensorProto of a model: its graph, its local functions' nodes and the graphs of
+    its training info (ONNX lets each carry external data)."""
+    yield from _walk_tensors(model.graph)
+    for fn in model.functions:
+        yield from _walk_nodes(fn.node)
+    for info in model.training_info:
+        for g in (info.initialization, info.algorithm):
+            yield from _walk_tensors(g, False)
+
+
 def check_external_data(model: Any, base: Path) -> None:
     """Resolve every external location in ``model`` inside ``base`` (or refuse); tensors other
     than the main graph's initializers (Constant values, attributes, subgraph initializers)
@@ -94,7 +111,7 @@ def check_external_data(model: Any, base: Path) -> None:
     against the current directory."""
     from onnx import TensorProto
 
-    for t, main in _walk_tensors(model.graph):
+    for t, main in list(_walk_model(model)):
         if t.data_location != TensorProto.EXTERNAL:
             continue
         location, offset, length = _external_info(t)
@@ -271,12 +288,15 @@ def load_onnx(path: Path) -> Source:
         raise FormatError(f"{path}: not a file")
     if path.stat().st_size == 0:
         raise FormatError(f"{path}: empty file")
+    data = path.read_bytes()  # read once: parsed, hashed and (serialized) given to onnxruntime
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load_from_string(data)
     except (DecodeError, RuntimeError, ValueError, EOFError) as exc:
         raise FormatError(f"{path}: not a readable ONNX model (truncated or corrupt: {exc})") from exc
     if not model.graph.node and not model.graph.initializer:
         raise FormatError(f"{path}: not a readable ONNX model (no graph)")
     if not model.opset_import:
         raise FormatError(f"{path}: not a readable ONNX model (no opset_import)")
-    return source_from_model(model, path)
+    source = source_from_model(model, path)
+    source.meta["sha256"] = hashlib.sha256(data).hexdigest()
+    return source

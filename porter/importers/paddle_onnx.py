@@ -39,11 +39,16 @@ __all__ = ["paddle_to_onnx", "export_in_child", "repair_scalar_concat", "rename_
 def export_in_child(model: Path, params: Path, out: Path, opset: int = 11,
                     timeout: float = 600) -> None:
     """Run paddle2onnx on (model, params) in a child process, writing ``out``."""
+    from porter.verification.sandbox import wrap
+
     env = {**os.environ, "GLOG_minloglevel": "2", "OMP_NUM_THREADS": "1",
-           "FLAGS_enable_pir_api": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "porter.importers.paddle_onnx", str(model), str(params),
-         str(out), str(opset)], capture_output=True, text=True, env=env, timeout=timeout)
+           "FLAGS_enable_pir_api": "1", "TMPDIR": str(out.parent), "HOME": str(out.parent)}
+    cmd = [sys.executable, "-m", "porter.importers.paddle_onnx", str(model), str(params),
+           str(out), str(opset)]
+    # paddle2onnx parses the program in C++: confined to the model's folder and ``out``'s
+    proc = subprocess.run(wrap(cmd, read=sorted({str(model.parent), str(params.parent)}),
+                               write=[str(out.parent)]),
+                          capture_output=True, text=True, env=env, timeout=timeout)
     if proc.returncode != 0 or not out.is_file():
         reason = child_failure(proc.stdout, proc.stderr) or f"exit code {proc.returncode}"
         raise PorterError(f"paddle2onnx failed on {model.name} (exit code {proc.returncode}): "

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from porter.errors import FormatError
+from porter.errors import FormatError, UnsafeSourceError
 from porter.importers.protowire import iter_fields, varint
 from porter.source import Source, TensorRef
 
@@ -255,14 +256,18 @@ def parse_program_desc(data: bytes) -> list[dict[str, Any]]:
 # --- .pdiparams -----------------------------------------------------------------------------
 
 def read_combined_params(path: Path, names: list[str],
-                         expected: dict[str, tuple[int, ...]] | None = None
-                         ) -> dict[str, TensorRef]:
+                         expected: dict[str, tuple[int, ...]] | None = None,
+                         raw: bytes | None = None) -> dict[str, TensorRef]:
     """Lazy refs for a ``.pdiparams`` holding ``names`` (already in file order).
 
-    Headers are parsed up front (dtype, dims, offset); data is memory-mapped on ``.numpy()``.
+    Headers are parsed up front (dtype, dims, offset); data is memory-mapped on ``.numpy()``,
+    or sliced from ``raw`` (the file's bytes, already read and hashed) when given.
     A dims clash with ``expected``, a short file or trailing bytes raise FormatError.
     """
-    data = np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size else b""
+    if raw is not None:
+        data: Any = memoryview(raw)
+    else:
+        data = np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size else b""
     size, pos = len(data), 0
     refs: dict[str, TensorRef] = {}
 
@@ -304,7 +309,9 @@ def read_combined_params(path: Path, names: list[str],
                               f"{list(expected[name])} in the program (wrong order or pairing)")
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         need(nbytes, f"data of {name!r}")
-        refs[name] = TensorRef(name, shape, dtype, _mapped(path, dtype, shape, pos), "parameter")
+        load = (_mapped(path, dtype, shape, pos) if raw is None
+                else _sliced(raw, dtype, shape, pos))
+        refs[name] = TensorRef(name, shape, dtype, load, "parameter")
         pos += nbytes
     if pos != size:
         raise FormatError(f"{path.name}: {size - pos} trailing bytes after {len(names)} tensors "
@@ -325,14 +332,22 @@ def _mapped(path: Path, dtype: np.dtype, shape: tuple[int, ...], offset: int):
     return load
 
 
+def _sliced(raw: bytes, dtype: np.dtype, shape: tuple[int, ...], offset: int):
+    def load() -> np.ndarray:
+        count = int(np.prod(shape, dtype=np.int64))
+        return np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(shape)
+
+    return load
+
+
 # --- programs -> Source -----------------------------------------------------------------------
 
 _DROP_ATTRS = {"op_callstack", "op_device", "op_namescope", "op_role", "op_role_var",
                "with_quant_attr"}
 
 
-def _legacy(model: Path) -> dict[str, Any]:
-    blocks = parse_program_desc(model.read_bytes())
+def _legacy(model: Path, data: bytes | None = None) -> dict[str, Any]:
+    blocks = parse_program_desc(model.read_bytes() if data is None else data)
     main = blocks[0]
     vars_ = {v["name"]: v for v in main["vars"]}
     params = sorted(v["name"] for v in main["vars"]
@@ -396,9 +411,9 @@ def _pir_type(tt: Any) -> tuple[str | None, list[int] | None]:
         return None, None
 
 
-def _pir(model: Path) -> dict[str, Any]:
+def _pir(model: Path, data: bytes | None = None) -> dict[str, Any]:
     try:
-        doc = json.loads(model.read_text())
+        doc = json.loads(model.read_text() if data is None else data.decode())
         block = doc["program"]["regions"][0]["blocks"][0]
         raw_ops = block["ops"]
         if not isinstance(raw_ops, list):
@@ -478,6 +493,17 @@ def program_graph(ops: list[dict[str, Any]]) -> nx.DiGraph:
     return g
 
 
+#: Paddle ops that touch files, the network or Python (legacy names; PIR ``pd_op.NAME``):
+#: an inference program has no business with them, and Paddle Inference would run them.
+IO_OPS = frozenset({
+    "save", "save_combine", "load", "load_combine", "py_func", "read_file", "read",
+    "create_py_reader", "create_double_buffer_reader", "create_custom_reader", "open_files",
+    "checkpoint_notify", "send", "recv", "send_v2", "recv_v2", "listen_and_serv",
+    "send_barrier", "fetch_barrier", "recv_save", "sparse_tensor_load", "decode_jpeg",
+    "enqueue", "dequeue", "queue_generator", "file_reader", "py_layer", "run_program",
+})
+
+
 def load_inference(path: Path) -> Source:
     """A Paddle inference model (program + ``.pdiparams``, or their folder) as a Source."""
     pair = find_model_files(path)
@@ -489,15 +515,31 @@ def load_inference(path: Path) -> Source:
     check_beside(params, model, "parameter file")
     if model.stat().st_size == 0:
         raise FormatError(f"{model}: empty program file")
-    prog = _legacy(model) if model.suffix.lower() == ".pdmodel" else _pir(model)
+    # each file is read once: the program and the weights are parsed from, the reference is
+    # given, and the digest is of these bytes, whatever the paths hold later
+    model_bytes, params_bytes = model.read_bytes(), params.read_bytes()
+    prog = (_legacy(model, model_bytes) if model.suffix.lower() == ".pdmodel"
+            else _pir(model, model_bytes))
+    for op in prog["ops"]:
+        name = str(op.get("op_type", ""))
+        if name.rsplit(".", 1)[-1].rstrip("_") in IO_OPS:
+            raise UnsafeSourceError(
+                f"{model.name}: op {name!r} ({op.get('outputs') or op.get('inputs')}) reads, "
+                "writes or runs something outside the model; porter refuses I/O and Python "
+                "ops in Paddle programs")
     try:
-        refs = read_combined_params(params, prog["params"], prog["expected"])
+        refs = read_combined_params(params, prog["params"], prog["expected"], params_bytes)
     except struct.error as exc:
         raise FormatError(f"{params.name}: truncated or corrupt ({exc})") from exc
     meta = {k: prog[k] for k in ("program_format", "inputs", "outputs", "blocks")}
     meta.update({"model_file": model, "params_file": params, "files": [model, params],
                  "param_order": prog["params"]})
+    digest = hashlib.sha256()
+    for f, data in sorted([(model, model_bytes), (params, params_bytes)]):
+        digest.update(f.name.encode() + b"\0" + data)
+    meta["sha256"] = digest.hexdigest()
     if "pir_version" in prog:
         meta["pir_version"] = prog["pir_version"]
     return Source(path=path, format="paddle-inference", tensors=refs,
-                  graph=program_graph(prog["ops"]), meta=meta)
+                  graph=program_graph(prog["ops"]), meta=meta,
+                  native={model.name: model_bytes, params.name: params_bytes})

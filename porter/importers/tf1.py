@@ -16,6 +16,7 @@ form, control inputs as ``"^x"``), ``outputs``, ``attrs``, ``device``, ``index``
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,9 +146,16 @@ def read_graph_def(path: str | Path, data: bytes | None = None) -> GraphDef:
     return gd
 
 
-def _read_meta(path: Path):
+def _read_meta(path: Path, pinned: dict[str, bytes] | None = None):
+    """Parse a MetaGraphDef file; its bytes go into ``pinned`` (name -> bytes) when given."""
     try:
-        meta = parse_meta_graph(path.read_bytes())
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read ({exc.strerror})") from exc
+    if pinned is not None:
+        pinned[path.name] = data
+    try:
+        meta = parse_meta_graph(data)
     except FormatError as exc:
         raise FormatError(f"{path}: not a readable MetaGraphDef ({exc})") from exc
     if not meta.graph.nodes:
@@ -161,9 +169,14 @@ class CheckpointSource(Source):
     """A Source whose path may be a bundle prefix (not a file): its digest covers its files."""
 
     def sha256(self) -> str:
-        """sha256 over the index, data shards (and MetaGraph) by name and content, in order."""
-        import hashlib
+        """sha256 over the index, data shards (and MetaGraph) by name and content, in order.
 
+        Once :meth:`snapshot` has handed the files' bytes to a reference, the digest is of
+        those bytes (what was verified), not of what the paths hold later.
+        """
+        pinned = self.__dict__.get("_pinned_sha256")
+        if pinned:
+            return pinned
         h = hashlib.sha256()
         for f in sorted(Path(p) for p in self.files()):
             h.update(f.name.encode() + b"\0")
@@ -171,6 +184,20 @@ class CheckpointSource(Source):
                 while block := fh.read(1 << 20):
                     h.update(block)
         return h.hexdigest()
+
+    def snapshot(self) -> dict[str, bytes]:
+        """Each file's bytes by name, as read once at import (or now, for a Source built
+        without them); the digest is pinned to these bytes."""
+        if "_pinned" not in self.__dict__:
+            self.pin({Path(p).name: Path(p).read_bytes() for p in self.files()})
+        return self.__dict__["_pinned"]
+
+    def pin(self, files: dict[str, bytes]) -> None:
+        """Record the bytes porter read (file name -> bytes) as what this source is."""
+        h = hashlib.sha256()
+        for name in sorted(files):
+            h.update(name.encode() + b"\0" + files[name])
+        self.__dict__["_pinned"], self.__dict__["_pinned_sha256"] = dict(files), h.hexdigest()
 
 
 def _checkpoint_refs(reader: BundleReader) -> dict[str, TensorRef]:
@@ -213,15 +240,18 @@ def load_checkpoint(path: Path) -> Source:
     meta = _checkpoint_meta(reader)
     graph = None
     meta_path = Path(f"{prefix}.meta")
+    pinned = dict(reader.blobs)
     if meta_path.is_file():
-        mg = _read_meta(meta_path)
+        mg = _read_meta(meta_path, pinned)
         graph = tf_graph(mg.graph)
         meta.update(metagraph=str(meta_path), inputs=graph_inputs(graph),
                     tensorflow_version=mg.tensorflow_version)
         meta["files"] = [*meta["files"], meta_path]
-    return CheckpointSource(path=Path(path), format="tf1-checkpoint",
-                            tensors=_checkpoint_refs(reader), graph=graph, meta=meta,
-                            native=reader)
+    source = CheckpointSource(path=Path(path), format="tf1-checkpoint",
+                              tensors=_checkpoint_refs(reader), graph=graph, meta=meta,
+                              native=reader)
+    source.pin(pinned)
+    return source
 
 
 # --------------------------------------------------------------------------------- metagraph
@@ -233,7 +263,8 @@ def _sniff_metagraph(path: Path) -> bool:
 @importer("tf1-metagraph", sniff=_sniff_metagraph)
 def load_metagraph(path: Path) -> Source:
     """A MetaGraphDef; its variables come from the sibling checkpoint when there is one."""
-    mg = _read_meta(path)
+    pinned: dict[str, bytes] = {}
+    mg = _read_meta(path, pinned)
     graph = tf_graph(mg.graph)
     prefix = Path(str(path)[:-len(".meta")])
     refs: dict[str, TensorRef] = {}
@@ -241,14 +272,17 @@ def load_metagraph(path: Path) -> Source:
     reader = None
     if Path(f"{prefix}.index").is_file():
         reader = BundleReader(prefix)
+        pinned.update(reader.blobs)
         refs = _checkpoint_refs(reader)
         meta.update(_checkpoint_meta(reader))
         meta["files"] = [path, *reader.files()]
     meta.update(metagraph=str(path), inputs=graph_inputs(graph), tags=mg.tags,
                 tensorflow_version=mg.tensorflow_version, saver=mg.saver,
                 collections=mg.collections, checkpoint=str(prefix) if reader else None)
-    return CheckpointSource(path=path, format="tf1-metagraph", tensors=refs, graph=graph,
-                            meta=meta, native=reader)
+    source = CheckpointSource(path=path, format="tf1-metagraph", tensors=refs, graph=graph,
+                              meta=meta, native=reader)
+    source.pin(pinned)
+    return source
 
 
 # ------------------------------------------------------------------------------------ frozen
@@ -466,18 +500,23 @@ def prepare_graph(source: Source, out: Path, inputs: dict[str, list[int] | None]
     frozen_from = None
     if source.format == "tf1-frozen":
         request["graph"] = str(source.path)
+        if isinstance(source.native, bytes):  # the bytes parsed and checked, not the path
+            request["graph_bytes"] = source.native
     else:
         meta = source.meta.get("metagraph") or str(source.path)
         checkpoint = source.meta.get("prefix") or source.meta.get("checkpoint")
         if not checkpoint:
             raise FormatError(f"{meta}: no checkpoint beside the MetaGraph to restore")
         request.update(meta=meta, checkpoint=str(checkpoint))
+        from porter.verification.runtimes.tf1 import pinned_files
+
+        request.update(pinned_files(source, meta, checkpoint))
         frozen_from = meta
     from porter.verification.runtimes.child import ChildRuntime
 
     try:
-        with ChildRuntime("porter.importers.tf1_child:prepared", request,
-                          name="tensorflow") as child:
+        with ChildRuntime("porter.importers.tf1_child:prepared", request, name="tensorflow",
+                          write=[str(Path(out).parent)]) as child:
             ok = child.info
     except PorterError as exc:
         raise FormatError(f"{source.path}: {exc}") from exc
@@ -517,8 +556,12 @@ def to_onnx(source: Source | Path, inputs: list[str] | None = None,
         cmd = [sys.executable, "-m", "tf2onnx.convert", "--graphdef", str(path),
                "--inputs", ",".join(inputs or []), "--outputs", ",".join(outputs or []),
                "--opset", str(opset), "--output", str(out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        from porter.verification.sandbox import wrap
+
+        # tf2onnx executes subgraphs while folding constants: confined like the references
+        proc = subprocess.run(wrap(cmd, read=[path.parent], write=[tmp]), capture_output=True,
+                              text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+                                              "TMPDIR": tmp, "HOME": tmp})
         if proc.returncode != 0 or not out.is_file():
             tail = (proc.stderr.strip().splitlines() or ["no message"])[-1]
             raise FormatError(f"{path}: tf2onnx failed ({tail})")

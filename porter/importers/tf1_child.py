@@ -19,6 +19,9 @@ import os
 
 import numpy as np
 
+#: imported by the ChildRuntime before it confines itself (see porter.verification.sandbox)
+PRELOAD = ("tensorflow", "porter.importers.tf1")
+
 _QUANTIZED = ("qint8", "quint8", "qint16", "quint16", "qint32")
 
 
@@ -113,13 +116,19 @@ def prepare(request: dict) -> dict:
     import tensorflow as tf
 
     tf.compat.v1.disable_eager_execution()
+    from porter.verification.runtimes.tf1 import unpin
+
+    request = unpin(request)
     outputs = list(request["outputs"])
     if request.get("meta"):
         graph_def = _freeze(tf, request["meta"], request["checkpoint"], outputs)
     else:
         graph_def = tf.compat.v1.GraphDef()
-        with open(request["graph"], "rb") as fh:
-            graph_def.ParseFromString(fh.read())
+        data = request.get("graph_bytes")
+        if not isinstance(data, bytes):
+            with open(request["graph"], "rb") as fh:
+                data = fh.read()
+        graph_def.ParseFromString(data)
     feeds = {k: list(v) for k, v in (request.get("feeds") or {}).items()}
     if feeds:
         graph_def = _cut(tf, graph_def, feeds)

@@ -248,11 +248,12 @@ def _block_entries(block: memoryview, where: str) -> Iterator[tuple[bytes, memor
         pos += vlen
 
 
-def read_table(path: str | Path) -> list[tuple[bytes, memoryview]]:
-    """Every (key, value) of an SSTable file, in key order, with all block CRCs checked."""
+def read_table(path: str | Path, raw: bytes | None = None) -> list[tuple[bytes, memoryview]]:
+    """Every (key, value) of an SSTable file (or its bytes ``raw``, already read), in key
+    order, with all block CRCs checked."""
     path = Path(path)
     try:
-        data = memoryview(path.read_bytes())
+        data = memoryview(path.read_bytes() if raw is None else raw)
     except OSError as exc:
         raise FormatError(f"{path}: cannot read ({exc.strerror})") from exc
     if len(data) < _FOOTER:
@@ -312,14 +313,24 @@ def encode_tensor_name_slice(name: str, tslice: TensorSlice) -> bytes:
 # ------------------------------------------------------------------------------ bundle reader
 
 class BundleReader:
-    """The entries of one tensor bundle; ``read(name)`` returns a checked numpy array."""
+    """The entries of one tensor bundle; ``read(name)`` returns a checked numpy array.
+
+    Every file is read once, on opening, into ``blobs`` (file name -> bytes): tensors are
+    decoded from those bytes, and a reference and the digest get the same bytes, so a file
+    swapped afterwards changes nothing porter does.
+    """
 
     def __init__(self, prefix: str | Path) -> None:
         self.prefix = Path(prefix)
         self.index_path = Path(f"{self.prefix}.index")
         if not self.index_path.is_file():
             raise FormatError(f"{self.index_path}: checkpoint index not found")
-        table = read_table(self.index_path)
+        try:
+            raw = self.index_path.read_bytes()
+        except OSError as exc:
+            raise FormatError(f"{self.index_path}: cannot read ({exc.strerror})") from exc
+        self.blobs: dict[str, bytes] = {self.index_path.name: raw}
+        table = read_table(self.index_path, raw)
         if not table or table[0][0] != b"":
             raise FormatError(f"{self.index_path}: checkpoint index has no bundle header")
         self.header = parse_bundle_header(table[0][1])
@@ -342,6 +353,15 @@ class BundleReader:
         if missing:  # say so on opening, not on the first read of a tensor
             raise FormatError(f"{missing[0]}: data shard missing"
                               + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        from porter.importers import check_beside
+
+        for shard in self.shards:
+            if shard.is_file():
+                check_beside(shard, self.index_path, "data shard")
+                try:
+                    self.blobs[shard.name] = shard.read_bytes()
+                except OSError as exc:
+                    raise FormatError(f"{shard}: cannot read ({exc.strerror})") from exc
 
     def dtype(self, name: str) -> np.dtype:
         return np_dtype(self.entries[name].dtype)
@@ -354,23 +374,19 @@ class BundleReader:
             raise FormatError(f"{self.index_path}: {name!r} names shard {entry.shard_id} of "
                               f"{len(self.shards)}")
         shard = self.shards[entry.shard_id]
-        if not shard.is_file():
+        blob = self.blobs.get(shard.name)
+        if blob is None:
             raise FormatError(f"{shard}: data shard missing (needed for {name!r})")
-        from porter.importers import check_beside
-
-        check_beside(shard, self.index_path, "data shard")
         dt = np_dtype(entry.dtype)
         count = int(np.prod(entry.shape, dtype=np.int64))
-        if entry.offset < 0 or entry.size < 0 or entry.offset + entry.size > shard.stat().st_size:
+        if entry.offset < 0 or entry.size < 0 or entry.offset + entry.size > len(blob):
             raise FormatError(f"{shard}: {name!r} at offset {entry.offset} size {entry.size} "
-                              f"lies outside the {shard.stat().st_size}-byte shard")
+                              f"lies outside the {len(blob)}-byte shard")
         if any(d < 0 for d in entry.shape) or (dt.kind == "O" and count > entry.size) or (
                 dt.kind != "O" and count * dt.itemsize != entry.size):
             raise FormatError(f"{shard}: {name!r} has {entry.size} bytes for shape "
                               f"{list(entry.shape)} of {dt}")
-        with open(shard, "rb") as fh:
-            fh.seek(entry.offset)
-            data = fh.read(entry.size)
+        data = blob[entry.offset:entry.offset + entry.size]
         if len(data) != entry.size:
             raise FormatError(f"{shard}: truncated ({name!r} needs {entry.size} bytes at "
                               f"offset {entry.offset})")

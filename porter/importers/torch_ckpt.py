@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import pickle
+import re
 import struct
 import zipfile
 import zlib
@@ -207,7 +209,10 @@ class _CheckpointUnpickler(SafeUnpickler):
         stype, key, _location, numel = fields[:4]
         if not isinstance(stype, _StorageType) or type(numel) is not int or numel < 0:
             raise UnsafeSourceError(f"pickle refused: malformed storage id {str(pid)[:60]!r}")
-        key = key.decode() if isinstance(key, bytes) else str(key)
+        key = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
+        if not _PLAIN_KEY.fullmatch(key):  # torch writes str(int); a key names a zip entry
+            raise UnsafeSourceError(f"pickle refused: storage key {key[:60]!r} is not a plain "
+                                    "name")
         st = self.storages.get(key)
         if st is None:
             st = self.storages[key] = _Storage(key, stype.dtype, numel)
@@ -246,9 +251,22 @@ def _whole_file(path: Path) -> np.ndarray:
     return _whole_file_cached(path, st.st_size, st.st_mtime_ns)
 
 
+#: Storage keys as torch writes them (``"0"``, ``"17"``; some tools use names): no paths.
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+
+#: Most a compressed zip entry may inflate (torch stores storages uncompressed; deflated float
+#: weights shrink a little, zeros ~1000x); ``PORTER_MAX_ZIP_RATIO`` raises it.
+MAX_ZIP_RATIO = float(os.environ.get("PORTER_MAX_ZIP_RATIO", 100))
+
+
 def _zip_entry_reader(path: Path, zf: zipfile.ZipFile, name: str) -> Callable[[], np.ndarray]:
     """Bytes of one zip entry: memory-mapped when stored, decompressed otherwise."""
     info = zf.getinfo(name)
+    if (info.compress_type != zipfile.ZIP_STORED and info.file_size > (1 << 20)
+            and info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1)):
+        raise FormatError(f"{path}: zip entry {name} inflates {info.compress_size} bytes to "
+                          f"{info.file_size}, over porter's limit of {MAX_ZIP_RATIO:g}x "
+                          "(raise PORTER_MAX_ZIP_RATIO)")
     if info.compress_type == zipfile.ZIP_STORED:
         with open(path, "rb") as fh:
             fh.seek(info.header_offset)

@@ -26,6 +26,9 @@ import numpy as np
 __all__ = ["inference", "dygraph", "paddle_inference_runtime", "dygraph_runtime",
            "LEGACY_ENV", "PIR_ENV"]
 
+#: imported by the ChildRuntime before it confines itself (see porter.verification.sandbox)
+PRELOAD = ("paddle", "paddle.inference")
+
 Runner = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 
 #: Paddle 3.x reads a legacy ``.pdmodel`` only with the PIR API off; a ``.json`` needs it on.
@@ -48,6 +51,7 @@ def inference(payload: Mapping[str, Any]) -> Runner:
     _quiet_paddle()
     from paddle import inference as pi
 
+    payload = _unpin(payload)
     config = pi.Config(str(payload["model"]), str(payload["params"]))
     config.disable_gpu()
     config.switch_ir_optim(bool(payload.get("ir_optim", False)))
@@ -75,6 +79,25 @@ def inference(payload: Mapping[str, Any]) -> Runner:
     run.info = {"runtime": "paddle-inference", "version": paddle.__version__,
                 "inputs": in_names, "outputs": out_names}
     return run
+
+
+def _unpin(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Write ``payload["pinned"]`` (file name -> the bytes porter read and hashed) into the
+    child's private scratch folder and point ``model`` / ``params`` at those copies."""
+    import tempfile
+
+    payload = dict(payload)
+    files = payload.pop("pinned", None)
+    if not files:
+        return payload
+    folder = Path(tempfile.mkdtemp(prefix="pinned-"))  # TMPDIR: the child's own scratch
+    for name, data in files.items():
+        if "/" in name or name in ("", ".", ".."):
+            raise ValueError(f"pinned file name {name!r} is not a plain name")
+        (folder / name).write_bytes(data)
+    for key in ("model", "params"):
+        payload[key] = str(folder / Path(str(payload[key])).name)
+    return payload
 
 
 def dygraph(payload: Mapping[str, Any]) -> Runner:
@@ -120,10 +143,12 @@ def dygraph(payload: Mapping[str, Any]) -> Runner:
 
 
 def paddle_inference_runtime(model: str | Path, params: str | Path | None = None,
-                             threads: int = 1) -> Any:
+                             threads: int = 1, pinned: Mapping[str, bytes] | None = None) -> Any:
     """A ChildRuntime over Paddle Inference for a model file (or folder) and its params.
 
     The PIR flag is set from the model file's kind (``.json`` -> on, ``.pdmodel`` -> off).
+    ``pinned`` (file name -> bytes, a paddle-inference Source's ``native``) hands the child the
+    bytes porter read and hashed: it runs private copies and never opens the paths.
     """
     from porter.importers.paddle_program import find_model_files
     from porter.verification.runtimes.child import ChildRuntime
@@ -134,8 +159,13 @@ def paddle_inference_runtime(model: str | Path, params: str | Path | None = None
             raise FileNotFoundError(f"{model}: no Paddle inference model found")
         model, params = found
     env = PIR_ENV if str(model).endswith(".json") else LEGACY_ENV
-    return ChildRuntime("porter.verification.runtimes.paddle:inference",
-                        {"model": str(model), "params": str(params), "threads": threads},
+    payload: dict[str, Any] = {"model": str(model), "params": str(params), "threads": threads}
+    if pinned:
+        names = {Path(str(model)).name, Path(str(params)).name}
+        payload["pinned"] = {k: bytes(v) for k, v in pinned.items() if k in names}
+        if set(payload["pinned"]) != names:
+            raise ValueError(f"pinned bytes given for {sorted(pinned)}, not for {sorted(names)}")
+    return ChildRuntime("porter.verification.runtimes.paddle:inference", payload,
                         name="paddle-inference", env={**env, "OMP_NUM_THREADS": str(threads)})
 
 
@@ -155,5 +185,6 @@ def dygraph_runtime(builder: str, params: str | Path | None = None,
            "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(),
                                                        os.environ.get("PYTHONPATH")])),
            **(extra_env or {})}
+    # the builder is porter's own code: imported before the child confines itself
     return ChildRuntime("porter.verification.runtimes.paddle:dygraph", payload,
-                        name="paddle-dygraph", env=env)
+                        name="paddle-dygraph", env=env, preload=[builder.partition(":")[0]])

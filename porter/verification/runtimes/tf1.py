@@ -22,12 +22,17 @@ from __future__ import annotations
 
 import importlib
 import os
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 __all__ = ["metagraph", "frozen", "rebuilt", "SessionRunner"]
+
+#: imported by the ChildRuntime before it confines itself (see porter.verification.sandbox)
+PRELOAD = ("tensorflow",)
 
 
 def _tf():
@@ -75,6 +80,39 @@ class SessionRunner:
         return out
 
 
+def pinned_files(source: Any, meta: str | None, checkpoint: str | None) -> dict[str, Any]:
+    """Payload keys that hand a reference the checkpoint's (and MetaGraph's) bytes porter read
+    and hashed (``source.snapshot()``), so the child never opens a path that can be swapped."""
+    snapshot = getattr(source, "snapshot", None)
+    if snapshot is None:
+        return {}
+    files = snapshot()
+    pinned = {"pinned": files}
+    if meta:
+        pinned["meta"] = Path(meta).name
+    if checkpoint:
+        pinned["checkpoint"] = Path(str(checkpoint)).name
+    return pinned
+
+
+def unpin(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """In the child: write ``payload["pinned"]`` into the private scratch folder and point
+    ``meta`` / ``checkpoint`` at those copies."""
+    payload = dict(payload)
+    files = payload.pop("pinned", None)
+    if not files:
+        return payload
+    folder = Path(tempfile.mkdtemp(prefix="pinned-"))  # TMPDIR: the child's own scratch
+    for name, data in files.items():
+        if "/" in name or name in ("", ".", ".."):
+            raise ValueError(f"pinned file name {name!r} is not a plain name")
+        (folder / name).write_bytes(data)
+    for key in ("meta", "checkpoint"):
+        if payload.get(key):
+            payload[key] = str(folder / Path(str(payload[key])).name)
+    return payload
+
+
 def _session(graph: Any) -> Any:
     tf = _tf()
     config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=2,
@@ -87,6 +125,7 @@ def metagraph(payload: Mapping[str, Any]) -> SessionRunner:
     from porter.importers.tf_ops import INFERENCE_OPS, check_graph_ops, check_restore
 
     tf = _tf()
+    payload = unpin(payload)
     meta = str(payload["meta"])
     checkpoint = str(payload.get("checkpoint") or meta[:-len(".meta")])
     mg = tf.compat.v1.MetaGraphDef()
@@ -144,6 +183,7 @@ def rebuilt(payload: Mapping[str, Any]) -> SessionRunner:
     to TF tensor. Every global variable it creates is restored from ``payload["checkpoint"]``.
     """
     tf = _tf()
+    payload = unpin(payload)
     mod, _, attr = str(payload["builder"]).partition(":")
     build = getattr(importlib.import_module(mod), attr)
     graph = tf.Graph()

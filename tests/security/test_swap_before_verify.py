@@ -1,0 +1,140 @@
+"""No second open of a swappable path (issue 10, part 2).
+
+Between porter's import step and its verify step a hostile actor replaces the model's files.
+The reference must still run the bytes porter read and hashed (here: the swap would change
+the outputs, or break the model outright, so parity would fail if a reference reopened a
+path), and the manifest's digest must be the digest of what was verified, not of the swapped
+files. The hook sits where the pipeline asks the port for its reference (a test-only
+monkeypatch of the pipeline step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import porter
+from porter import generic, pipeline
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "models"
+
+
+def swap_before_reference(monkeypatch: pytest.MonkeyPatch, swap) -> list[str]:
+    """Run ``swap()`` after import and mapping, just before the reference is built."""
+    calls: list[str] = []
+
+    def wrap(port):
+        def reference(source, ported):
+            swap()
+            calls.append(source.format)
+            return port.reference(source, ported)
+
+        return dataclasses.replace(port, reference=reference)
+
+    select, make_generic = pipeline._select_port, generic.generic_port
+
+    def selected(*args, **kwargs):
+        port = select(*args, **kwargs)
+        return None if port is None else wrap(port)
+
+    def generic_port(*args, **kwargs):
+        port, ported = make_generic(*args, **kwargs)
+        return wrap(port), ported
+
+    monkeypatch.setattr(pipeline, "_select_port", selected)
+    monkeypatch.setattr(generic, "generic_port", generic_port)
+    return calls
+
+
+def _onnx_model(weight: np.ndarray) -> bytes:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def test_onnx_swapped_after_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    original = _onnx_model(rng.standard_normal((3, 2, 3, 3)).astype(np.float32))
+    other = _onnx_model(rng.standard_normal((3, 2, 3, 3)).astype(np.float32) + 5)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(original)
+    calls = swap_before_reference(monkeypatch, lambda: path.write_bytes(other))
+    result = porter.convert(path, graph="generic", out=tmp_path / "out")
+    assert calls == ["onnx"] and path.read_bytes() == other  # the swap happened
+    import hashlib
+
+    assert result.manifest["source"]["sha256"] == hashlib.sha256(original).hexdigest()
+    assert result.manifest["parity"]["passed"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "ppocr_cls_paddle" / "inference.pdmodel").is_file(),
+                    reason="../shared/models/ppocr_cls_paddle not present")
+def test_paddle_inference_swapped_after_import(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tmp_path / "ppocr"
+    model.mkdir()
+    for name in ("inference.pdmodel", "inference.pdiparams"):
+        shutil.copy(SHARED / "ppocr_cls_paddle" / name, model / name)
+    digest = porter.open(model).sha256()
+
+    def swap() -> None:  # a program that cannot load, and weights that would differ
+        (model / "inference.pdmodel").write_bytes(b"\x0a\x03bad" * 64)
+        params = bytearray((model / "inference.pdiparams").read_bytes())
+        params[-4096:] = bytes(4096)
+        (model / "inference.pdiparams").write_bytes(bytes(params))
+
+    calls = swap_before_reference(monkeypatch, swap)
+    result = porter.convert(model, graph="generic", out=tmp_path / "out")
+    assert calls == ["paddle-inference"]
+    assert result.manifest["source"]["sha256"] == digest
+    assert result.manifest["parity"]["passed"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "mtcnn_pnet" / "PNet-18.meta").is_file(),
+                    reason="../shared/models/mtcnn_pnet not present")
+def test_tf_checkpoint_swapped_after_import(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tmp_path / "pnet"
+    shutil.copytree(SHARED / "mtcnn_pnet", model)
+    digest = porter.open(model / "PNet-18.meta").sha256()
+
+    def swap() -> None:  # garbage where the graph and the weights were
+        for f in model.iterdir():
+            f.write_bytes(b"\x0a\x03bad" * (f.stat().st_size // 6 + 1))
+
+    calls = swap_before_reference(monkeypatch, swap)
+    result = porter.convert(model / "PNet-18.meta", out=tmp_path / "out")
+    assert calls and calls[0].startswith("tf1-")
+    assert result.manifest["source"]["sha256"] == digest
+    assert result.manifest["parity"]["passed"]
+
+
+def test_cross_check_twin_is_read_once_through_the_importer(tmp_path: Path) -> None:
+    """A twin's bytes are read once (porter's importer: external data checked in its folder);
+    onnxruntime runs those bytes and the recorded digest is theirs."""
+    import hashlib
+
+    rng = np.random.default_rng(1)
+    data = _onnx_model(rng.standard_normal((3, 2, 3, 3)).astype(np.float32))
+    path, twin = tmp_path / "m.onnx", tmp_path / "twin.onnx"
+    path.write_bytes(data)
+    twin.write_bytes(data)
+    result = porter.convert(path, graph="generic", cross_check=[twin], out=tmp_path / "out")
+    (check,) = result.manifest["cross_checks"]
+    assert check["sha256"] == hashlib.sha256(data).hexdigest() and check["passed"]
