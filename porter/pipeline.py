@@ -470,7 +470,7 @@ def _verify_parity(source: Source, port: Any, ported: Any, module: torch.nn.Modu
 
         module = optimize_for_inference(copy.copy(module))  # shallow: same weights, own forward
     candidate: Any = TorchRunner(module, ported.input_names, ported.output_names)
-    if record is not None:  # the recorded case runs as written (no CPU fast path under a mode)
+    if record is not None:  # the recorded case runs as written (no CPU fast path while recording)
         candidate = _Recording(candidate, module, record)
     progress(f"verify   {len(cases)} cases against {port.reference_name} on the CPU")
     report = run_parity(reference, candidate, cases, tolerance=port.tolerance,

@@ -21,8 +21,9 @@ audit vouches for the out-of-place ops.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -115,11 +116,25 @@ _SOLE = _probe()
 def inference_fast_paths() -> bool:
     """Whether a forward pass may take its CPU inference paths (in-place steps, kernels) now.
 
-    Not under autograd, tracing, compilation or a Python dispatch mode (the NPU audit's op
+    Not under autograd, tracing, compilation or :func:`plain_ops` (the NPU audit's op
     recorder), so those always see the plain torch ops a device other than the CPU runs.
     """
-    return (not torch.is_grad_enabled() and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling() and torch._C._len_torch_dispatch_stack() == 0)
+    return (not _PLAIN[0] and not torch.is_grad_enabled() and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling())
+
+
+_PLAIN = [0]
+
+
+@contextlib.contextmanager
+def plain_ops() -> Iterator[None]:
+    """Inside the block, forwards take no CPU inference path: the ops they dispatch are the
+    module's own, as a device without porter's CPU kernels runs them."""
+    _PLAIN[0] += 1
+    try:
+        yield
+    finally:
+        _PLAIN[0] -= 1
 
 
 def _overwritable(vals: list, k: int, result_dtype: torch.dtype | None) -> bool:

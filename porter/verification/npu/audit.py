@@ -281,8 +281,10 @@ def recording(module: nn.Module, note: str = "") -> Iterator[Captured]:
 
     for path, m in observed:
         m.step_observer = observer(path)
+    from porter.converters.reuse import plain_ops
+
     try:
-        with recorder:
+        with plain_ops(), recorder:  # the ops a device runs, not porter's CPU kernels
             yield captured
     finally:
         for h in handles:
