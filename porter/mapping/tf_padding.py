@@ -8,8 +8,6 @@ stride 1 and pads symmetrically otherwise, so odd totals and strides need this m
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
