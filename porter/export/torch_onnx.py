@@ -9,8 +9,12 @@ which is how a refused node is traced back to its torch module.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import re
+import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -53,12 +57,36 @@ class _Tupled(torch.nn.Module):
         return self.pick(self.m(*args))
 
 
+@contextlib.contextmanager
+def _quiet_native_output():
+    """Swallow what the exporter's C++ side writes to stdout/stderr (on a failure it dumps the
+    whole TorchScript graph, whatever the verbosity): errors reach the user as one line."""
+    saved = []
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    try:
+        for fd in (1, 2):
+            saved.append((fd, os.dup(fd)))
+        with tempfile.TemporaryFile() as sink:
+            for fd, _ in saved:
+                os.dup2(sink.fileno(), fd)
+            try:
+                yield
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    stream.flush()
+    finally:
+        for fd, copy in saved:
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
 def _export_once(module: torch.nn.Module, example: tuple, opset: int, input_names: list[str],
                  output_names: list[str], dynamic_axes: dict | None) -> Any:
     import onnx
 
     buf = io.BytesIO()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_native_output():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, example, buf, opset_version=opset, dynamo=False,
                           input_names=input_names, output_names=output_names,
@@ -97,7 +125,7 @@ def export_lowest_opset(module: torch.nn.Module, example: Sequence[torch.Tensor]
             nxt = int(m.group(1)) if m and int(m.group(1)) > v else v + 1
             # an error that names no opset (Python arithmetic on traced sizes, an exporter
             # assertion) fails the same way at every opset: trying them all costs minutes
-            if opset is not None or nxt > tries[-1] or "opset" not in str(exc).lower():
+            if opset is not None or nxt > tries[-1] or "opset" not in msg.lower():
                 where = stack.failed or _scope_module(str(exc), module)
                 span = v if opset is not None or v == tries[0] else f"{tries[0]}..{v}"
                 raise ExportError(f"torch.onnx cannot export this module at opset {span}"
