@@ -3,11 +3,11 @@ graph, random and real weights), a refused op, and the round trip back to torch.
 
 from __future__ import annotations
 
-import json
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import torch
 
@@ -15,6 +15,9 @@ from porter.errors import AuditError
 from porter.export.atc import load_atc_table
 from porter.pipeline import convert, export_module
 from porter.verification.parity import random_cases
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from atc_checks import check_atc_output  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -46,37 +49,12 @@ def _mask2former_folder(tmp_path, **overrides):
     return folder, model
 
 
-def _check_atc_output(out, table, *, min_cases: int):
-    m = json.loads((out / "manifest.json").read_text())
-    model = onnx.load(str(out / "model.onnx"))
-    onnx.checker.check_model(model, full_check=True)
-    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    assert m["onnx"]["opset"] == opset == m["atc"]["opset"]
-    # every node independently re-judged against the table, not taken from the manifest
-    outside = [(n.op_type, n.name) for n in model.graph.node if not table.accepts(n.op_type, opset)]
-    assert outside == []
-    assert m["atc"]["passed"] and m["atc"]["refused"] == []
-    assert m["atc"]["nodes"] == len(model.graph.node)
-    assert "data_type: 11" not in str(model.graph)  # no float64 anywhere
-    assert m["atc"]["float64"] == [] and m["atc"]["mixed_int32_int64"] == []
-    cmd = m["atc"]["command"]
-    assert cmd.startswith("atc --framework=5 --model=model.onnx ")
-    assert "--soc_version=" in cmd and "--precision_mode=" in cmd and "--input_shape=" in cmd
-    assert m["atc"]["caveats"]
-    parity = m["parity"]
-    assert parity["passed"] and len(parity["cases"]) >= min_cases
-    for case in parity["cases"]:
-        for name, met in case["outputs"].items():
-            assert met["max_abs"] <= 1e-6 + 1e-4 * met["ref_peak"], (case["name"], name)
-    return m, model
-
-
 @pytest.mark.slow
 def test_mask2former_small_exports_for_atc(tmp_path, atc_table):
     folder, model = _mask2former_folder(tmp_path)
     out = tmp_path / "m2f_atc"
     res = convert(folder, to="onnx", target="atc", out=out, options={"dynamic": "auto"})
-    m, exported = _check_atc_output(out, atc_table, min_cases=1)
+    m, exported = check_atc_output(out, atc_table, min_cases=1)
     # opset 11/13 cannot hold scaled_dot_product_attention, 14 not grid_sampler
     assert m["onnx"]["opset"] == 16
     assert [a["opset"] for a in m["onnx"]["opset_attempts"]] == [11, 14, 16]
@@ -122,7 +100,7 @@ def test_mask2former_default_config_exports_for_atc(tmp_path, atc_table):
     out = tmp_path / "m2f_atc"
     convert(folder, to="onnx", target="atc", out=out, shapes=["1x3x128x128"],
             options={"dynamic": "none"})
-    m, _ = _check_atc_output(out, atc_table, min_cases=1)
+    m, _ = check_atc_output(out, atc_table, min_cases=1)
     assert m["onnx"]["opset"] == 16
 
 
@@ -139,7 +117,7 @@ def test_modnet_output_exports_with_dynamic_hw_gears_and_round_trips(tmp_path, a
     src, module = _modnet_output(tmp_path, modnet_onnx)
     out = tmp_path / "modnet_atc"
     convert(src, to="onnx", target="atc", out=out, shapes=["input=1x3x64x64"])
-    m, exported = _check_atc_output(out, atc_table, min_cases=3)
+    m, exported = check_atc_output(out, atc_table, min_cases=3)
     gears = m["onnx"]["dynamic"]["gears"]
     assert m["onnx"]["dynamic"]["hw"] and len(gears) >= 3
     dims = exported.graph.input[0].type.tensor_type.shape.dim
@@ -170,7 +148,7 @@ def test_modnet_real_zoo_entry_exports_for_atc(tmp_path, atc_table, real_model):
     out = tmp_path / "modnet_atc"
     res = convert("modnet_photographic", to="onnx", target="atc", out=out, zoo=zoo)
     assert res.manifest["source"]["format"] == "porter-output"
-    m, _ = _check_atc_output(out, atc_table, min_cases=3)
+    m, _ = check_atc_output(out, atc_table, min_cases=3)
     assert m["onnx"]["opset"] == 11 and m["onnx"]["dynamic"]["hw"]
     # round trip: `porter convert model.onnx --to torch` finds the clean graph again and matches
     back = convert(out / "model.onnx", to="torch", out=tmp_path / "back")
