@@ -112,6 +112,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from porter.pipeline import DEFAULT_OUT, convert
 
+    if args.soc_version or args.precision_mode:  # checked before any conversion work starts
+        from porter.errors import PorterError
+        from porter.export.atc import check_atc_options
+
+        if args.to != "onnx" or args.target != "atc":
+            raise PorterError("--soc-version and --precision-mode are atc options: add "
+                              "--to onnx --target atc")
+        check_atc_options(args.soc_version, args.precision_mode)
     show = progress_printer(not args.quiet)
     result = convert(args.src, to=args.to, graph=args.graph, verify=args.verify,
                      out=DEFAULT_OUT if args.out is None else args.out, publish=args.publish, name=args.name,

@@ -131,3 +131,17 @@ def test_shipped_table_equals_the_reference():
     assert shipped.read_text() == mod.render(TABLE.read_text())
     ref, ours = load_atc_table(str(TABLE)), load_atc_table(str(shipped))
     assert ours.pairs == ref.pairs and ours.commits == ref.commits
+
+
+def test_atc_options_defaults_and_valid_values():
+    from porter.export.atc import PRECISION_MODES, check_atc_options
+
+    assert check_atc_options(None, None) == ("Ascend310P3", "allow_fp32_to_fp16")
+    assert check_atc_options("Ascend910B1", "force_fp32") == ("Ascend910B1", "force_fp32")
+    assert check_atc_options("Ascend910_9391", "must_keep_origin_dtype")[0] == "Ascend910_9391"
+    with pytest.raises(PorterError, match=r"--soc-version '910B' is not an Ascend chip name "
+                                          r"\(AscendNNN\.\.\., e\.g\. Ascend310P3"):
+        check_atc_options("910B", None)
+    with pytest.raises(PorterError, match="--precision-mode must be one of "
+                                          + ", ".join(PRECISION_MODES) + ", not 'fp16'"):
+        check_atc_options(None, "fp16")

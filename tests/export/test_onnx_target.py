@@ -225,3 +225,90 @@ def test_cli_refuses_an_op_outside_the_table_without_output(tmp_path, capsys, at
     assert "RNN (opset 11) at node /m/temporal/RNN from torch module temporal (RNN)" in err[0]
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rnn"]
+
+
+CONV_MODEL_PY = '''import torch
+
+
+class Model(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        return torch.sigmoid(self.conv(x))
+'''
+
+
+@pytest.fixture()
+def conv_output(tmp_path):
+    """A porter output (generated-source layout) of a one-conv module, for fast CLI runs."""
+    from porter.pipeline import write_output
+
+    torch.manual_seed(0)
+    module = torch.nn.Module()
+    module.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    manifest = {"name": "conv", "graph": {"class": "model.py:Model", "kwargs": {}},
+                "io": {"inputs": ["x"], "outputs": ["y"]},
+                "parity": {"cases": [{"name": "1x3x32x32", "shapes": {"x": [1, 3, 32, 32]}}]}}
+    return write_output(tmp_path / "conv", module, manifest,
+                        extra_files={"model.py": CONV_MODEL_PY})
+
+
+def test_cli_soc_version_and_precision_mode_reach_the_atc_command(tmp_path, conv_output, capsys,
+                                                                  atc_table):
+    import json
+
+    from porter.cli.main import main
+
+    out = tmp_path / "conv_910b"
+    code = main(["convert", str(conv_output), "--to", "onnx", "--target", "atc", "--out",
+                 str(out), "-q", "--trust-code", "--soc-version", "Ascend910B1",
+                 "--precision-mode", "force_fp32"])
+    assert code == 0, capsys.readouterr().err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["atc"]["soc_version"] == "Ascend910B1" and m["atc"]["precision_mode"] == "force_fp32"
+    assert "--soc_version=Ascend910B1 --precision_mode=force_fp32" in m["atc"]["command"]
+    assert m["onnx"]["dynamic"]["hw"] and m["parity"]["passed"]
+    check_atc_output(out, atc_table, min_cases=3)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--soc-version", "910B1"], "porter: error: --soc-version '910B1' is not an Ascend chip name"),
+    (["--soc-version", "Ascend910B1", "--target", "onnxruntime"],
+     "porter: error: --soc-version and --precision-mode are atc options"),
+])
+def test_cli_bad_atc_options_are_one_line_before_any_work(tmp_path, conv_output, capsys, argv,
+                                                          message):
+    from porter.cli.main import main
+
+    out = tmp_path / "o"
+    args = ["convert", str(conv_output), "--to", "onnx", "--out", str(out), "-q", "--trust-code"]
+    if "--target" not in argv:
+        args += ["--target", "atc"]
+    code = main(args + argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith(message)
+    assert not out.exists()
+
+
+def test_cli_precision_mode_choices_are_enforced(conv_output, capsys):
+    from porter.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["convert", str(conv_output), "--to", "onnx", "--target", "atc",
+              "--precision-mode", "fp16"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'fp16'" in capsys.readouterr().err
+
+
+def test_cli_help_teaches_the_atc_values(capsys):
+    from porter.cli.main import main
+    from porter.export.atc import PRECISION_MODES, SOC_EXAMPLES
+
+    with pytest.raises(SystemExit):
+        main(["convert", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--soc-version CHIP" in text and "--precision-mode MODE" in text
+    assert all(m in text for m in PRECISION_MODES) and all(s in text for s in SOC_EXAMPLES)
+    assert "default: Ascend310P3" in text
