@@ -85,12 +85,34 @@ def _same_but_hw(case: Any, first: Any) -> bool:
     return True
 
 
+class _Memo:
+    """A runner that computes each distinct input once: the torch side of every parity run in
+    one export (after each pass, the gears, the final report, a static retry) sees the same
+    cases, and on a large model each forward costs seconds."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner, self.name, self.seen = runner, runner.name, {}
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        h = hashlib.sha256()
+        for k in sorted(inputs):
+            v = np.ascontiguousarray(inputs[k])
+            h.update(f"{k}:{v.dtype}:{v.shape};".encode())
+            h.update(v.tobytes())
+        key = h.hexdigest()
+        if key not in self.seen:
+            self.seen[key] = self.runner(inputs)
+        return self.seen[key]
+
+
 class _Export:
     """One export attempt's state: the model, what was done to it, its parity."""
 
-    def __init__(self, job: Job, flavour: str, table: Any, dynamic: bool) -> None:
+    def __init__(self, job: Job, flavour: str, table: Any, dynamic: bool,
+                 refs: dict[str, Any]) -> None:
         self.job, self.flavour, self.table, self.dynamic = job, flavour, table, dynamic
         self.passes: list[dict[str, Any]] = []
+        self.refs = refs  # the torch runners, shared by every attempt of one export
 
     def _accept(self, model: Any, opset: int) -> tuple[str, bool] | None:
         if self.table is None:
@@ -114,8 +136,10 @@ class _Export:
         cand = OrtRunner(model)
         cand.name = f"onnxruntime ({label})"
         tol = _tolerance(job.options)
-        rep = run_parity(TorchRunner(job.module, job.input_names, job.output_names), cand,
-                         cases, tolerance=tol, reference_name="torch-cpu",
+        if "float32" not in self.refs:
+            self.refs["float32"] = _Memo(TorchRunner(job.module, job.input_names,
+                                                     job.output_names))
+        rep = run_parity(self.refs["float32"], cand, cases, tolerance=tol, reference_name="torch-cpu",
                          candidate_name=cand.name, outputs=job.output_names)
         if rep.passed:
             return rep
@@ -125,11 +149,13 @@ class _Export:
 
         stack = None
         try:
-            wide = copy.deepcopy(job.module)
-            stack = ModuleStack(wide)
+            if "float64" not in self.refs:
+                wide = copy.deepcopy(job.module)
+                self.refs["float64"] = _Memo(TorchRunner(wide, job.input_names,
+                                                         job.output_names, dtype=torch.float64))
+            stack = ModuleStack(self.refs["float64"].runner.module)
             with stack:
-                exact = TorchRunner(wide, job.input_names, job.output_names, dtype=torch.float64)
-                arb = run_parity(exact, cand, cases, tolerance=tol,
+                arb = run_parity(self.refs["float64"], cand, cases, tolerance=tol,
                                  reference_name="torch-cpu-float64", candidate_name=cand.name,
                                  outputs=job.output_names)
         except Exception as exc:  # the module cannot run in float64 (a float32-only kernel ...)
@@ -226,7 +252,8 @@ def _prepare(job: Job):
         job.cases = [c for c in job.cases if c.shapes() == job.cases[0].shapes()]
     from porter.export.torch_onnx import ExportError
 
-    ex = _Export(job, flavour, table, want_dynamic)
+    refs: dict[str, Any] = {}
+    ex = _Export(job, flavour, table, want_dynamic, refs)
     dyn_note = None
     try:
         model = ex.run()
@@ -242,7 +269,7 @@ def _prepare(job: Job):
         job.progress(f"note     {dyn_note}")
         want_dynamic = False
         job.cases = [c for c in job.cases if c.shapes() == job.cases[0].shapes()]
-        ex = _Export(job, flavour, table, False)
+        ex = _Export(job, flavour, table, False, refs)
         model = ex.run()
     cases = list(job.cases)
     gears: list[tuple[int, int]] = []
@@ -270,7 +297,7 @@ def _prepare(job: Job):
                         f"the traced one ({failed[:300]}), so H/W were fixed to the traced size")
             job.progress(f"note     {dyn_note}")
             cases = job.cases = [c for c in cases if c.shapes() == cases[0].shapes()]
-            ex = _Export(job, flavour, table, False)
+            ex = _Export(job, flavour, table, False, refs)
             model = ex.run()
     elif has_image and dyn_note is None:
         dyn_note = "static export (--dynamic none): the model accepts only the traced input shape"
