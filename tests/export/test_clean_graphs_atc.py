@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -70,8 +69,10 @@ def _round_trip(tmp_path, out, module, shapes, inputs, bound):
     back = convert(out / "model.onnx", to="torch", graph="generic", out=tmp_path / "back",
                    shapes=shapes)
     assert back.manifest["parity"]["passed"]
-    for a, b in zip(_outputs(module, inputs), _outputs(back.module, inputs)):
+    ours = _outputs(module, inputs)
+    for a, b in zip(ours, _outputs(back.module, inputs)):
         assert a.shape == b.shape and float(np.abs(a - b).max()) <= bound * max(1.0, np.abs(a).max())
+    return ours
 
 
 @pytest.mark.slow
@@ -148,9 +149,9 @@ def test_ben2_exports_static_at_its_smallest_size_and_round_trips(tmp_path, atc_
     assert '--input_shape="x:1,3,384,384"' in m["atc"]["command"]
     assert "--dynamic_image_size" not in m["atc"]["command"]
     assert {"Einsum", "GridSample"}.isdisjoint(n.op_type for n in model.graph.node)
+    peak = m["parity"]["cases"][0]["outputs"]["alpha"]["ref_peak"]
+    assert 0.05 < peak <= 1.0  # a sigmoid that is not saturated at 0
+    # the round trip's own parity runs the file in onnxruntime; then the module against it
     x = {"x": np.random.default_rng(4).uniform(-2.0, 2.5, (1, 3, 384, 384)).astype(np.float32)}
-    ref = _outputs(module, x)[0]
-    assert float(ref.std()) > 1e-3
-    assert float(np.abs(_ort(out / "model.onnx", x)[0] - ref).max()) <= 1e-4
-    onnx.checker.check_model(onnx.load(str(out / "model.onnx")), full_check=True)
-    _round_trip(tmp_path, out, module, ["x=1x3x384x384"], x, 1e-4)
+    alpha = _round_trip(tmp_path, out, module, ["x=1x3x384x384"], x, 1e-4)[0]
+    assert float(alpha.std()) > 1e-3  # the output depends on the input
