@@ -105,3 +105,27 @@ def test_failed_float64_arbitration_is_a_parity_error_naming_the_module(tmp_path
     assert "the float64 run that would arbitrate failed in torch module proj (_Float32Only)" in msg
     assert "RuntimeError" in msg and "\n" not in msg
     assert not (tmp_path / "o").exists()
+
+
+class _UnfoldPool(torch.nn.Module):
+    """2x2 mean pooling through ``Tensor.unfold``: torch.onnx exports Unfold only when the input
+    sizes are static."""
+
+    def forward(self, x):
+        return x.unfold(2, 2, 2).unfold(3, 2, 2).mean((-1, -2))
+
+
+def test_dynamic_export_that_cannot_trace_falls_back_to_static_and_says_so(tmp_path):
+    res = export_module(_UnfoldPool().eval(), random_cases("x", [(1, 2, 8, 12)]),
+                        input_names=["x"], output_names=["y"], target="onnxruntime",
+                        out=tmp_path / "o", options={"dynamic": "auto"})
+    dyn = res.manifest["onnx"]["dynamic"]
+    assert dyn["hw"] is False and dyn["gears"] == []
+    assert dyn["note"].startswith("static export: torch.onnx could not export dynamic H/W (")
+    assert "Unfold" in dyn["note"] and res.manifest["parity"]["passed"]
+    assert [d["shape"] for d in res.manifest["onnx"]["inputs"]] == [[1, 2, 8, 12]]
+    with pytest.raises(ExportError, match=r"^--dynamic hw: torch.onnx cannot export .*Unfold"):
+        export_module(_UnfoldPool().eval(), random_cases("x", [(1, 2, 8, 12)]),
+                      input_names=["x"], output_names=["y"], target="onnxruntime",
+                      out=tmp_path / "o2", options={"dynamic": "hw"})
+    assert not (tmp_path / "o2").exists()
