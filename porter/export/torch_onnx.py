@@ -29,7 +29,7 @@ __all__ = ["ExportError", "Exported", "ModuleStack", "export_lowest_opset", "mod
 
 OPSET_FLOOR = 11
 OPSET_CEILING = 18
-_NEEDS = re.compile(r"added in (?:opset |version )?(\d+)")
+_NEEDS = re.compile(r"(?:added in (?:opset |version )?|try opset version )(\d+)")
 
 
 class ExportError(PorterError):
@@ -102,7 +102,8 @@ def export_lowest_opset(module: torch.nn.Module, example: Sequence[torch.Tensor]
                         ceiling: int = OPSET_CEILING) -> Exported:
     """Export at ``opset``, or at the lowest opset in [11, ceiling] that works.
 
-    A failed export that says which opset an op was "added in" jumps straight there.
+    A failed export that says which opset an op was "added in" (or to "try") jumps straight
+    there; one whose message names no opset is raised at once (no other opset would help).
     ``accept(model, opset)`` returns None to accept, else (reason, whether a higher opset could
     help); when none helps, the lowest exported model is returned (the caller reports it).
     """
