@@ -28,6 +28,8 @@ examples:
   porter convert model.onnx --to torch-source --out out/model
   porter convert frozen.pb --inputs pre/scaled:0:1x224x224x3 --outputs scores
   porter convert out/modnet --to onnx --target atc --out out/modnet_atc
+  porter convert out/modnet --to onnx --target atc --soc-version Ascend910B1 \
+      --precision-mode force_fp32 --out out/modnet_910b
   porter convert hf_mask2former/ --to onnx --target atc --shape 1x3x384x384 --out out/m2f
   porter convert modnet_photographic --publish --zoo ~/zoo
   porter convert BEN2_Base.pth --to torch --verify npu --upstream BEN2.py:BEN_Base"""
@@ -62,6 +64,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dynamic", choices=("auto", "hw", "none"), default="auto",
                    help="--to onnx: dynamic H/W; auto keeps it only where parity proves it at "
                         "other sizes, hw requires it, none exports static (default: auto)")
+    from porter.export.atc import DEFAULT_SOC_VERSION, PRECISION_MODES, SOC_EXAMPLES
+
+    p.add_argument("--soc-version", default=None, metavar="CHIP",
+                   help="--target atc: the chip ATC compiles for, written into the atc command "
+                        "(Ascend + the name `npu-smi info` shows, e.g. "
+                        f"{', '.join(SOC_EXAMPLES)}; default: {DEFAULT_SOC_VERSION})")
+    p.add_argument("--precision-mode", default=None, choices=PRECISION_MODES, metavar="MODE",
+                   help="--target atc: ATC --precision_mode in the atc command, one of "
+                        f"{', '.join(PRECISION_MODES)} (default: {PRECISION_MODES[0]}: fp32 ops "
+                        "run in fp16 where the chip has no fp32 kernel; force_fp32 or "
+                        "must_keep_origin_dtype keep fp32, which is what the parity here covers)")
     p.add_argument("--input", dest="images", action="append", default=[], metavar="IMAGE",
                    help="also verify on this image (repeatable)")
     p.add_argument("--shape", dest="shapes", action="append", default=[],
@@ -104,6 +117,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from porter.pipeline import DEFAULT_OUT, convert
 
+    if args.soc_version or args.precision_mode:  # checked before any conversion work starts
+        from porter.errors import PorterError
+        from porter.export.atc import check_atc_options
+
+        if args.to != "onnx" or args.target != "atc":
+            raise PorterError("--soc-version and --precision-mode are atc options: add "
+                              "--to onnx --target atc")
+        check_atc_options(args.soc_version, args.precision_mode)
     show = progress_printer(not args.quiet)
     result = convert(args.src, to=args.to, graph=args.graph, verify=args.verify,
                      out=DEFAULT_OUT if args.out is None else args.out, publish=args.publish, name=args.name,
@@ -111,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
                      cross_check=args.cross_check, tolerance=args.tol, force=args.force,
                      report=args.report, trust_code=args.trust_code, progress=show,
                      inputs=args.inputs, outputs=args.outputs, upstream=args.upstream,
-                     options={"opset": args.opset, "dynamic": args.dynamic},
+                     options={"opset": args.opset, "dynamic": args.dynamic,
+                              "soc_version": args.soc_version,
+                              "precision_mode": args.precision_mode},
                      audit_capture=args.npu_capture)
     if args.json:
         emit_json(result.manifest)

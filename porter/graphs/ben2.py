@@ -188,14 +188,16 @@ def shift_mask(h: int, w: int, window: int, shift: int, device: torch.device,
                dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """[nW, w², w²] additive mask (0 / -100) keeping shifted windows from mixing regions."""
     hp, wp = math.ceil(h / window) * window, math.ceil(w / window) * window
-    img = torch.zeros((1, hp, wp, 1), device=device)
+    # region labels in numpy: a constant of the size (an exported graph holds it as one), and
+    # no in-place writes that torch.onnx cannot take when a region is empty (maps <= window)
+    img = np.zeros((1, hp, wp, 1), dtype=np.float32)
     cuts = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
     label = 0
     for hs in cuts:
         for ws in cuts:
             img[:, hs, ws, :] = label
             label += 1
-    win = window_partition(img, window).reshape(-1, window * window)
+    win = window_partition(torch.from_numpy(img).to(device), window).reshape(-1, window * window)
     diff = win.unsqueeze(1) - win.unsqueeze(2)
     return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0).to(dtype)
 
@@ -271,15 +273,18 @@ class SwinTransformer(nn.Module):
 # Decoder blocks
 # ---------------------------------------------------------------------------------------------
 def image_to_patches(x: torch.Tensor) -> torch.Tensor:
-    """[B, C, 2h, 2w] -> [4B, C, h, w], patches ordered (row, column, batch)."""
-    b, c, hh, ww = x.shape
+    """[B, C, 2h, 2w] -> [4B, C, h, w], patches ordered (row, column, batch).
+
+    Sizes as ints: traced as shape arithmetic, the exporter loses the static sizes that the
+    adaptive pooling after it needs."""
+    b, c, hh, ww = (int(d) for d in x.shape)
     x = x.view(b, c, 2, hh // 2, 2, ww // 2).permute(2, 4, 0, 1, 3, 5)
     return x.reshape(4 * b, c, hh // 2, ww // 2)
 
 
 def patches_to_image(x: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`image_to_patches`."""
-    n, c, h, w = x.shape
+    n, c, h, w = (int(d) for d in x.shape)
     x = x.view(2, 2, n // 4, c, h, w).permute(2, 3, 0, 4, 1, 5)
     return x.reshape(n // 4, c, 2 * h, 2 * w)
 
@@ -341,6 +346,13 @@ class _FeedForward(nn.Module):
         return self.norm2(x + fc_out(self.activation(fc_in(x))))
 
 
+def _pooled(h: Any, w: Any, r: int) -> tuple[int, int]:
+    """The pooled grid for ratio ``r``. ``int()``: under torch.onnx tracing sizes are 0-d
+    tensors, which ``round()`` refuses; the grid is a constant of the input size either way
+    (ONNX has no adaptive pooling, the exporter needs it static)."""
+    return round(int(h) / r), round(int(w) / r)
+
+
 class MCLM(_FeedForward):
     """Multi-field cross-attention: global view <-> pooled local patches, both directions."""
 
@@ -363,7 +375,7 @@ class MCLM(_FeedForward):
         whole = patches_to_image(loc)
         pools, poses = [], []
         for r in self.pool_ratios:
-            pool = F.adaptive_avg_pool2d(whole, (round(h / r), round(w / r)))
+            pool = F.adaptive_avg_pool2d(whole, _pooled(h, w, r))
             pools.append(to_tokens(pool))
             poses.append(sine_position(pool.shape[2], pool.shape[3], self.dim // 2, loc.device,
                                        loc.dtype))
@@ -405,7 +417,7 @@ class MCRM(_FeedForward):
         saliency = torch.sigmoid(self.sal_conv(glb))
         saliency = F.interpolate(saliency, size=(2 * h, 2 * w), mode="nearest")
         loc = loc * image_to_patches(saliency)
-        pools = torch.cat([F.adaptive_avg_pool2d(glb_patches, (round(h / r), round(w / r)))
+        pools = torch.cat([F.adaptive_avg_pool2d(glb_patches, _pooled(h, w, r))
                            .flatten(2) for r in self.pool_ratios], 2)  # [4, C, N]
         pools = pools.permute(0, 2, 1).unsqueeze(2)            # [4, N, 1, C]
         queries = loc.flatten(2).permute(0, 2, 1).unsqueeze(2)  # [4, h·w, 1, C]

@@ -8,8 +8,6 @@ stride 1 and pads symmetrically otherwise, so odd totals and strides need this m
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,8 +16,12 @@ __all__ = ["same_padding", "TFSamePad2d"]
 
 
 def same_padding(size: int, kernel: int, stride: int = 1, dilation: int = 1) -> tuple[int, int]:
-    """(before, after) padding TF uses along one spatial axis for ``padding="SAME"``."""
-    out = math.ceil(size / stride)
+    """(before, after) padding TF uses along one spatial axis for ``padding="SAME"``.
+
+    Integer arithmetic only: under torch.onnx tracing ``size`` is a traced value, and
+    ``math.ceil(size / stride)`` would freeze it to the traced size (a graph that crops at
+    any other size); ``(size + stride - 1) // stride`` stays in the graph."""
+    out = (size + stride - 1) // stride
     total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
     return total // 2, total - total // 2
 

@@ -85,12 +85,34 @@ def _same_but_hw(case: Any, first: Any) -> bool:
     return True
 
 
+class _Memo:
+    """A runner that computes each distinct input once: the torch side of every parity run in
+    one export (after each pass, the gears, the final report, a static retry) sees the same
+    cases, and on a large model each forward costs seconds."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner, self.name, self.seen = runner, runner.name, {}
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        h = hashlib.sha256()
+        for k in sorted(inputs):
+            v = np.ascontiguousarray(inputs[k])
+            h.update(f"{k}:{v.dtype}:{v.shape};".encode())
+            h.update(v.tobytes())
+        key = h.hexdigest()
+        if key not in self.seen:
+            self.seen[key] = self.runner(inputs)
+        return self.seen[key]
+
+
 class _Export:
     """One export attempt's state: the model, what was done to it, its parity."""
 
-    def __init__(self, job: Job, flavour: str, table: Any, dynamic: bool) -> None:
+    def __init__(self, job: Job, flavour: str, table: Any, dynamic: bool,
+                 refs: dict[str, Any]) -> None:
         self.job, self.flavour, self.table, self.dynamic = job, flavour, table, dynamic
         self.passes: list[dict[str, Any]] = []
+        self.refs = refs  # the torch runners, shared by every attempt of one export
 
     def _accept(self, model: Any, opset: int) -> tuple[str, bool] | None:
         if self.table is None:
@@ -114,17 +136,35 @@ class _Export:
         cand = OrtRunner(model)
         cand.name = f"onnxruntime ({label})"
         tol = _tolerance(job.options)
-        rep = run_parity(TorchRunner(job.module, job.input_names, job.output_names), cand,
-                         cases, tolerance=tol, reference_name="torch-cpu",
+        if "float32" not in self.refs:
+            self.refs["float32"] = _Memo(TorchRunner(job.module, job.input_names,
+                                                     job.output_names))
+        rep = run_parity(self.refs["float32"], cand, cases, tolerance=tol, reference_name="torch-cpu",
                          candidate_name=cand.name, outputs=job.output_names)
         if rep.passed:
             return rep
         import copy
 
-        exact = TorchRunner(copy.deepcopy(job.module), job.input_names, job.output_names,
-                            dtype=torch.float64)
-        arb = run_parity(exact, cand, cases, tolerance=tol, reference_name="torch-cpu-float64",
-                         candidate_name=cand.name, outputs=job.output_names)
+        from porter.export.torch_onnx import ModuleStack
+
+        stack = None
+        try:
+            if "float64" not in self.refs:
+                wide = copy.deepcopy(job.module)
+                self.refs["float64"] = _Memo(TorchRunner(wide, job.input_names,
+                                                         job.output_names, dtype=torch.float64))
+            stack = ModuleStack(self.refs["float64"].runner.module)
+            with stack:
+                arb = run_parity(self.refs["float64"], cand, cases, tolerance=tol,
+                                 reference_name="torch-cpu-float64", candidate_name=cand.name,
+                                 outputs=job.output_names)
+        except Exception as exc:  # the module cannot run in float64 (a float32-only kernel ...)
+            where = f" in torch module {stack.failed}" if stack and stack.failed else ""
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ParityError(
+                f"exported ONNX ({label}) disagrees with the torch module: worst max|Δ| "
+                f"{rep.worst():.3e} > {tol.describe()}, and the float64 run that would arbitrate "
+                f"failed{where} ({type(exc).__name__}: {first})") from exc
         if arb.passed:
             arb.note = (f"against torch float32 the worst max|Δ| is {rep.worst():.3e} (over the "
                         f"bound); against torch float64 it is {arb.worst():.3e}: torch float32 "
@@ -181,7 +221,13 @@ class _Export:
 
 
 def _prepare(job: Job):
-    from porter.export.atc import atc_audit, atc_caveats, atc_command, load_atc_table
+    from porter.export.atc import (
+        atc_audit,
+        atc_caveats,
+        atc_command,
+        check_atc_options,
+        load_atc_table,
+    )
     from porter.export.torch_onnx import module_of_node
 
     opts = job.options
@@ -192,6 +238,9 @@ def _prepare(job: Job):
     if not job.cases:
         raise PorterError("--to onnx needs example inputs (give --shape NAME=1x3xHxW)")
     table = load_atc_table() if flavour == "atc" else None
+    if flavour != "atc" and (opts.get("soc_version") or opts.get("precision_mode")):
+        raise PorterError("--soc-version and --precision-mode are atc options: add --target atc")
+    soc, precision = check_atc_options(opts.get("soc_version"), opts.get("precision_mode"))
     has_image = any(v.ndim == 4 for v in job.cases[0].inputs.values())
     want_dynamic = dynamic != "none" and has_image
     if dynamic == "hw" and not has_image:
@@ -201,10 +250,28 @@ def _prepare(job: Job):
     job.cases = [c for c in job.cases if _same_but_hw(c, job.cases[0])]
     if not want_dynamic:
         job.cases = [c for c in job.cases if c.shapes() == job.cases[0].shapes()]
-    ex = _Export(job, flavour, table, want_dynamic)
-    model = ex.run()
-    cases = list(job.cases)
+    from porter.export.torch_onnx import ExportError
+
+    refs: dict[str, Any] = {}
+    ex = _Export(job, flavour, table, want_dynamic, refs)
     dyn_note = None
+    try:
+        model = ex.run()
+    except ExportError as exc:
+        if not want_dynamic:
+            raise
+        if dynamic == "hw":
+            raise ExportError(f"--dynamic hw: {exc}; export static with --dynamic none") from exc
+        # torch.onnx cannot trace the module with symbolic H/W (Python arithmetic on sizes,
+        # an op whose symbolic needs static sizes): a static export is the honest result
+        dyn_note = (f"static export: torch.onnx could not export dynamic H/W ({str(exc)[:300]}), "
+                    "so H/W were fixed to the traced size")
+        job.progress(f"note     {dyn_note}")
+        want_dynamic = False
+        job.cases = [c for c in job.cases if c.shapes() == job.cases[0].shapes()]
+        ex = _Export(job, flavour, table, False, refs)
+        model = ex.run()
+    cases = list(job.cases)
     gears: list[tuple[int, int]] = []
     if want_dynamic:
         sizes = _gear_sizes(cases[0], cases, opts.get("gear_sizes") or [])
@@ -214,6 +281,10 @@ def _prepare(job: Job):
             failed = None if rep.passed else f"max|Δ| {rep.worst():.3e} at other sizes"
         except PorterError as exc:
             failed = str(exc)
+        except Exception as exc:  # the torch module itself refuses a size: no proof either way
+            sizes_s = ", ".join(f"{h}x{w}" for h, w in sizes)
+            failed = (f"the torch module fails at {sizes_s} ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0][:200]}); give sizes it accepts with --shape")
         if failed is None:
             x = next(v for v in cases[0].inputs.values() if v.ndim == 4)
             gears = [tuple(int(d) for d in x.shape[2:]), *sizes]
@@ -226,9 +297,9 @@ def _prepare(job: Job):
                         f"the traced one ({failed[:300]}), so H/W were fixed to the traced size")
             job.progress(f"note     {dyn_note}")
             cases = job.cases = [c for c in cases if c.shapes() == cases[0].shapes()]
-            ex = _Export(job, flavour, table, False)
+            ex = _Export(job, flavour, table, False, refs)
             model = ex.run()
-    elif has_image:
+    elif has_image and dyn_note is None:
         dyn_note = "static export (--dynamic none): the model accepts only the traced input shape"
 
     report = ex.parity(model, cases, "final")
@@ -264,15 +335,15 @@ def _prepare(job: Job):
             raise AuditError("ATC audit: " + "; ".join(audit.problems()))
         grid = [n.name for n in model.graph.node if n.op_type == "GridSample"]
         keep = "\n".join(grid) + "\n" if grid else None
-        soc = opts.get("soc_version") or "Ascend310P3"
         dims = []
         for v in model.graph.input:
             d = [x.dim_value if x.HasField("dim_value") else -1 for x in v.type.tensor_type.shape.dim]
             dims.append((v.name, d))
         cmd = atc_command("model.onnx", dims, output=name, soc_version=soc, gears=gears or None,
-                          precision_mode=opts.get("precision_mode") or "allow_fp32_to_fp16",
+                          precision_mode=precision,
                           keep_dtype=KEEP_DTYPE_FILE if keep else None)
         extra["atc"] = {**audit.to_dict(), "command": cmd, "soc_version": soc,
+                        "precision_mode": precision,
                         "keep_dtype": KEEP_DTYPE_FILE if keep else None,
                         "caveats": atc_caveats(audit, dynamic=bool(gears), soc_version=soc),
                         "table_commits": list(table.commits)}

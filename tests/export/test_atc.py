@@ -88,3 +88,60 @@ def test_shared_table_has_the_documented_size():
     assert len(rows) == 2466  # as its README says; some pairs are registered in two repos
     assert t.pairs == {(r["op"], int(r["opset"])) for r in rows}
     assert t.max_opset == 18 and t.opsets("GridSample") == [11, 16, 17, 18]
+
+
+def test_shipped_table_loads_without_shared(monkeypatch):
+    """porter's own table: no ../shared, no environment variable needed."""
+    monkeypatch.delenv("PORTER_ATC_OPS", raising=False)
+    load_atc_table.cache_clear()
+    t = load_atc_table()
+    assert t.source == "porter/export/data/atc_onnx_ops.tsv"
+    assert t.accepts("Conv", 11) and not t.accepts("RNN", 11) and t.max_opset == 18
+    assert len(t.commits) == 3 and all("@" in c and len(c.split("@")[1]) == 12 for c in t.commits)
+
+
+def test_environment_overrides_the_shipped_table(tmp_path, monkeypatch):
+    p = tmp_path / "mine.tsv"
+    p.write_text("op\topset\nRelu\t13\n")
+    monkeypatch.setenv("PORTER_ATC_OPS", str(p))
+    load_atc_table.cache_clear()
+    try:
+        t = load_atc_table()
+        assert t.source == str(p) and t.pairs == {("Relu", 13)} and not t.accepts("Conv", 11)
+        monkeypatch.setenv("PORTER_ATC_OPS", str(tmp_path / "gone.tsv"))
+        load_atc_table.cache_clear()
+        with pytest.raises(PorterError, match="gone.tsv: ATC operator table not found"):
+            load_atc_table()
+    finally:
+        load_atc_table.cache_clear()
+
+
+def test_shipped_table_equals_the_reference():
+    """The package file is exactly what scripts/build_atc_table.py makes of the reference, and
+    holds the same (op, opset) pairs and commits."""
+    if not TABLE.is_file():
+        pytest.skip(f"{TABLE} not available (../shared is missing; CI has it)")
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "build_atc_table.py"
+    spec = importlib.util.spec_from_file_location("build_atc_table", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    shipped = Path(__file__).resolve().parents[2] / "porter" / "export" / "data" / TABLE.name
+    assert shipped.read_text() == mod.render(TABLE.read_text())
+    ref, ours = load_atc_table(str(TABLE)), load_atc_table(str(shipped))
+    assert ours.pairs == ref.pairs and ours.commits == ref.commits
+
+
+def test_atc_options_defaults_and_valid_values():
+    from porter.export.atc import PRECISION_MODES, check_atc_options
+
+    assert check_atc_options(None, None) == ("Ascend310P3", "allow_fp32_to_fp16")
+    assert check_atc_options("Ascend910B1", "force_fp32") == ("Ascend910B1", "force_fp32")
+    assert check_atc_options("Ascend910_9391", "must_keep_origin_dtype")[0] == "Ascend910_9391"
+    with pytest.raises(PorterError, match=r"--soc-version '910B' is not an Ascend chip name "
+                                          r"\(AscendNNN\.\.\., e\.g\. Ascend310P3"):
+        check_atc_options("910B", None)
+    with pytest.raises(PorterError, match="--precision-mode must be one of "
+                                          + ", ".join(PRECISION_MODES) + ", not 'fp16'"):
+        check_atc_options(None, "fp16")
