@@ -111,7 +111,7 @@ def publish(out_dir: str | Path, name: str | None = None, *,
 
 def load(name_or_dir: str | Path, *, zoo: str | Path | None = None, map_location: str = "cpu",
          trust_code: bool = False, code_sha256: str | None = None, fast: bool = True,
-         keep_memory: bool = True) -> torch.nn.Module:
+         keep_memory: bool = False) -> torch.nn.Module:
     """Load a porter output folder, or a zoo entry ``name[@version]`` from any backend, as an
     eval-mode module.
 

@@ -81,7 +81,7 @@ def measure_latency(model: Path, threads: int, size: int, blocks: int, runs: int
                     malloc: str) -> list[dict]:
     """The clean module as users load it (``load_output``: CPU fast path) and as written,
     against onnxruntime, first with the process's default allocator, then with freed memory
-    kept (what ``load_output`` does unless ``keep_memory=False``)."""
+    kept (what ``load_output(..., keep_memory=True)`` asks for)."""
     import tempfile
 
     import numpy as np

@@ -139,7 +139,7 @@ def _check_graph_trust(folder: Path, spec: str, trust_code: bool,
 
 def load_output(folder: str | Path, map_location: str = "cpu", *, trust_code: bool = False,
                 code_sha256: str | None = None, fast: bool = True,
-                keep_memory: bool = True) -> torch.nn.Module:
+                keep_memory: bool = False) -> torch.nn.Module:
     """Rebuild the module named by the manifest and load its verified weights.
 
     Generated source (generic conversions' ``model.py``) or a class outside ``porter.graphs``
@@ -147,9 +147,11 @@ def load_output(folder: str | Path, map_location: str = "cpu", *, trust_code: bo
 
     ``fast`` gives the module porter's CPU inference fast path (``porter.inference``: same
     class, same state dict; eval-mode no-grad CPU calls run an optimised copy of the graph).
-    ``keep_memory`` (CPU loads only) makes glibc keep freed memory for reuse, process-wide and
-    once, logged by ``porter.perf`` (see ``porter.perf.keep_freed_memory``); pass False to
-    leave the allocator as it is.
+    ``keep_memory=True`` (CPU loads only) makes glibc keep freed memory for reuse, process-wide
+    and once, logged by ``porter.perf`` (see ``porter.perf.keep_freed_memory``). It is off by
+    default: with mmap() disabled, a process that later runs a large model (BEN2 at 1024²)
+    grows its heap far past what the model needs (one test worker reached 21 GB and was
+    OOM-killed), so only a process that serves one model should ask for it.
     """
     from safetensors.torch import load_file
 
@@ -186,7 +188,7 @@ class ZooModel:
 
     @classmethod
     def from_zoo(cls, name: str, root: str | Path | None = None, *, fast: bool = True,
-                 keep_memory: bool = True) -> torch.nn.Module:
+                 keep_memory: bool = False) -> torch.nn.Module:
         """Load the verified zoo entry ``name`` or ``name@version`` from any backend (``root``,
         default: see ``zoo_root``), pulled into the local cache first; ``fast`` and
         ``keep_memory`` as for :func:`load_output`."""
