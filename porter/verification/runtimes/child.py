@@ -36,7 +36,7 @@ import numpy as np
 
 from porter.errors import PorterError
 
-__all__ = ["ChildRuntime"]
+__all__ = ["ChildRuntime", "unpin"]
 
 
 class ChildRuntime:
@@ -186,6 +186,27 @@ def _decode(obj: Any) -> Any:
 
 #: payload keys that name a model file (or checkpoint prefix) a factory may open
 _PATH_KEYS = ("graph", "meta", "checkpoint", "model", "params")
+
+
+def unpin(payload: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """In the child: write ``payload["pinned"]`` (file name -> the bytes porter read and hashed)
+    into the child's private scratch folder and point ``payload[key]`` for each of ``keys`` at
+    those copies, so the framework never opens a path that could have been swapped."""
+    from pathlib import Path
+
+    payload = dict(payload)
+    files = payload.pop("pinned", None)
+    if not files:
+        return payload
+    folder = Path(tempfile.mkdtemp(prefix="pinned-"))  # TMPDIR: the child's own scratch
+    for name, data in files.items():
+        if "/" in name or name in ("", ".", ".."):
+            raise ValueError(f"pinned file name {name!r} is not a plain name")
+        (folder / name).write_bytes(data)
+    for key in keys:
+        if payload.get(key):
+            payload[key] = str(folder / Path(str(payload[key])).name)
+    return payload
 
 
 def _model_folders(payload: Mapping[str, Any]) -> list[str]:

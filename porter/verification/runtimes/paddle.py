@@ -82,22 +82,9 @@ def inference(payload: Mapping[str, Any]) -> Runner:
 
 
 def _unpin(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """Write ``payload["pinned"]`` (file name -> the bytes porter read and hashed) into the
-    child's private scratch folder and point ``model`` / ``params`` at those copies."""
-    import tempfile
+    from porter.verification.runtimes.child import unpin
 
-    payload = dict(payload)
-    files = payload.pop("pinned", None)
-    if not files:
-        return payload
-    folder = Path(tempfile.mkdtemp(prefix="pinned-"))  # TMPDIR: the child's own scratch
-    for name, data in files.items():
-        if "/" in name or name in ("", ".", ".."):
-            raise ValueError(f"pinned file name {name!r} is not a plain name")
-        (folder / name).write_bytes(data)
-    for key in ("model", "params"):
-        payload[key] = str(folder / Path(str(payload[key])).name)
-    return payload
+    return unpin(payload, ("model", "params"))
 
 
 def dygraph(payload: Mapping[str, Any]) -> Runner:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -96,21 +95,10 @@ def pinned_files(source: Any, meta: str | None, checkpoint: str | None) -> dict[
 
 
 def unpin(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """In the child: write ``payload["pinned"]`` into the private scratch folder and point
-    ``meta`` / ``checkpoint`` at those copies."""
-    payload = dict(payload)
-    files = payload.pop("pinned", None)
-    if not files:
-        return payload
-    folder = Path(tempfile.mkdtemp(prefix="pinned-"))  # TMPDIR: the child's own scratch
-    for name, data in files.items():
-        if "/" in name or name in ("", ".", ".."):
-            raise ValueError(f"pinned file name {name!r} is not a plain name")
-        (folder / name).write_bytes(data)
-    for key in ("meta", "checkpoint"):
-        if payload.get(key):
-            payload[key] = str(folder / Path(str(payload[key])).name)
-    return payload
+    """In the child: the pinned copies of the MetaGraph and checkpoint stand in for the paths."""
+    from porter.verification.runtimes.child import unpin as unpin_keys
+
+    return unpin_keys(payload, ("meta", "checkpoint"))
 
 
 def _session(graph: Any) -> Any:
