@@ -297,26 +297,20 @@ class FsspecStore(Store):
                            f"{', '.join(CONDITIONAL)} and local folders, not {self.protocol}://")
 
     def create(self, key: str, data: bytes) -> bool:
-        self._need_conditional()
-        try:
-            # If-None-Match straight to PutObject (botocore >= 1.35.20): s3fs passes it through
-            self._call(f"writing {key}", self.fs.pipe_file, self._path(key), data,
-                       IfNoneMatch="*")
-        except FileExistsError:
-            return False
-        except Exception as exc:
-            if _precondition_failed(exc):
-                return False
-            raise
-        return True
+        # If-None-Match straight to PutObject (botocore >= 1.35.20): s3fs passes it through
+        return self._put_if(key, data, FileExistsError, IfNoneMatch="*")
 
     def replace_if(self, key: str, data: bytes, tag: str | None) -> bool:
         if tag is None:
             return self.create(key, data)
+        return self._put_if(key, data, FileNotFoundError, IfMatch=tag)
+
+    def _put_if(self, key: str, data: bytes, lost: type[Exception], **condition: str) -> bool:
+        """PutObject under an S3 precondition; False when another writer got there first."""
         self._need_conditional()
         try:
-            self._call(f"writing {key}", self.fs.pipe_file, self._path(key), data, IfMatch=tag)
-        except FileNotFoundError:
+            self._call(f"writing {key}", self.fs.pipe_file, self._path(key), data, **condition)
+        except lost:
             return False
         except Exception as exc:
             if _precondition_failed(exc):
