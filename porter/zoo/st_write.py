@@ -8,9 +8,6 @@ safetensors orders them: widest dtype first, then by name) and feeds every chunk
 sha256 on a second thread, so hashing overlaps the write instead of following it. Tensors are
 written straight from their memory (a memory-mapped source stays mapped: no copy is made), and
 the output is checked bit-exact against safetensors' own reader by the tests.
-
-``copy_hashed`` is the same idea for publishing: one read of the source feeds both the copy and
-its digest.
 """
 
 from __future__ import annotations
@@ -24,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_safetensors", "copy_hashed", "DTYPES"]
+__all__ = ["write_safetensors", "DTYPES"]
 
 CHUNK = 8 << 20  # bytes handed to write() and to sha256 at a time
 
@@ -148,25 +145,3 @@ def _chunks(header: bytes, raws: dict[str, tuple[str, list[int], memoryview]],
         if release is not None:
             hasher.wait()  # its bytes must be hashed before the caller lets them go
             release(name)
-
-
-def copy_hashed(src: str | Path, dst: str | Path) -> str:
-    """Copy ``src`` to ``dst`` (a new file) reading it once; returns the sha256 of the bytes."""
-    hasher = _Hasher()
-    bufs = [memoryview(bytearray(CHUNK)), memoryview(bytearray(CHUNK))]
-    busy: list[Future | None] = [None, None]  # the hash still reading each buffer
-    with open(src, "rb", buffering=0) as fi, open(dst, "xb", buffering=0) as fo:
-        i = 0
-        while True:
-            if busy[i] is not None:
-                busy[i].result()  # its previous chunk must be hashed before it is refilled
-            n = fi.readinto(bufs[i])
-            if not n:
-                break
-            chunk = bufs[i][:n]
-            busy[i] = hasher.feed(chunk)
-            while chunk.nbytes:
-                w = fo.write(chunk)
-                chunk = chunk[w:]
-            i = 1 - i
-    return hasher.hexdigest()

@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from porter.zoo.st_write import DTYPES, copy_hashed, write_safetensors
+from porter.zoo.st_write import DTYPES, write_safetensors
 
 
 def _every_dtype() -> dict[str, torch.Tensor]:
@@ -54,16 +54,6 @@ def test_safetensors_reader_reads_it_bit_exact(tmp_path) -> None:
             assert got.dtype == want.dtype and got.shape == want.shape, name
             assert torch.equal(got.reshape(-1).view(torch.uint8),
                                want.contiguous().reshape(-1).view(torch.uint8)), name
-
-
-def test_copy_hashed_copies_and_digests_in_one_pass(tmp_path) -> None:
-    src = tmp_path / "src"
-    data = torch.randn(5 << 20).numpy().tobytes() + b"tail"  # not a multiple of the chunk
-    src.write_bytes(data)
-    assert copy_hashed(src, tmp_path / "dst") == hashlib.sha256(data).hexdigest()
-    assert (tmp_path / "dst").read_bytes() == data
-    with pytest.raises(FileExistsError):  # never writes over a file
-        copy_hashed(src, tmp_path / "dst")
 
 
 def test_unsupported_dtype_is_one_error(tmp_path) -> None:
