@@ -132,9 +132,9 @@ def _reference(source: Source, input_names: list[str], output_names: list[str]):
     """A runner over the source's own runtime (named in REFERENCE_NAMES)."""
     fmt = source.format
     if fmt == "onnx":
-        from porter.verification.runtimes.onnxruntime import OrtRunner
+        from porter.verification.runtimes.onnxruntime import source_runner
 
-        return OrtRunner(_onnx_reference_model(source))
+        return source_runner(source)
     if fmt in TF1_FORMATS:
         from porter.importers.tf1 import check_frozen_ops
         from porter.verification.runtimes.child import ChildRuntime
@@ -165,33 +165,6 @@ def _reference(source: Source, input_names: list[str], output_names: list[str]):
             return paddle_inference_runtime(files[0], files[1], pinned=pinned)
         return paddle_inference_runtime(source.path)
     raise PorterError(f"no reference runtime for {fmt} sources")
-
-
-def _onnx_reference_model(source: Source) -> Any:
-    """The ONNX model onnxruntime checks against: porter's parsed ModelProto (never the path
-    again), with each external tensor's bytes inlined from porter's own bounds-checked reader;
-    the path only for models past protobuf's 2 GiB (onnxruntime must then read the data)."""
-    from onnx import TensorProto
-
-    model = source.native
-    if model is None:
-        return source.path
-    external = [t for t in model.graph.initializer if t.data_location == TensorProto.EXTERNAL]
-    if not external:
-        return model.SerializeToString()
-    if any(t.name not in source.tensors for t in external):
-        return source.path
-    refs = [source.tensors[t.name] for t in external]
-    if model.ByteSize() + sum(r.size * r.dtype.itemsize for r in refs) >= (2 << 30) - (64 << 20):
-        return source.path
-    copy = type(model)()
-    copy.CopyFrom(model)
-    for t in copy.graph.initializer:
-        if t.data_location == TensorProto.EXTERNAL:
-            t.raw_data = np.ascontiguousarray(source.tensors[t.name].numpy()).tobytes()
-            del t.external_data[:]
-            t.data_location = TensorProto.DEFAULT
-    return copy.SerializeToString()
 
 
 def _tf1_to_onnx(source: Source, inputs: Mapping[str, list[int] | None] | None,

@@ -516,16 +516,15 @@ def _weak_outputs(report: Any) -> list[str]:
 def _cross_check(path: Path, port: Any, ported: Any, module: torch.nn.Module, cases: list,
                  progress: Progress) -> dict[str, Any]:
     """Parity against another ONNX export of the same model, inputs/outputs by position."""
-    from porter.generic import _onnx_reference_model
     from porter.importers import open_source
     from porter.verification.parity import run_parity
-    from porter.verification.runtimes.onnxruntime import OrtRunner
+    from porter.verification.runtimes.onnxruntime import source_runner
     from porter.verification.runtimes.torch_ import TorchRunner
 
     # through porter's importer: external data checked inside the folder, the bytes read once
     # (onnxruntime gets them, the digest is of them)
     twin_source = open_source(path, "onnx")
-    twin = OrtRunner(_onnx_reference_model(twin_source))
+    twin = source_runner(twin_source)
     if len(twin.input_names) != len(ported.input_names) or \
             len(twin.output_names) != len(ported.output_names):
         raise PorterError(f"{path}: {len(twin.input_names)} inputs / {len(twin.output_names)} "

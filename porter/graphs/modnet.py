@@ -320,9 +320,9 @@ def _cases(source: Any, ported: Any) -> list:
 
 
 def _reference(source: Any, ported: Any):
-    from porter.verification.runtimes.onnxruntime import OrtRunner
+    from porter.verification.runtimes.onnxruntime import source_runner
 
-    return OrtRunner(source.native if source.native is not None else source.path)
+    return source_runner(source)
 
 
 def _register() -> None:

@@ -2,13 +2,16 @@
 
 The protobuf is parsed without external data; tensors stored outside the file are read by porter
 itself, and only from inside the model's own folder (absolute locations, ``..`` and symlinks that
-lead out are refused), so a crafted model cannot make porter read arbitrary files.
+lead out are refused), so a crafted model cannot make porter read arbitrary files. Each external
+file is opened once, at import, and mapped privately: a file swapped for another afterwards
+changes nothing porter reads, and one rewritten in place is caught before its digest is taken.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ from porter.errors import FormatError, UnsafeSourceError
 from porter.importers import importer, read_magic
 from porter.source import Source, TensorRef
 
-__all__ = ["load_onnx", "source_from_model", "onnx_graph"]
+__all__ = ["ExternalFiles", "load_onnx", "source_from_model", "onnx_graph"]
 
 
 def _sniff(path: Path) -> bool:
@@ -104,61 +107,134 @@ def _walk_model(model: Any):
             yield from _walk_tensors(g, False)
 
 
-def check_external_data(model: Any, base: Path) -> None:
-    """Resolve every external location in ``model`` inside ``base`` (or refuse); tensors other
-    than the main graph's initializers (Constant values, attributes, subgraph initializers)
-    are read now and inlined, so no later reader (onnx, the converter) resolves a location
-    against the current directory."""
+class ExternalFiles:
+    """The external-data files of one model, each opened and mapped once (at import).
+
+    Every later read (the converter's weights, onnxruntime's initializers, the digest) goes
+    through these mappings, never through the path again: a file renamed over the original
+    after import is not seen. A file written in place changes its status (ctime, size), which
+    :meth:`check_unchanged` compares against what was recorded when it was opened.
+    """
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self._files: dict[str, tuple[Any, os.stat_result, np.ndarray | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def paths(self) -> list[Path]:
+        return [self.base / loc for loc in sorted(self._files)]
+
+    def open(self, location: str) -> None:
+        """Resolve ``location`` inside the folder (or refuse) and map it, once per location."""
+        if location in self._files:
+            return
+        target = _external_path(self.base, location)
+        try:
+            fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise FormatError(f"external data file {location!r}: {exc.strerror}") from exc
+        fh = os.fdopen(fd, "rb")
+        st = os.fstat(fd)
+        named = target.stat()
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1 or \
+                (st.st_dev, st.st_ino) != (named.st_dev, named.st_ino):
+            fh.close()
+            raise UnsafeSourceError(f"external data file {location!r} changed while porter "
+                                    "opened it (or is not a plain file)")
+        whole = np.memmap(fh, dtype=np.uint8, mode="c", shape=(st.st_size,)) \
+            if st.st_size else None
+        self._files[location] = (fh, st, whole)
+
+    def region(self, location: str, offset: int, n: int, name: str) -> np.ndarray:
+        """``n`` bytes at ``offset`` of an opened file: a view of its private map."""
+        self.open(location)
+        _, st, whole = self._files[location]
+        if offset < 0 or n < 0 or offset + n > st.st_size:
+            raise FormatError(f"external data for {name!r} is truncated or mis-sized "
+                              f"(needs {n} bytes at offset {offset}, {location!r} has "
+                              f"{st.st_size})")
+        if whole is None or n == 0:
+            return np.empty(0, np.uint8)
+        return whole[offset:offset + n]
+
+    def check_unchanged(self) -> None:
+        """Refuse if an opened file was written since it was opened (its bytes are mapped, so
+        an in-place write would show through pages not yet read)."""
+        for location, (fh, st, _) in sorted(self._files.items()):
+            now = os.fstat(fh.fileno())
+            # ctime also moves when the file is unlinked (renamed over): only a linked file's
+            # ctime says its bytes or times were touched
+            keys = ("st_size", "st_mtime_ns") + (("st_ctime_ns",) if now.st_nlink else ())
+            if any(getattr(now, k) != getattr(st, k) for k in keys):
+                raise UnsafeSourceError(f"external data file {location!r} was modified while "
+                                        "porter was reading it; run again on a quiet copy")
+
+    def digest(self, h: Any) -> None:
+        """Feed each file (sorted by location: name, NUL, bytes) into the hash ``h``."""
+        self.check_unchanged()
+        for location in sorted(self._files):
+            _, _, whole = self._files[location]
+            h.update(location.encode() + b"\0")
+            if whole is not None:
+                for i in range(0, whole.size, 1 << 24):
+                    h.update(memoryview(whole[i:i + (1 << 24)]))
+        self.check_unchanged()
+
+
+def check_external_data(model: Any, base: Path, files: ExternalFiles | None = None
+                        ) -> ExternalFiles:
+    """Resolve every external location in ``model`` inside ``base`` (or refuse) and open each
+    file once; tensors other than the main graph's initializers (Constant values, attributes,
+    subgraph initializers) are read now and inlined, so no later reader (onnx, the converter)
+    resolves a location against the current directory."""
     from onnx import TensorProto
 
+    files = files if files is not None else ExternalFiles(base)
     for t, main in list(_walk_model(model)):
         if t.data_location != TensorProto.EXTERNAL:
             continue
         location, offset, length = _external_info(t)
-        path = _external_path(base, location)
+        files.open(location)
         if main:
             continue
-        size = path.stat().st_size
+        size = files._files[location][1].st_size
         n = size - offset if length is None else length
-        if offset + n > size or n < 0:
-            raise FormatError(f"external data for {t.name!r} runs past the end of {location!r}")
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            raw = fh.read(n)
+        raw = files.region(location, offset, n, t.name).tobytes()
         del t.external_data[:]
         t.data_location = TensorProto.DEFAULT
         t.raw_data = raw
+    return files
 
 
-def _tensor_loader(tensor: Any, base: Path):
+def _tensor_loader(tensor: Any, files: ExternalFiles):
     """A zero-argument function that decodes ``tensor`` (a TensorProto) to numpy."""
     from onnx import TensorProto, helper, numpy_helper
 
     if tensor.data_location == TensorProto.EXTERNAL:
         location, offset, length = _external_info(tensor)
-        path = _external_path(base, location)
-        np_dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        np_dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
         shape = tuple(tensor.dims)
-        expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(np_dtype).itemsize
+        expected = int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize
 
         def load_external() -> np.ndarray:
-            size = path.stat().st_size
             n = expected if length is None else length
-            if n != expected or offset < 0 or offset + n > size:
-                raise FormatError(
-                    f"external data for {tensor.name!r} is truncated or mis-sized "
-                    f"(needs {expected} bytes at offset {offset}, file has {size})"
-                )
-            # private (copy-on-write) map: the converter's weights can view it, and a write
-            # to one copies that page instead of reaching the file
-            arr = np.memmap(path, dtype=np_dtype, mode="c", offset=offset, shape=shape or (1,))
-            return arr.reshape(shape)
+            if n != expected:
+                raise FormatError(f"external data for {tensor.name!r} is mis-sized (length {n}, "
+                                  f"its shape and type need {expected} bytes)")
+            region = files.region(location, offset, n, tensor.name)
+            if expected == 0:
+                return np.empty(shape, np_dtype)
+            # a view of the private (copy-on-write) map: the converter's weights can share it,
+            # and a write to one copies that page instead of reaching the file
+            return region.view(np_dtype).reshape(shape)
 
         return load_external
     return lambda: numpy_helper.to_array(tensor)
 
 
-def _ref(tensor: Any, base: Path, kind: str, name: str | None = None) -> TensorRef:
+def _ref(tensor: Any, files: ExternalFiles, kind: str, name: str | None = None) -> TensorRef:
     from onnx import helper
 
     try:
@@ -168,7 +244,7 @@ def _ref(tensor: Any, base: Path, kind: str, name: str | None = None) -> TensorR
     if any(d < 0 for d in tensor.dims):
         raise FormatError(f"tensor {tensor.name!r} has a negative dimension {list(tensor.dims)}")
     return TensorRef(name or tensor.name, tuple(int(d) for d in tensor.dims), dtype,
-                     _tensor_loader(tensor, base), kind)
+                     _tensor_loader(tensor, files), kind)
 
 
 _SCHEMA_TYPES: dict[tuple[str, str, int], dict[str, int] | None] = {}
@@ -253,16 +329,15 @@ def _is_weight_constant(tensor: Any) -> bool:
 
 def source_from_model(model: Any, path: Path) -> Source:
     """Build a Source from an in-memory ModelProto whose external data lives beside ``path``."""
-    base = path.parent
-    check_external_data(model, base)
+    files = check_external_data(model, path.parent)
     refs: dict[str, TensorRef] = {}
     for t in model.graph.initializer:
-        refs[t.name] = _ref(t, base, "initializer")
+        refs[t.name] = _ref(t, files, "initializer")
     for node in model.graph.node:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             for a in node.attribute:
                 if a.name == "value" and _is_weight_constant(a.t):
-                    refs[node.output[0]] = _ref(a.t, base, "constant", node.output[0])
+                    refs[node.output[0]] = _ref(a.t, files, "constant", node.output[0])
     opsets = {o.domain or "ai.onnx": int(o.version) for o in model.opset_import}
     init_names = {t.name for t in model.graph.initializer}
     meta = {
@@ -272,7 +347,8 @@ def source_from_model(model: Any, path: Path) -> Source:
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "inputs": [_value_info(v) for v in model.graph.input if v.name not in init_names],
         "outputs": [_value_info(v) for v in model.graph.output],
-        "files": [path],
+        "files": [path, *files.paths()],
+        "external_files": files,
     }
     return Source(path=path, format="onnx", tensors=refs, graph=onnx_graph(model), meta=meta,
                   native=model)
@@ -298,5 +374,15 @@ def load_onnx(path: Path) -> Source:
     if not model.opset_import:
         raise FormatError(f"{path}: not a readable ONNX model (no opset_import)")
     source = source_from_model(model, path)
-    source.meta["sha256"] = hashlib.sha256(data).hexdigest()
+    files: ExternalFiles = source.meta["external_files"]
+    if not len(files):
+        source.meta["sha256"] = hashlib.sha256(data).hexdigest()
+        return source
+
+    def digest() -> str:  # the .onnx bytes read, then each external file's mapped bytes
+        h = hashlib.sha256(data)
+        files.digest(h)
+        return h.hexdigest()
+
+    source.meta["sha256"] = digest  # taken when asked (a manifest), after the work is done
     return source

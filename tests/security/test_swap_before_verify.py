@@ -138,3 +138,63 @@ def test_cross_check_twin_is_read_once_through_the_importer(tmp_path: Path) -> N
     result = porter.convert(path, graph="generic", cross_check=[twin], out=tmp_path / "out")
     (check,) = result.manifest["cross_checks"]
     assert check["sha256"] == hashlib.sha256(data).hexdigest() and check["passed"]
+
+
+def _external_model(folder: Path, weight: np.ndarray) -> Path:
+    """The Conv+Relu model with its weight in ``w.bin`` beside it (external data)."""
+    import onnx
+
+    model = onnx.load_from_string(_onnx_model(weight))
+    onnx.external_data_helper.convert_model_to_external_data(
+        model, all_tensors_to_one_file=True, location="w.bin", size_threshold=0)
+    path = folder / "m.onnx"
+    onnx.save_model(model, path)
+    return path
+
+
+def test_onnx_external_data_renamed_over_after_import(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A weights file renamed over the original after import is never read: the converted
+    weights, onnxruntime's and the digest are all of the original bytes."""
+    import hashlib
+
+    from safetensors.numpy import load_file
+
+    rng = np.random.default_rng(2)
+    weight = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    path = _external_model(tmp_path, weight)
+    original = path.read_bytes(), (tmp_path / "w.bin").read_bytes()
+    (tmp_path / "other.bin").write_bytes((weight + 5).tobytes())
+
+    def swap() -> None:
+        (tmp_path / "other.bin").replace(tmp_path / "w.bin")
+
+    calls = swap_before_reference(monkeypatch, swap)
+    result = porter.convert(path, graph="generic", out=tmp_path / "out")
+    assert calls == ["onnx"]
+    assert (tmp_path / "w.bin").read_bytes() == (weight + 5).tobytes()  # the swap happened
+    assert result.manifest["parity"]["passed"]
+    want = hashlib.sha256(original[0] + b"w.bin\0" + original[1]).hexdigest()
+    assert result.manifest["source"]["sha256"] == want
+    (saved,) = [v for v in load_file(tmp_path / "out" / "model.safetensors").values()
+                if v.shape == weight.shape]
+    assert np.array_equal(saved, weight)
+
+
+def test_onnx_external_data_rewritten_in_place_is_refused(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """A weights file written in place (same inode) after import would show through the map;
+    porter notices before it records a digest and writes nothing."""
+    rng = np.random.default_rng(3)
+    weight = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    path = _external_model(tmp_path, weight)
+
+    def rewrite() -> None:
+        with open(tmp_path / "w.bin", "r+b") as fh:
+            fh.write((weight + 5).tobytes())
+
+    swap_before_reference(monkeypatch, rewrite)
+    with pytest.raises(porter.PorterError, match="modified while porter was reading"):
+        porter.convert(path, graph="generic", out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

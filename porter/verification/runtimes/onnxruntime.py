@@ -11,7 +11,7 @@ import numpy as np
 
 from porter.errors import FormatError, PorterError
 
-__all__ = ["OrtRunner", "ort_verbose", "session_options"]
+__all__ = ["OrtRunner", "ort_verbose", "session_options", "source_runner"]
 
 # onnxruntime's severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
 _QUIET, _VERBOSE = 3, 2
@@ -51,10 +51,19 @@ class OrtRunner:
     name = "onnxruntime"
 
     def __init__(self, model: str | Path | bytes | Any, threads: int | None = None,
-                 optimization: str = "basic") -> None:
+                 optimization: str = "basic",
+                 initializers: Mapping[str, np.ndarray] | None = None) -> None:
         import onnxruntime as ort
 
         so = session_options()
+        if initializers:
+            # the model's external initializers, handed over as arrays: onnxruntime never
+            # resolves a location itself (from bytes it would resolve against the current
+            # directory), and a memory-mapped array is shared, not copied
+            arrays = [np.require(a, requirements=["C", "A"]) for a in initializers.values()]
+            self._keep = arrays  # onnxruntime views them for the session's lifetime
+            so.add_external_initializers(list(initializers),
+                                         [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays])
         if threads:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
@@ -101,3 +110,23 @@ class OrtRunner:
         finally:
             timer.cancel()
         return dict(zip(self.output_names, outs))
+
+
+def source_runner(source: Any, threads: int | None = None, optimization: str = "basic"
+                  ) -> OrtRunner:
+    """An onnxruntime runner over an imported ONNX ``Source``: porter's parsed ModelProto (the
+    path is never opened again) with each external initializer given as the array porter's
+    bounds-checked importer maps, so both runtimes see the bytes porter read and hashed."""
+    from onnx import TensorProto
+
+    model = source.native
+    if model is None:
+        raise PorterError(f"{source.path}: no parsed ONNX model to run")
+    external = [t.name for t in model.graph.initializer
+                if t.data_location == TensorProto.EXTERNAL]
+    missing = [n for n in external if n not in source.tensors]
+    if missing:
+        raise FormatError(f"{source.path}: external initializer {missing[0]!r} is not among the "
+                          "tensors porter imported")
+    arrays = {n: source.tensors[n].numpy() for n in external}
+    return OrtRunner(model.SerializeToString(), threads, optimization, initializers=arrays)
