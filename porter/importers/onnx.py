@@ -120,9 +120,6 @@ class ExternalFiles:
         self.base = base
         self._files: dict[str, tuple[Any, os.stat_result, np.ndarray | None]] = {}
 
-    def __len__(self) -> int:
-        return len(self._files)
-
     def paths(self) -> list[Path]:
         return [self.base / loc for loc in sorted(self._files)]
 
@@ -147,10 +144,12 @@ class ExternalFiles:
             if st.st_size else None
         self._files[location] = (fh, st, whole)
 
-    def region(self, location: str, offset: int, n: int, name: str) -> np.ndarray:
-        """``n`` bytes at ``offset`` of an opened file: a view of its private map."""
+    def region(self, location: str, offset: int, n: int | None, name: str) -> np.ndarray:
+        """``n`` bytes (None: to the end) at ``offset`` of an opened file: a view of its
+        private map."""
         self.open(location)
         _, st, whole = self._files[location]
+        n = st.st_size - offset if n is None else n
         if offset < 0 or n < 0 or offset + n > st.st_size:
             raise FormatError(f"external data for {name!r} is truncated or mis-sized "
                               f"(needs {n} bytes at offset {offset}, {location!r} has "
@@ -183,15 +182,14 @@ class ExternalFiles:
         self.check_unchanged()
 
 
-def check_external_data(model: Any, base: Path, files: ExternalFiles | None = None
-                        ) -> ExternalFiles:
+def check_external_data(model: Any, base: Path) -> ExternalFiles:
     """Resolve every external location in ``model`` inside ``base`` (or refuse) and open each
     file once; tensors other than the main graph's initializers (Constant values, attributes,
     subgraph initializers) are read now and inlined, so no later reader (onnx, the converter)
     resolves a location against the current directory."""
     from onnx import TensorProto
 
-    files = files if files is not None else ExternalFiles(base)
+    files = ExternalFiles(base)
     for t, main in list(_walk_model(model)):
         if t.data_location != TensorProto.EXTERNAL:
             continue
@@ -199,9 +197,7 @@ def check_external_data(model: Any, base: Path, files: ExternalFiles | None = No
         files.open(location)
         if main:
             continue
-        size = files._files[location][1].st_size
-        n = size - offset if length is None else length
-        raw = files.region(location, offset, n, t.name).tobytes()
+        raw = files.region(location, offset, length, t.name).tobytes()
         del t.external_data[:]
         t.data_location = TensorProto.DEFAULT
         t.raw_data = raw
@@ -327,8 +323,12 @@ def _is_weight_constant(tensor: Any) -> bool:
     return tensor.data_type in floats and len(tensor.dims) >= 1 and all(d > 0 for d in tensor.dims)
 
 
-def source_from_model(model: Any, path: Path) -> Source:
-    """Build a Source from an in-memory ModelProto whose external data lives beside ``path``."""
+def source_from_model(model: Any, path: Path, head: Any = None) -> Source:
+    """Build a Source from an in-memory ModelProto whose external data lives beside ``path``.
+
+    ``head`` is a sha256 object fed with the bytes the model was parsed from: the source's
+    digest is then of those bytes followed by each external file's mapped bytes (name, NUL,
+    bytes), taken when asked (for a manifest, after the work is done)."""
     files = check_external_data(model, path.parent)
     refs: dict[str, TensorRef] = {}
     for t in model.graph.initializer:
@@ -348,8 +348,14 @@ def source_from_model(model: Any, path: Path) -> Source:
         "inputs": [_value_info(v) for v in model.graph.input if v.name not in init_names],
         "outputs": [_value_info(v) for v in model.graph.output],
         "files": [path, *files.paths()],
-        "external_files": files,
     }
+    if head is not None:
+        def digest() -> str:
+            h = head.copy()
+            files.digest(h)
+            return h.hexdigest()
+
+        meta["sha256"] = digest
     return Source(path=path, format="onnx", tensors=refs, graph=onnx_graph(model), meta=meta,
                   native=model)
 
@@ -373,16 +379,4 @@ def load_onnx(path: Path) -> Source:
         raise FormatError(f"{path}: not a readable ONNX model (no graph)")
     if not model.opset_import:
         raise FormatError(f"{path}: not a readable ONNX model (no opset_import)")
-    source = source_from_model(model, path)
-    files: ExternalFiles = source.meta["external_files"]
-    if not len(files):
-        source.meta["sha256"] = hashlib.sha256(data).hexdigest()
-        return source
-
-    def digest() -> str:  # the .onnx bytes read, then each external file's mapped bytes
-        h = hashlib.sha256(data)
-        files.digest(h)
-        return h.hexdigest()
-
-    source.meta["sha256"] = digest  # taken when asked (a manifest), after the work is done
-    return source
+    return source_from_model(model, path, hashlib.sha256(data))
