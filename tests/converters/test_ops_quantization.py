@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from onnx_conformance import run_porter  # noqa: E402
 
 from porter.converters import convert_onnx  # noqa: E402
+from porter.converters.ops.quantization import matmul_integer  # noqa: E402
 
 OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
        "ConvInteger", "QLinearMatMul", "QLinearConv"}
@@ -117,12 +118,29 @@ def test_dynamic_quantize_linear_matches_onnxruntime() -> None:
     _run_both(node, {"x": x}, {}, 11, (np.uint8, np.float32, np.uint8))
 
 
-def test_matmul_integer_matches_onnxruntime() -> None:
-    a = RNG.integers(0, 255, (2, 3, 5)).astype(np.uint8)
+# onnxruntime's uint8 x int8 kernel on AVX2 machines without VNNI (vpmaddubsw) saturates each
+# pair of products to int16, so raw uint8 operands stay below 128 where it is the reference:
+# 127 * 128 * 2 fits; 255 * 127 * 2 does not, and on such a CPU onnxruntime is the wrong side.
+U8_EXACT_IN_ORT = 128
+
+
+def test_matmul_integer_matches_onnxruntime_and_exact_integers() -> None:
+    a = RNG.integers(0, U8_EXACT_IN_ORT, (2, 3, 5)).astype(np.uint8)
     b = RNG.integers(-128, 127, (5, 4)).astype(np.int8)
     node = helper.make_node("MatMulInteger", ["a", "b", "az", "bz"], ["y"])
     _run_both(node, {"a": a, "b": b}, {"az": np.array(12, np.uint8),
                                        "bz": np.array(-3, np.int8)}, 10, (np.int32,))
+
+
+def test_matmul_integer_is_exact_over_the_full_uint8_range() -> None:
+    """Full-range operands against int64 numpy (onnxruntime may saturate here; see above)."""
+    a = RNG.integers(0, 256, (2, 3, 5)).astype(np.uint8)
+    b = RNG.integers(-128, 128, (5, 4)).astype(np.int8)
+    got = matmul_integer(torch.from_numpy(a), torch.from_numpy(b), torch.tensor(12, dtype=torch.uint8),
+                         torch.tensor(-3, dtype=torch.int8))
+    exact = (a.astype(np.int64) - 12) @ (b.astype(np.int64) + 3)
+    assert got.dtype == torch.int32
+    np.testing.assert_array_equal(got.numpy(), exact)
 
 
 def test_conv_integer_matches_onnxruntime() -> None:
@@ -148,9 +166,9 @@ def test_qlinear_matmul_matches_onnxruntime(dtype) -> None:
 
 
 def test_qlinear_conv_matches_onnxruntime() -> None:
-    x = RNG.integers(0, 255, (1, 3, 7, 7)).astype(np.uint8)
+    x = RNG.integers(0, U8_EXACT_IN_ORT, (1, 3, 7, 7)).astype(np.uint8)
     w = RNG.integers(-100, 100, (4, 3, 3, 3)).astype(np.int8)
-    consts = {"xs": np.array(0.05, np.float32), "xz": np.array(120, np.uint8),
+    consts = {"xs": np.array(0.05, np.float32), "xz": np.array(64, np.uint8),
               "w": w, "ws": RNG.uniform(0.001, 0.01, 4).astype(np.float32),
               "wz": np.zeros(4, np.int8), "ys": np.array(0.5, np.float32),
               "yz": np.array(128, np.uint8), "b": RNG.integers(-500, 500, 4).astype(np.int32)}

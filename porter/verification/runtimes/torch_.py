@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -11,7 +12,12 @@ __all__ = ["TorchRunner"]
 
 
 class TorchRunner:
-    """Calls ``module(*inputs in input_names order)`` and names its outputs ``output_names``."""
+    """Calls ``module(*inputs in input_names order)`` and names its outputs ``output_names``.
+
+    float16 on the CPU runs under :class:`~porter.verification.runtimes.half_storage.HalfStorage`
+    (float16 tensors, float32 arithmetic): CPUs without half kernels are hundreds of times slower
+    in native float16, and the NPU accumulates in float32 anyway.
+    """
 
     def __init__(self, module: torch.nn.Module, input_names: Sequence[str],
                  output_names: Sequence[str], device: str = "cpu",
@@ -27,9 +33,17 @@ class TorchRunner:
         for n in self.input_names:
             t = torch.from_numpy(np.ascontiguousarray(inputs[n])).to(self.device)
             args.append(t.to(self.dtype) if t.is_floating_point() else t)
-        out = self.module(*args)
+        with self._arithmetic():
+            out = self.module(*args)
         if isinstance(out, torch.Tensor):
             out = (out,)
         elif isinstance(out, Mapping):
             out = tuple(out[k] for k in self.output_names)
         return {n: o.detach().float().cpu().numpy() for n, o in zip(self.output_names, out)}
+
+    def _arithmetic(self) -> contextlib.AbstractContextManager:
+        if self.dtype == torch.float16 and torch.device(self.device).type == "cpu":
+            from porter.verification.runtimes.half_storage import HalfStorage
+
+            return HalfStorage()
+        return contextlib.nullcontext()
