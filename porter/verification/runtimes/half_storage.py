@@ -43,6 +43,12 @@ def _narrow(x: Any) -> Any:
 class HalfStorage(TorchDispatchMode):
     """Within this mode, float16 ops compute in float32 and store float16 (see the module doc)."""
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # as for the audit's recorder: torch would wrap __torch_dispatch__ in dynamo.disable,
+        # importing all of torch._dynamo on the first op; nothing is compiled here
+        return False
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if _writes_or_aliases(func) or "dtype" in kwargs:
