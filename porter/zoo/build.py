@@ -296,8 +296,9 @@ def build_entry(plan: EntryPlan, *, zoo: str, pip_args: Sequence[str] = (),
         with _deadline(plan.timeout_s):
             result = _build_entry(plan, zoo, pip_args, versions_too, catalog_path)
     except EntryTimeout as exc:  # fired outside the entry's own error handling
-        result = EntryResult(plan.name, "failed", time_s=time.perf_counter() - t0,
-                             error=str(exc))
+        result = EntryResult(plan.name, "failed", error=str(exc))
+    # timed here, where the deadline is: a timeout caught inside the entry still took timeout_s
+    result.time_s = time.perf_counter() - t0
     result.worker_pid = os.getpid()
     return result
 
@@ -307,7 +308,6 @@ def _build_entry(plan: EntryPlan, zoo: str, pip_args: Sequence[str], versions_to
     import porter
     from porter.zoo.catalog import fetch, load_catalog
 
-    t0 = time.perf_counter()
     digest = None
     try:
         catalog = load_catalog(Path(catalog_path) if catalog_path else None)
@@ -318,7 +318,7 @@ def _build_entry(plan: EntryPlan, zoo: str, pip_args: Sequence[str], versions_to
         have = _up_to_date(plan.name, digest, zoo, versions_too=versions_too)
         if have is not None:  # figures of the build already in the zoo
             return EntryResult(plan.name, "skipped", parity=have["parity"], audit=have["audit"],
-                               time_s=time.perf_counter() - t0, source_sha256=digest)
+                               source_sha256=digest)
         for spec in plan.plugins:
             _load_plugin(spec)
         with tempfile.TemporaryDirectory(prefix=f"porter-build-{plan.name}-") as tmp:
@@ -329,15 +329,15 @@ def _build_entry(plan: EntryPlan, zoo: str, pip_args: Sequence[str], versions_to
         return EntryResult(plan.name, "published",
                            parity=(manifest.get("parity") or {}).get("worst_max_abs"),
                            audit=_audit_line(manifest.get("npu")),
-                           time_s=time.perf_counter() - t0, source_sha256=digest,
+                           source_sha256=digest,
                            zoo_entry=result.published.ref)
     except PorterError as exc:  # deterministic: the same input fails the same way again
-        return EntryResult(plan.name, "failed", time_s=time.perf_counter() - t0,
+        return EntryResult(plan.name, "failed",
                            error=_one_line(exc), source_sha256=digest)
     except TRANSIENT_ERRORS:
         raise
     except Exception as exc:  # a bug in a converter or plugin: reported, not retried
-        return EntryResult(plan.name, "failed", time_s=time.perf_counter() - t0,
+        return EntryResult(plan.name, "failed",
                            error=f"internal error: {_one_line(exc)}", source_sha256=digest)
 
 
