@@ -69,8 +69,10 @@ def test_type_promotion_is_left_to_torch() -> None:
         mixed = h + f
         summed = h.sum(dtype=torch.float32)
         scaled = h * torch.tensor(3.0)  # a 0-dim float32 does not promote
+        soft = torch.softmax(h, 1, torch.float32)  # dtype given positionally
     assert mixed.dtype == torch.float32 and torch.equal(mixed, h + f)
     assert summed.dtype == torch.float32
+    assert soft.dtype == torch.float32 and torch.equal(soft, torch.softmax(h, 1, torch.float32))
     assert scaled.dtype == torch.float16
 
 

@@ -32,6 +32,14 @@ def _writes_or_aliases(func: Any) -> bool:
     return any(r.alias_info is not None for r in schema.returns)
 
 
+def _dtype_given(func: Any, args: tuple, kwargs: dict) -> bool:
+    """Whether the call names an output dtype (``softmax(x, 1, torch.float32)``, ``sum(dtype=)``)."""
+    if kwargs.get("dtype") is not None:
+        return True
+    return any(a.name == "dtype" and v is not None
+               for a, v in zip(func._schema.arguments, args))
+
+
 def _widen(x: Any) -> Any:
     return x.float() if isinstance(x, torch.Tensor) and x.dtype == torch.float16 else x
 
@@ -51,7 +59,7 @@ class HalfStorage(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if _writes_or_aliases(func) or "dtype" in kwargs:
+        if _writes_or_aliases(func) or _dtype_given(func, args, kwargs):
             return func(*args, **kwargs)
         floats = [t for t in tree_flatten((args, kwargs))[0]
                   if isinstance(t, torch.Tensor) and t.is_floating_point()]
