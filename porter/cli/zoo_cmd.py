@@ -172,7 +172,8 @@ def _add_build_parser(zsub: argparse._SubParsersAction) -> argparse.ArgumentPars
     bd = zsub.add_parser("build", help="convert, verify and publish a whole catalog (Ray)",
                          description=BUILD_HELP,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    bd.add_argument("catalog", metavar="CATALOG", help="catalog.toml to build")
+    bd.add_argument("catalog", metavar="CATALOG", nargs="?",
+                    help="catalog.toml to build (after --only NAME..., its last word)")
     bd.add_argument("--ray", metavar="ADDRESS",
                     help="Ray cluster address, 'auto' (the running cluster) or 'local' "
                          "(start one here); omit to build in this process")
@@ -190,6 +191,23 @@ def _add_build_parser(zsub: argparse._SubParsersAction) -> argparse.ArgumentPars
     return bd
 
 
+def _catalog_after_only(args: argparse.Namespace) -> None:
+    """``--only a b catalog.toml``: argparse gives the catalog to --only; take it back. Entry
+    names are bare identifiers, so a last word that ends in .toml or names a file is CATALOG."""
+    from pathlib import Path
+
+    from porter.errors import ZooError
+
+    if args.catalog is not None:
+        return
+    if not (args.only and (args.only[-1].endswith(".toml") or Path(args.only[-1]).is_file())):
+        raise ZooError("zoo build needs CATALOG (the catalog.toml to build), e.g. "
+                       "`porter zoo build catalog.toml --only NAME`")
+    args.catalog = args.only.pop()
+    if not args.only:  # `--only catalog.toml`: building everything instead would surprise
+        raise ZooError(f"--only needs at least one entry NAME before {args.catalog}")
+
+
 def run_build(args: argparse.Namespace) -> int:
     import contextlib
     import sys
@@ -197,6 +215,7 @@ def run_build(args: argparse.Namespace) -> int:
     from porter.cli.output import progress_printer
     from porter.zoo.build import build_catalog
 
+    _catalog_after_only(args)
     pip_args = ("--no-index", "--find-links", args.find_links) if args.find_links else ()
     # Ray's driver prints cluster events (a worker died …) on stdout; stdout is the summary's
     with contextlib.redirect_stdout(sys.stderr):

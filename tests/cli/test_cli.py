@@ -196,3 +196,19 @@ def test_generic_input_image_and_weak_check_note(tmp_path, capsys):
                  "--out", str(out), "--json"]) == 0
     cases = json.loads((out / "manifest.json").read_text())["parity"]["cases"]
     assert cases[-1]["name"] == "image:img.png" and cases[-1]["shapes"]["x"] == [1, 3, 64, 96]
+
+
+def test_zoo_build_catalog_may_follow_only(error_line, tmp_path):
+    """`--only NAME... catalog.toml`: the last word is the catalog, not an entry name (an
+    unknown NAME proves it: the catalog was read and refused the name, nothing was built)."""
+    from pathlib import Path
+
+    catalog = Path(__file__).resolve().parents[2] / "model_zoo" / "catalog.toml"
+    zoo = str(tmp_path / "zoo")
+    assert main(["zoo", "build", "--zoo", zoo, "--only", "no_such_entry", str(catalog)]) == 2
+    assert "--only names entries the catalog does not have: no_such_entry" in error_line()
+    assert main(["zoo", "build", "--zoo", zoo, "--only", str(catalog)]) == 2
+    assert f"--only needs at least one entry NAME before {catalog}" in error_line()
+    assert main(["zoo", "build", "--zoo", zoo, "--only", "a", "b"]) == 2
+    assert "zoo build needs CATALOG" in error_line()
+    assert not (tmp_path / "zoo").exists()
