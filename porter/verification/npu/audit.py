@@ -35,9 +35,9 @@ from torch import nn
 from torch._guards import detect_fake_mode
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.node import map_arg
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from porter.errors import AuditError
+from porter.verification.dispatch_mode import PlainDispatchMode
 from porter.verification.metrics import compare_arrays
 from porter.verification.npu.device import npu_available, run_on_npu
 from porter.verification.npu.dispatch import Decision, decide, is_metadata_op, op_label
@@ -180,19 +180,12 @@ def _op_records(calls: list[Call], fake_mode: Any,
     return list(records.values()), list(missing.values())
 
 
-class _RecordDispatched(TorchDispatchMode):
+class _RecordDispatched(PlainDispatchMode):
     """Record each ATen op a real forward dispatches, its tensors as meta tensors (shape,
     strides, dtype; no data), with its module path.
 
     Only ops inside the module's forward count (``where`` is empty outside it): a caller's own
     conversions around the call (``from_numpy``, ``detach``) are not the module's ops."""
-
-    @classmethod
-    def _should_skip_dynamo(cls) -> bool:
-        # torch wraps a mode's __torch_dispatch__ in dynamo.disable unless told not to, which
-        # imports all of torch._dynamo (about a second) on the first op; nothing is compiled
-        # here, so there is nothing to disable
-        return False
 
     def __init__(self, where: list[str]) -> None:
         super().__init__()

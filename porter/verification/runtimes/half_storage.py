@@ -19,8 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
+
+from porter.verification.dispatch_mode import PlainDispatchMode
 
 __all__ = ["HalfStorage"]
 
@@ -48,14 +49,8 @@ def _narrow(x: Any) -> Any:
     return x.half() if isinstance(x, torch.Tensor) and x.dtype == torch.float32 else x
 
 
-class HalfStorage(TorchDispatchMode):
+class HalfStorage(PlainDispatchMode):
     """Within this mode, float16 ops compute in float32 and store float16 (see the module doc)."""
-
-    @classmethod
-    def _should_skip_dynamo(cls) -> bool:
-        # as for the audit's recorder: torch would wrap __torch_dispatch__ in dynamo.disable,
-        # importing all of torch._dynamo on the first op; nothing is compiled here
-        return False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
