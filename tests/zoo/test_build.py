@@ -200,7 +200,7 @@ def test_ray_build_isolates_crash_and_parity_failure_then_skips(ray_cluster, fix
 
 @pytest.mark.slow
 def test_ray_retries_transient_faults_only(ray_cluster, tmp_path, monkeypatch):
-    """A plugin whose first import hits an OSError is retried in a fresh worker and published;
+    """A plugin whose first import hits an OSError is retried in a fresh process and published;
     one raising a PorterError is not retried although its entry allows 2 retries; one that
     hangs is stopped at its timeout_s, in the worker."""
     monkeypatch.setenv("PORTER_CACHE", str(tmp_path / "cache"))
