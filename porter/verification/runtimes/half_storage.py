@@ -16,6 +16,7 @@ with wider floating tensors (type promotion decides those).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -26,19 +27,22 @@ from porter.verification.dispatch_mode import PlainDispatchMode
 __all__ = ["HalfStorage"]
 
 
-def _writes_or_aliases(func: Any) -> bool:
+@functools.cache
+def _op_facts(func: Any) -> tuple[bool, int | None]:
+    """Per op, read from its schema once: whether it writes to or aliases an argument, and the
+    position of its ``dtype`` argument (None: it has none)."""
     schema = func._schema
-    if any(a.alias_info is not None for a in schema.arguments):
-        return True
-    return any(r.alias_info is not None for r in schema.returns)
+    aliases = (any(a.alias_info is not None for a in schema.arguments)
+               or any(r.alias_info is not None for r in schema.returns))
+    dtype_at = next((i for i, a in enumerate(schema.arguments) if a.name == "dtype"), None)
+    return aliases, dtype_at
 
 
-def _dtype_given(func: Any, args: tuple, kwargs: dict) -> bool:
+def _dtype_given(dtype_at: int | None, args: tuple, kwargs: dict) -> bool:
     """Whether the call names an output dtype (``softmax(x, 1, torch.float32)``, ``sum(dtype=)``)."""
     if kwargs.get("dtype") is not None:
         return True
-    return any(a.name == "dtype" and v is not None
-               for a, v in zip(func._schema.arguments, args))
+    return dtype_at is not None and dtype_at < len(args) and args[dtype_at] is not None
 
 
 def _widen(x: Any) -> Any:
@@ -54,7 +58,8 @@ class HalfStorage(PlainDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if _writes_or_aliases(func) or _dtype_given(func, args, kwargs):
+        aliases, dtype_at = _op_facts(func)
+        if aliases or _dtype_given(dtype_at, args, kwargs):
             return func(*args, **kwargs)
         floats = [t for t in tree_flatten((args, kwargs))[0]
                   if isinstance(t, torch.Tensor) and t.is_floating_point()]
