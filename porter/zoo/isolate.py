@@ -90,8 +90,13 @@ def _main_script_not_rerun() -> Iterator[None]:
         main.__spec__ = None
 
 
-def _child(conn: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    """In the child: run ``fn(*args)`` and send ``("ok", value)`` or ``("raise", exc)``."""
+def _child(conn: Any, fn: Callable[..., Any], args: tuple[Any, ...],
+           environ: dict[str, str], cwd: str) -> None:
+    """In the child: take the caller's environment and folder, run ``fn(*args)``, and send
+    ``("ok", value)`` or ``("raise", exc)``."""
+    os.environ.clear()  # the forkserver's copy is as old as the server; the caller's is now
+    os.environ.update(environ)
+    os.chdir(cwd)
     try:
         message: tuple[str, Any] = ("ok", fn(*args))
     except BaseException as exc:  # sent to the parent, which re-raises it
@@ -118,6 +123,10 @@ def run_isolated(fn: Callable[..., Any], *args: Any, timeout_s: float | None = N
                  preload: Sequence[str] = PRELOAD) -> Any:
     """``fn(*args)`` in a child forked from this process's forkserver; its value or its raise.
 
+    The child runs with this process's environment and working folder as they are now (a Ray
+    worker's per-task variables, e.g. which accelerators it may use), not as they were when
+    the forkserver started.
+
     ``fn`` and ``args`` must pickle (``fn`` a module-level function). ChildCrashed when the
     child dies without a result; ChildTimedOut when it is still running ``timeout_s`` plus
     :data:`KILL_GRACE_S` seconds after it started (``fn`` should stop itself at ``timeout_s``).
@@ -125,7 +134,8 @@ def run_isolated(fn: Callable[..., Any], *args: Any, timeout_s: float | None = N
     """
     ctx = _context(preload)
     receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, fn, args), daemon=True,
+    proc = ctx.Process(target=_child, args=(send, fn, args, dict(os.environ), os.getcwd()),
+                       daemon=True,
                        name=f"porter-isolated-{os.getpid()}")
     with _main_script_not_rerun():
         proc.start()

@@ -101,3 +101,19 @@ def test_child_does_not_rerun_the_callers_main_script(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     subprocess.run([sys.executable, str(script)], check=True, env=env, timeout=120)
     assert runs.read_text().split() == ["__main__"]  # not again as __mp_main__
+
+
+def _environment_seen(key: str) -> tuple[str | None, str]:
+    return os.environ.get(key), os.getcwd()
+
+
+def test_child_sees_the_callers_environment_now_not_the_forkservers(monkeypatch, tmp_path):
+    """Ray sets per-task variables (which NPUs a task may use) in a long-lived worker."""
+    run_isolated(os.getpid, preload=LIGHT)  # the forkserver is up with the old environment
+    monkeypatch.setenv("PORTER_ISOLATE_TASK", "npu:3")
+    monkeypatch.chdir(tmp_path)
+    assert run_isolated(_environment_seen, "PORTER_ISOLATE_TASK", preload=LIGHT) == (
+        "npu:3", str(tmp_path))
+    monkeypatch.delenv("PORTER_ISOLATE_TASK")
+    assert run_isolated(_environment_seen, "PORTER_ISOLATE_TASK",
+                        preload=LIGHT)[0] is None
