@@ -170,7 +170,9 @@ class HRBranch(nn.Module):
         self.tohr_enc4x = Conv2dIBNormRelu(enc[1], hr, 1)
         self.conv_enc4x = Conv2dIBNormRelu(2 * hr, 2 * hr, 3, padding=1)
         self.conv_hr4x = nn.Sequential(
-            Conv2dIBNormRelu(3 * hr + 3, 2 * hr, 3, padding=1),
+            # hr4x, the upsampled low-resolution features and the 1/4 image; upstream
+            # writes 3 * hr + 3, which equals this only when hr == enc[2] (32)
+            Conv2dIBNormRelu(2 * hr + enc[2] + 3, 2 * hr, 3, padding=1),
             Conv2dIBNormRelu(2 * hr, 2 * hr, 3, padding=1),
             Conv2dIBNormRelu(2 * hr, hr, 3, padding=1))
         self.conv_hr2x = nn.Sequential(

@@ -38,6 +38,36 @@ def test_port_own_export_matches_onnxruntime(modnet_onnx, opset):
         assert np.abs(got - want_torch).max() <= 1e-4
 
 
+@pytest.mark.parametrize("hr", [16, 48])
+def test_other_detail_widths_build_and_port(tmp_path, hr):
+    """hr_channels other than 32: the 1/4-scale conv takes 2*hr + 32 + 3 channels (upstream's
+    3*hr + 3 holds only at 32); an export of such a model is recognised and ported exactly."""
+    import warnings
+
+    gen = torch.Generator().manual_seed(hr)
+    module = MODNet(hr_channels=hr).eval()
+    with torch.no_grad():  # distinct values everywhere (default BatchNorm stats fold alike)
+        for name, t in module.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(torch.rand(t.shape, generator=gen) + 0.5 if name.endswith("running_var")
+                        else torch.randn(t.shape, generator=gen) * 0.2)
+    path = tmp_path / f"modnet_hr{hr}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.zeros(1, 3, 64, 64),), str(path), opset_version=11,
+                          dynamo=False, input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {2: "h", 3: "w"}, "output": {2: "h", 3: "w"}})
+    source = porter.open(path)
+    port = graphs.get_port("modnet")
+    assert port.matches(source)
+    ported = port.port(source)
+    assert ported.kwargs["hr_channels"] == hr
+    x = np.random.default_rng(hr).uniform(-1, 1, (1, 3, 64, 96)).astype(np.float32)
+    with torch.no_grad():
+        got = ported.module(torch.from_numpy(x)).numpy()
+    assert np.abs(got - OrtRunner(path)({"input": x})["output"]).max() <= 1e-4
+
+
 def test_folded_export_is_unfolded_exactly(modnet_onnx):
     path, original = modnet_onnx(11)
     ported = graphs.get_port("modnet").port(porter.open(path))
