@@ -69,6 +69,11 @@ class EntryTimeout(ZooError):
     """An entry ran past its ``timeout_s`` and was stopped."""
 
 
+def _overran(seconds: float, how: str) -> str:
+    """The one line of an entry stopped at its ``timeout_s`` (``how``: what stopped it)."""
+    return f"took longer than its timeout_s of {seconds:g} s; {how}"
+
+
 @contextlib.contextmanager
 def _deadline(seconds: float | None) -> Iterator[None]:
     """Raise EntryTimeout in this (main) thread after ``seconds``; a blocking call is
@@ -81,7 +86,7 @@ def _deadline(seconds: float | None) -> Iterator[None]:
         return
 
     def stop(_signum: int, _frame: Any) -> None:
-        raise EntryTimeout(f"took longer than its timeout_s of {seconds:g} s; stopped")
+        raise EntryTimeout(_overran(seconds, "stopped"))
 
     old = signal.signal(signal.SIGALRM, stop)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -378,8 +383,7 @@ def _entry_task(plan: dict[str, Any], kwargs: dict[str, Any], env: dict[str, str
                                               timeout_s=entry.timeout_s))
         except ChildTimedOut as exc:  # stuck where its own deadline could not stop it
             return EntryResult(entry.name, "failed", time_s=float(entry.timeout_s or 0),
-                               error=f"took longer than its timeout_s of "
-                                     f"{entry.timeout_s:g} s; {exc}")
+                               error=_overran(float(entry.timeout_s or 0), str(exc)))
 
     return _with_retries(entry, attempt).to_dict()
 
