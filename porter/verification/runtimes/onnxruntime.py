@@ -11,7 +11,7 @@ import numpy as np
 
 from porter.errors import FormatError, PorterError
 
-__all__ = ["OrtRunner", "ort_verbose", "session_options", "source_runner"]
+__all__ = ["OrtRunner", "omp_threads", "ort_verbose", "session_options", "source_runner"]
 
 # onnxruntime's severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
 _QUIET, _VERBOSE = 3, 2
@@ -25,7 +25,8 @@ def ort_verbose() -> bool:
 
 
 def session_options() -> Any:
-    """``SessionOptions`` that keep onnxruntime's logging to errors unless verbose.
+    """``SessionOptions`` that keep onnxruntime's logging to errors unless verbose, and its
+    intra-op threads to ``OMP_NUM_THREADS`` where that is set (:func:`omp_threads`).
 
     onnxruntime warns about every unused initializer and every node it cannot place on a
     fast path (hundreds of lines for one model); none of it is porter's output.
@@ -36,7 +37,26 @@ def session_options() -> Any:
     ort.set_default_logger_severity(level)  # warnings raised before a session logger exists
     so = ort.SessionOptions()
     so.log_severity_level = level
+    threads = omp_threads()
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
     return so
+
+
+def omp_threads() -> int | None:
+    """``OMP_NUM_THREADS`` as a positive count, or None when unset or not a count.
+
+    torch's pool obeys that variable and onnxruntime's does not (it starts one thread per
+    physical core). A Ray task granted one CPU has it set to 1: two such tasks on two cores
+    each ran a two-thread, spinning onnxruntime pool, and the oversubscribed pools slowed
+    both. onnxruntime is held to the same count unless a caller asks for threads itself.
+    """
+    try:
+        threads = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return threads if threads > 0 else None
 
 
 def _message(exc: Exception) -> str:
