@@ -29,16 +29,23 @@ from typing import Any
 
 __all__ = ["PRELOAD", "ChildCrashed", "ChildTimedOut", "run_isolated"]
 
-#: What the forkserver imports once; a module that is not installed is skipped.
+#: What the forkserver imports once; a module that is not installed is skipped. Besides the
+#: libraries: every importer and graph module (the registries import them all on their first
+#: lookup, 0.1 s in each child otherwise) and torch's symbolic shapes (the first meta tensor
+#: imports them).
 PRELOAD: tuple[str, ...] = (
-    "numpy", "torch", "torch.fx", "sympy", "networkx", "onnx", "onnxruntime",
+    "numpy", "numpy.random", "torch", "torch.fx", "torch.fx.experimental.symbolic_shapes",
+    "sympy", "networkx", "onnx", "onnxruntime",
     "safetensors.torch", "porter.pipeline", "porter.importers", "porter.importers.onnx",
-    "porter.graphs", "porter.generic", "porter.converters", "porter.converters.ops",
+    "porter.importers.tf1", "porter.importers.paddle", "porter.importers.safetensors_",
+    "porter.importers.torch_ckpt", "porter.graphs", "porter.graphs.modnet",
+    "porter.graphs.mtcnn", "porter.graphs.bshm", "porter.graphs.bgmv2", "porter.graphs.ben2",
+    "porter.mapping.align", "porter.generic", "porter.converters", "porter.converters.ops",
     "porter.targets.torch_", "porter.targets.onnx", "porter.inference",
     "porter.verification", "porter.verification.report",
     "porter.verification.runtimes.onnxruntime", "porter.verification.runtimes.torch_",
     "porter.zoo.publish", "porter.zoo.catalog", "porter.zoo.card", "porter.zoo.st_write",
-    "porter.zoo.build",
+    "porter.zoo.atomic", "porter.zoo.build",
 )
 # After this many seconds past its own deadline a child is killed (its SIGALRM should have
 # stopped it; this catches a child stuck in native code that never returns to Python).

@@ -117,3 +117,15 @@ def test_child_sees_the_callers_environment_now_not_the_forkservers(monkeypatch,
     monkeypatch.delenv("PORTER_ISOLATE_TASK")
     assert run_isolated(_environment_seen, "PORTER_ISOLATE_TASK",
                         preload=LIGHT)[0] is None
+
+
+def test_preload_names_importable_modules_and_every_registry_module():
+    """A misspelt name would be skipped silently (and its import paid in every child)."""
+    import importlib
+
+    from porter.graphs import GRAPH_MODULES
+    from porter.importers import _IMPORTER_MODULES
+
+    for name in isolate.PRELOAD:
+        importlib.import_module(name)
+    assert set(GRAPH_MODULES) | set(_IMPORTER_MODULES) <= set(isolate.PRELOAD)
