@@ -346,6 +346,23 @@ class _Builder:
             n.replace_all_uses_with(new)
             self.g.erase_node(n)
 
+    def manual_instance_norms(self) -> None:
+        """porter's NPU-safe ManualInstanceNorm (a substitute, kept whole by the tracer) -> one
+        F.group_norm with a group per channel: the same function, as one CPU kernel."""
+        from porter.substitutes.instance_norm import _ManualInstanceNorm
+
+        for n in list(self.g.nodes):
+            m = self.ops.module(n)
+            if not isinstance(m, _ManualInstanceNorm) or len(n.args) != 1 or n.kwargs:
+                continue
+            with self.g.inserting_before(n):
+                w = self.g.get_attr(f"{n.target}.weight") if m.weight is not None else None
+                b = self.g.get_attr(f"{n.target}.bias") if m.bias is not None else None
+                new = self.g.call_function(F.group_norm, (n.args[0], m.num_features, w, b,
+                                                          m.eps))
+            n.replace_all_uses_with(new)
+            self.g.erase_node(n)
+
     def fresh(self, n: Any) -> bool:
         """A node whose value is a new tensor that only its users can see."""
         while True:
@@ -447,6 +464,7 @@ class _Builder:
         self.convs()
         self.fold_batch_norms()
         self.instance_norms()
+        self.manual_instance_norms()
         self.resizes()
         self.write_backs()
         self.split_concats()
@@ -472,11 +490,17 @@ def _leaf_helpers(module: nn.Module) -> tuple[Callable, ...]:
 
 class _Tracer(fx.Tracer):
     """fx tracing that keeps literal tuple subclasses (generated source's ``ShapeValue``) as
-    they are: fx would pass them on as plain tuples."""
+    they are (fx would pass them on as plain tuples), and keeps porter's NPU-safe substitutes
+    whole: they branch on the input's dtype, which fx cannot trace, and ``--verify npu``
+    checks the substituted module."""
 
     def __init__(self, autowrap_functions: tuple) -> None:
         super().__init__(autowrap_functions=autowrap_functions)
         self.constants: dict[str, Any] = {}
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return (type(m).__module__.startswith("porter.substitutes.")
+                or super().is_leaf_module(m, module_qualified_name))
 
     def create_arg(self, a: Any) -> Any:
         if isinstance(a, tuple) and type(a) is not tuple and not hasattr(a, "_fields"):

@@ -225,3 +225,41 @@ def test_inputs_and_their_views_are_never_written() -> None:
     assert torch.equal(got, plain_forward(m, X))
     kinds = [n.target for n in fast_graph(m).graph.nodes if n.op == "call_function"]
     assert torch.sigmoid_ in kinds and torch.relu in kinds  # in place only on fresh tensors
+
+
+def test_npu_substitutes_take_the_fast_path() -> None:
+    """``--verify npu`` checks the substituted module: its ManualInstanceNorm branches on the
+    input's dtype, which fx cannot trace, so the tracer keeps substitutes whole and the
+    instance norms become one group_norm each (the same function)."""
+    from porter.substitutes import apply_substitutes
+    from porter.substitutes.instance_norm import _ManualInstanceNorm
+
+    class Norms(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, 1, 1)
+            self.plain = nn.InstanceNorm2d(4, affine=False)
+            self.affine = nn.InstanceNorm2d(4, affine=True, eps=1e-3)
+            self.gelu = nn.GELU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            y = torch.cat((self.plain(y[:, :4]), self.affine(y[:, 4:])), dim=1)
+            return self.gelu(y)
+
+    torch.manual_seed(0)
+    m = Norms().eval()
+    m.affine.weight.data.uniform_(0.5, 1.5)
+    m.affine.bias.data.uniform_(-0.5, 0.5)
+    m, records = apply_substitutes(m)
+    assert isinstance(m.affine, _ManualInstanceNorm) and records
+    optimize_for_inference(m)
+    graph = fast_graph(m)
+    assert graph is not None
+    kept = {type(graph.get_submodule(n.target)).__name__
+            for n in graph.graph.nodes if n.op == "call_module"}
+    assert not any("InstanceNorm" in k for k in kept), kept
+    with torch.inference_mode():
+        want = plain_forward(m, X)
+        got = m(X)
+    assert (got - want).abs().max().item() < 1e-5
