@@ -378,11 +378,13 @@ def _entry_task(plan: dict[str, Any], kwargs: dict[str, Any], env: dict[str, str
     entry = EntryPlan(**plan)
 
     def attempt() -> EntryResult:
+        t0 = time.perf_counter()
         try:
             return EntryResult(**run_isolated(_entry_in_env, plan, kwargs, env,
                                               timeout_s=entry.timeout_s))
         except ChildTimedOut as exc:  # stuck where its own deadline could not stop it
-            return EntryResult(entry.name, "failed", time_s=float(entry.timeout_s or 0),
+            # the time it really held its worker: the deadline plus the kill's grace period
+            return EntryResult(entry.name, "failed", time_s=time.perf_counter() - t0,
                                error=_overran(float(entry.timeout_s or 0), str(exc)))
 
     return _with_retries(entry, attempt).to_dict()

@@ -246,3 +246,25 @@ def test_ray_builds_project_catalog_offline(ray_cluster, tmp_path, monkeypatch, 
         assert entries[name]["status"] == "failed"
         assert "could not fetch" in entries[name]["error"]
         assert "\n" not in entries[name]["error"]
+
+
+def test_hard_killed_entry_reports_the_time_it_held_its_worker(monkeypatch):
+    """A child stuck where its own deadline cannot stop it is killed by run_isolated after
+    timeout_s plus the grace period (tests/zoo/test_isolate.py runs that for real); the
+    summary then gives the time the entry really took, not its timeout_s."""
+    import time
+
+    import porter.zoo.build as build
+    from porter.zoo.isolate import ChildTimedOut
+
+    def stuck(*args, timeout_s=None, **kwargs):
+        time.sleep(0.3)
+        raise ChildTimedOut("still running 0.3 s after it started; killed")
+
+    monkeypatch.setattr(build, "run_isolated", stuck)
+    plan = EntryPlan("stuck", timeout_s=0.1, max_retries=0)
+    result = build._entry_task(plan.__dict__, {}, {}, isolated=True)
+    assert result["status"] == "failed"
+    assert result["error"] == ("took longer than its timeout_s of 0.1 s; "
+                               "still running 0.3 s after it started; killed")
+    assert result["time_s"] >= 0.3
