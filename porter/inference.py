@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from porter import channels_last
 from porter.converters import kernels
 from porter.converters.reuse import inference_fast_paths
 
@@ -45,10 +46,12 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------
 def conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: Any, padding: Any,
            dilation: Any, groups: int) -> torch.Tensor:
-    """F.conv2d, through the GEMM kernel for 1x1 convolutions that fit it."""
+    """F.conv2d, through a GEMM kernel for 1x1 convolutions that fit one (row-major or
+    channels-last input)."""
     if (groups == 1 and w.shape[2:] == (1, 1) and tuple(stride) == (1, 1)
             and tuple(dilation) == (1, 1) and padding in ((0, 0), "valid")):
-        y = kernels.pointwise_conv(x, w, b)
+        y = (kernels.pointwise_conv_channels_last(x, w, b) if kernels.is_channels_last(x)
+             else kernels.pointwise_conv(x, w, b))
         if y is not None:
             return y
     return F.conv2d(x, w, b, stride, padding, dilation, groups)
@@ -65,8 +68,9 @@ def conv2d_parts(parts: tuple, w: torch.Tensor, b: torch.Tensor | None, stride: 
 
 
 def resize_bilinear2x(x: torch.Tensor) -> torch.Tensor:
-    """Half-pixel bilinear upsampling by exactly 2 (the kernel, else F.interpolate)."""
-    y = kernels.upsample_bilinear2x(x)
+    """Half-pixel bilinear upsampling by exactly 2 (the kernel, else F.interpolate, which has a
+    channels-last kernel of its own)."""
+    y = None if kernels.is_channels_last(x) else kernels.upsample_bilinear2x(x)
     if y is not None:
         return y
     return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
@@ -102,7 +106,8 @@ _INPLACE: dict[Any, Callable[[torch.Tensor], torch.Tensor]] = {
     nn.Tanh: torch.tanh_,
 }
 #: ops whose output is a new tensor, never a view of an input
-_NEW = {conv2d, conv2d_parts, resize_bilinear2x, torch.cat, F.group_norm, F.batch_norm,
+_NEW = {conv2d, conv2d_parts, resize_bilinear2x, torch.cat, F.group_norm, channels_last.group_norm,
+        F.batch_norm,
         F.interpolate, operator.add, operator.mul, torch.add, torch.mul}
 #: ops that return their first input (written in place): new only when that input was
 _SAME = {write_back, add_into, *set(_INPLACE.values())}
@@ -334,15 +339,29 @@ class _Builder:
         return all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
 
     def instance_norms(self) -> None:
-        """Non-affine nn.InstanceNorm2d without running stats -> one F.group_norm."""
+        """Non-affine nn.InstanceNorm2d without running stats, nn.GroupNorm and generated
+        source's instance_norm -> one group_norm (F.group_norm, exact on channels-last too)."""
         for n in list(self.g.nodes):
             m = self.ops.module(n)
-            if (type(m) is not nn.InstanceNorm2d or m.affine or m.track_running_stats
-                    or len(n.args) != 1 or n.kwargs):
+            args = None
+            if (type(m) is nn.InstanceNorm2d and not m.affine and not m.track_running_stats
+                    and len(n.args) == 1 and not n.kwargs):
+                args = (n.args[0], m.num_features, None, None, m.eps)
+            elif type(m) is nn.GroupNorm and len(n.args) == 1 and not n.kwargs:
+                with self.g.inserting_before(n):
+                    w = self.g.get_attr(f"{n.target}.weight") if m.weight is not None else None
+                    b = self.g.get_attr(f"{n.target}.bias") if m.bias is not None else None
+                args = (n.args[0], m.num_groups, w, b, m.eps)
+            elif self.ops.is_porter(n, "instance_norm") and len(n.args) == 3 and set(
+                    n.kwargs) <= {"epsilon"}:
+                scale = self.ops.attr(n.args[1])
+                if scale is not None and scale.dim() == 1:
+                    args = (n.args[0], scale.numel(), n.args[1], n.args[2],
+                            n.kwargs.get("epsilon", 1e-5))
+            if args is None:
                 continue
             with self.g.inserting_before(n):
-                new = self.g.call_function(F.group_norm, (n.args[0], m.num_features, None, None,
-                                                          m.eps))
+                new = self.g.call_function(channels_last.group_norm, args)
             n.replace_all_uses_with(new)
             self.g.erase_node(n)
 
@@ -358,8 +377,8 @@ class _Builder:
             with self.g.inserting_before(n):
                 w = self.g.get_attr(f"{n.target}.weight") if m.weight is not None else None
                 b = self.g.get_attr(f"{n.target}.bias") if m.bias is not None else None
-                new = self.g.call_function(F.group_norm, (n.args[0], m.num_features, w, b,
-                                                          m.eps))
+                new = self.g.call_function(channels_last.group_norm, (n.args[0], m.num_features,
+                                                                      w, b, m.eps))
             n.replace_all_uses_with(new)
             self.g.erase_node(n)
 
@@ -417,7 +436,7 @@ class _Builder:
 
     def _same_shape_op(self, n: fx.Node) -> bool:
         """Normalisations and activations: a new tensor with the input's shape."""
-        if n.op == "call_function" and n.target is F.group_norm:
+        if n.op == "call_function" and n.target in (F.group_norm, channels_last.group_norm):
             return True
         if self.ops.is_porter(n, "instance_norm"):
             return True
@@ -460,6 +479,15 @@ class _Builder:
             n.target, n.args = conv2d_parts, (tuple(parts), *n.args[1:])
             self.g.erase_node(cat)
 
+    def layout(self) -> None:
+        """Activations channels-last from the image inputs on (``porter.channels_last``)."""
+        channels_last.apply_channels_last(
+            self.gm, keeps=(conv2d, conv2d_parts, resize_bilinear2x, write_back, add_into,
+                            *_INPLACE.values()),
+            convs={conv2d, conv2d_parts},
+            same_code=lambda n: any(self.ops.is_porter(n, k)
+                                    for k in ("slice_", "concat", "interpolate")))
+
     def run(self) -> fx.GraphModule:
         self.convs()
         self.fold_batch_norms()
@@ -469,6 +497,7 @@ class _Builder:
         self.write_backs()
         self.split_concats()
         self.in_place()
+        self.layout()
         self.g.eliminate_dead_code()
         self.g.lint()
         self.gm.recompile()

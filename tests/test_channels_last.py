@@ -1,0 +1,127 @@
+"""porter.channels_last: the fast path's graph runs channels-last where it pays, computes the
+same values as the module as written, and hands row-major tensors to everything it does not
+know and to the caller."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from porter import channels_last
+from porter.converters import kernels
+from porter.inference import build_fast_graph, plain_forward
+
+CL = torch.channels_last
+
+
+def _targets(gm) -> list:
+    return [n.target for n in gm.graph.nodes if n.op == "call_function"]
+
+
+@pytest.mark.parametrize("mean", [0.0, 10.0, 100.0])
+@pytest.mark.parametrize("affine", [False, True])
+def test_instance_norm_is_as_exact_as_the_row_major_kernel(mean: float, affine: bool) -> None:
+    """torch's own channels-last group_norm loses the variance to float32 cancellation when the
+    mean is large; porter's stays as close to float64 as the row-major kernel."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 24, 40, 56, generator=g) * 2 + mean
+    w = torch.rand(24, generator=g) + 0.5 if affine else None
+    b = torch.randn(24, generator=g) if affine else None
+    exact = F.group_norm(x.double(), 24, None if w is None else w.double(),
+                         None if b is None else b.double(), 1e-5)
+    rowmajor = (F.group_norm(x, 24, w, b, 1e-5).double() - exact).abs().max().item()
+    xcl = x.contiguous(memory_format=CL)
+    ours = channels_last.group_norm(xcl, 24, w, b, 1e-5)
+    assert ours.is_contiguous(memory_format=CL)
+    err = (ours.double() - exact).abs().max().item()
+    assert err <= 2 * rowmajor + 1e-6, (err, rowmajor)
+    # on a channel slice of a channels-last tensor (IBNorm normalises half a conv's output)
+    wide = torch.cat((x, x), 1).contiguous(memory_format=CL)[:, 24:]
+    assert (channels_last.group_norm(wide, 24, w, b, 1e-5).double() - exact).abs().max() <= (
+        2 * rowmajor + 1e-6)
+    if mean >= 10.0:  # what the rewrite avoids
+        torch_cl = (F.group_norm(xcl, 24, w, b, 1e-5).double() - exact).abs().max().item()
+        assert torch_cl > 10 * err
+
+
+def test_group_norm_with_fewer_groups_than_channels_runs_row_major() -> None:
+    x = torch.randn(1, 8, 16, 16).contiguous(memory_format=CL)
+    got = channels_last.group_norm(x, 2, None, None, 1e-5)
+    assert torch.equal(got, F.group_norm(x.contiguous(), 2, None, None, 1e-5))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_pointwise_conv_channels_last_matches_conv(bias: bool) -> None:
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(12, 20, 1, 1, generator=g)
+    b = torch.randn(12, generator=g) if bias else None
+    x = torch.randn(2, 40, 9, 11, generator=g).contiguous(memory_format=CL)
+    for inp in (x[:, :20], x[:, 20:]):  # channel slices: read in place
+        got = kernels.pointwise_conv_channels_last(inp, w, b)
+        assert got.is_contiguous(memory_format=CL)
+        assert (got - F.conv2d(inp.contiguous(), w, b)).abs().max().item() < 1e-5
+    assert kernels.pointwise_conv_channels_last(x.contiguous()[:, :20], w, b) is None
+
+
+class Mixed(nn.Module):
+    """Convolutions between ops the pass knows and ops it does not (a view, a flatten)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.c2 = nn.Conv2d(16, 16, 1)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.norm = nn.InstanceNorm2d(8)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor, aux: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y = F.relu(self.c1(x))
+        y = self.c2(y) + y
+        y = torch.cat((self.norm(y[:, :8]), y[:, 8:]), 1)
+        z = self.dw(y)
+        n, c, h, w = z.shape
+        flat = z.view(n, c, h * w)  # needs row-major strides
+        pooled = F.adaptive_avg_pool2d(z, 1).flatten(1)
+        return flat, self.fc(pooled), aux.view(aux.shape[0], -1) * 2
+
+
+def test_unknown_ops_and_outputs_see_row_major_tensors() -> None:
+    torch.manual_seed(0)
+    m = Mixed().eval()
+    gm = build_fast_graph(m)
+    targets = _targets(gm)
+    assert targets.count(channels_last.to_channels_last) == 1  # x only: aux feeds no conv
+    assert channels_last.dense in targets
+    x = torch.randn(2, 3, 12, 10)
+    aux = torch.randn(2, 3, 4, 4)
+    with torch.inference_mode():
+        got = gm(x, aux)
+        want = plain_forward(m, x, aux)
+    for g_, w_ in zip(got, want):
+        assert g_.is_contiguous()
+        assert (g_ - w_).abs().max().item() < 1e-5
+
+
+def test_graphs_without_spatial_convolutions_stay_row_major() -> None:
+    m = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 2, 1)).eval()
+    gm = build_fast_graph(m)
+    assert channels_last.to_channels_last not in _targets(gm)
+    x = torch.randn(1, 3, 8, 8)
+    with torch.inference_mode():
+        assert (gm(x) - plain_forward(m, x)).abs().max().item() < 1e-5
+
+
+def test_spatial_weights_become_channels_last_copies() -> None:
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 1)).eval()
+    gm = build_fast_graph(m)
+    assert channels_last.to_channels_last in _targets(gm)
+    copies = [b for name, b in gm.named_buffers() if name.startswith("_porter_cl_weight_")]
+    assert len(copies) == 1 and copies[0].is_contiguous(memory_format=CL)
+    assert m[0].weight.is_contiguous()  # the module's own parameter is left as it was
+    x = torch.randn(2, 3, 16, 16)
+    with torch.inference_mode():
+        y = gm(x)
+    assert y.is_contiguous()
+    assert (y - plain_forward(m, x)).abs().max().item() < 1e-5
