@@ -33,7 +33,7 @@ from torch import fx, nn
 
 from porter import channels_last
 from porter.converters import kernels
-from porter.converters.reuse import inference_fast_paths
+from porter.converters.reuse import OutputBuffers, inference_fast_paths
 
 __all__ = ["build_fast_graph", "fast_graph", "is_optimized", "optimize_for_inference",
            "plain_forward"]
@@ -67,10 +67,20 @@ def conv2d_parts(parts: tuple, w: torch.Tensor, b: torch.Tensor | None, stride: 
     return conv2d(torch.cat(parts, dim=1), w, b, stride, padding, dilation, groups)
 
 
-def resize_bilinear2x(x: torch.Tensor) -> torch.Tensor:
-    """Half-pixel bilinear upsampling by exactly 2 (the kernel, else F.interpolate, which has a
-    channels-last kernel of its own)."""
-    y = None if kernels.is_channels_last(x) else kernels.upsample_bilinear2x(x)
+def resize_bilinear2x(x: torch.Tensor, buffers: OutputBuffers | None = None, slot: int = 0
+                      ) -> torch.Tensor:
+    """Half-pixel bilinear upsampling by exactly 2: porter's lerp kernel for row-major input,
+    aten's channels-last kernel for channels-last input (into the op's kept output buffer
+    when ``buffers`` has a free one), else F.interpolate."""
+    if kernels.is_channels_last(x) and x.dim() == 4 and x.is_floating_point():
+        size = (x.shape[0], x.shape[1], 2 * x.shape[2], 2 * x.shape[3])
+        out = buffers.take(slot, torch.Size(size), x.dtype) if buffers is not None else None
+        if out is None:
+            out = torch.empty(size, dtype=x.dtype, memory_format=torch.channels_last)
+        # output size 2x and no scales: the same source coordinates as scale_factor=2.0
+        y = torch._C._nn.upsample_bilinear2d(x, list(size[2:]), False, None, None, out=out)
+        return buffers.keep(slot, y) if buffers is not None else y
+    y = kernels.upsample_bilinear2x(x)
     if y is not None:
         return y
     return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
@@ -462,9 +472,19 @@ class _Builder:
                         break
 
     def resizes(self) -> None:
+        """Bilinear x2 upsamplings -> resize_bilinear2x, each with a slot in the graph's
+        OutputBuffers."""
+        buffers = None
         for n in list(self.g.nodes):
             if self.ops.bilinear2x(n):
-                n.target, n.args, n.kwargs = resize_bilinear2x, (n.args[0],), {}
+                if buffers is None:
+                    self.gm._porter_buffers = OutputBuffers()
+                    first = next(m for m in self.g.nodes if m.op != "placeholder")
+                    with self.g.inserting_before(first):
+                        buffers = self.g.get_attr("_porter_buffers")
+                n.target, n.args, n.kwargs = resize_bilinear2x, (n.args[0], buffers,
+                                                                 self.count), {}
+                self.count += 1
 
     def split_concats(self) -> None:
         """An odd-channel concatenation read only by a convolution: the convolution takes its

@@ -125,3 +125,47 @@ def test_spatial_weights_become_channels_last_copies() -> None:
         y = gm(x)
     assert y.is_contiguous()
     assert (y - plain_forward(m, x)).abs().max().item() < 1e-5
+
+
+def test_upsampling_writes_into_its_kept_output_again() -> None:
+    """x2 bilinear upsampling of a channels-last tensor writes into its previous output once
+    the graph let go of it, with the same values as F.interpolate (and as a fresh output)."""
+    class Up(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 16, 3, padding=1)
+            self.head = nn.Conv2d(16, 2, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = F.interpolate(self.conv(x), scale_factor=2.0, mode="bilinear",
+                              align_corners=False)
+            return self.head(y)
+
+    torch.manual_seed(0)
+    m = Up().eval()
+    gm = build_fast_graph(m)
+    x = torch.randn(1, 3, 384, 384)  # a 36 MiB upsampled tensor: kept between calls
+    with torch.inference_mode():
+        want = plain_forward(m, x)
+        first = gm(x)
+        (kept,) = gm._porter_buffers.slots.values()
+        ptr = kept[0].data_ptr()
+        del kept
+        second = gm(x)
+        (kept,) = gm._porter_buffers.slots.values()
+    assert kept[0].data_ptr() == ptr
+    assert torch.equal(first, second)
+    assert (second - want).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 33, 20), (2, 8, 64, 64)])
+def test_channels_last_upsampling_equals_interpolate(shape) -> None:
+    from porter.converters.reuse import OutputBuffers
+    from porter.inference import resize_bilinear2x
+
+    x = torch.randn(shape).contiguous(memory_format=CL)
+    want = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+    for bufs in (None, OutputBuffers()):
+        got = resize_bilinear2x(x, bufs, 0)
+        assert got.is_contiguous(memory_format=CL)
+        assert torch.equal(got, want)

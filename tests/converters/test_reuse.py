@@ -132,3 +132,30 @@ def test_non_commutative_or_scaling_binary_into_second_operand(op):
              helper.make_node(op, ["nk", "c"], ["y"])]  # the full-size operand comes second
     names = _check(_graph(nodes, ["y"], [k]))
     assert f"{op.lower()}.out" in names
+
+
+def test_output_buffers_reuse_only_what_nobody_holds() -> None:
+    """A kept output is handed out again only when no reference and no view of it remains."""
+    from porter.converters.reuse import OutputBuffers
+
+    bufs = OutputBuffers()
+    shape = torch.Size((1, 4, 1024, 1024))  # 16 MiB: large enough to keep
+    first = bufs.keep(0, torch.empty(shape))
+    ptr = first.data_ptr()
+    assert bufs.take(0, shape, torch.float32) is None  # `first` is still held here
+    bufs.keep(0, first)
+    view = first[:, :1]
+    del first
+    assert bufs.take(0, shape, torch.float32) is None  # a view of it is alive
+    again = torch.empty(shape)
+    bufs.keep(0, again)
+    ptr = again.data_ptr()
+    del view, again
+    assert bufs.take(0, torch.Size((1, 4, 512, 512)), torch.float32) is None  # other shape
+    bufs.keep(0, torch.empty(shape))
+    got = bufs.take(0, shape, torch.float32)
+    assert got is not None and got.shape == shape
+    assert bufs.take(0, shape, torch.float32) is None  # taken: a second caller gets nothing
+    small = torch.empty(16)
+    bufs.keep(1, small)
+    assert 1 not in bufs.slots and ptr  # small outputs are never kept
