@@ -197,7 +197,12 @@ class _Layout:
             old = n.args[1]
             n.args = (n.args[0], done[key], *n.args[2:])
             if isinstance(old, fx.Node) and not old.users:
+                target = old.target
                 self.g.erase_node(old)
+                # a folded copy the graph made itself is not needed twice
+                if target.startswith("_porter_folded_") and not any(
+                        m.op == "get_attr" and m.target == target for m in self.g.nodes):
+                    delattr(self.gm, target)
 
 
 def apply_channels_last(gm: fx.GraphModule, *, keeps: Iterable[Callable] = (),

@@ -478,7 +478,7 @@ class _Builder:
         for n in list(self.g.nodes):
             if self.ops.bilinear2x(n):
                 if buffers is None:
-                    self.gm._porter_buffers = OutputBuffers()
+                    self.gm.add_submodule("_porter_buffers", OutputBuffers())
                     first = next(m for m in self.g.nodes if m.op != "placeholder")
                     with self.g.inserting_before(first):
                         buffers = self.g.get_attr("_porter_buffers")

@@ -114,7 +114,7 @@ def _probe() -> tuple[int, int] | None:
 _SOLE = _probe()
 
 
-class OutputBuffers(threading.local):
+class OutputBuffers(torch.nn.Module):
     """Large outputs kept per op (``slot``) and per thread, to be written into again by the
     same op on the next call once nothing else holds them.
 
@@ -124,16 +124,27 @@ class OutputBuffers(threading.local):
     reused only when no other Python reference and no view of it exists (the caller may have
     been handed it as an output), so a reuse can never overwrite a value someone still reads.
     The price is the arena's: the last such output of each op stays allocated between calls.
+    A module (holding no parameters) so that an fx graph can reach it as an attribute;
+    copies start empty.
     """
 
     MIN_BYTES = 16 << 20
 
     def __init__(self) -> None:
-        self.slots: dict[int, list[torch.Tensor]] = {}
+        super().__init__()
+        self._local = threading.local()
+
+    @property
+    def slots(self) -> dict[int, list[torch.Tensor]]:
+        """This thread's kept outputs, by slot."""
+        slots = getattr(self._local, "slots", None)
+        if slots is None:
+            slots = self._local.slots = {}
+        return slots
 
     def take(self, slot: int, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor | None:
         """The kept buffer of ``slot`` if it has this shape and dtype and is free, else None."""
-        vals = self.slots.pop(slot, None)  # atomic: a concurrent call cannot take it too
+        vals = self.slots.pop(slot, None)
         if (vals is None or _SOLE is None or vals[0].shape != shape or vals[0].dtype != dtype
                 or _held_refs(vals, 0) != _SOLE[0] or _storage_refs(vals[0]) != _SOLE[1]):
             return None
@@ -144,6 +155,12 @@ class OutputBuffers(threading.local):
         if out.untyped_storage().nbytes() >= self.MIN_BYTES:
             self.slots[slot] = [out]
         return out
+
+    def __deepcopy__(self, memo: dict) -> OutputBuffers:
+        return OutputBuffers()
+
+    def __reduce__(self) -> tuple:
+        return (OutputBuffers, ())
 
 
 def inference_fast_paths() -> bool:

@@ -159,3 +159,21 @@ def test_output_buffers_reuse_only_what_nobody_holds() -> None:
     small = torch.empty(16)
     bufs.keep(1, small)
     assert 1 not in bufs.slots and ptr  # small outputs are never kept
+
+
+def test_output_buffers_are_per_thread_and_copies_start_empty() -> None:
+    import copy
+    import pickle
+    import threading
+
+    from porter.converters.reuse import OutputBuffers
+
+    bufs = OutputBuffers()
+    bufs.keep(0, torch.empty(1 << 22))
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(dict(bufs.slots)))
+    t.start()
+    t.join()
+    assert seen == [{}] and 0 in bufs.slots
+    for other in (copy.deepcopy(bufs), pickle.loads(pickle.dumps(bufs))):
+        assert other.slots == {}
