@@ -10,16 +10,17 @@ convert, verify against onnxruntime and publish every entry:
 - Ray: a local cluster of 2 CPUs started here first (a team's cluster is already up, so its
   start-up is reported but not counted), then ``build_catalog(..., ray="auto")``: one task per
   entry; with ``--entries-per-worker 1`` (the default) each entry in a child process of its
-  own, forked from the Ray worker's forkserver (imports paid once per worker); with 0 every
-  entry in the Ray worker itself (no child).
+  own, forked from the node's shared forkserver (porter.zoo.node_server: imports paid once per
+  node, and kept between builds and jobs until it idles out); with 0 every entry in the Ray
+  worker itself (no child).
 
-The first Ray build starts its workers' imports from nothing; with ``--rounds 2`` the next
-builds reuse those workers (warm, as on a standing cluster that built before), each into a new
-zoo from a new cache. Last, ``porter zoo build --ray ADDRESS`` runs from a fresh process against
-the same cluster, as a user runs it from the shell: a new Ray job, so its workers are fresh too,
-and the driver's start is counted as the sequential run's is. Prints the wall times, each
-ratio, and the load average around each run (the machine may be shared; the ratio is only as
-good as the load was steady).
+Each round of Ray builds starts *cold* (no node server: its imports are paid in the build)
+and repeats *warm* (the server is up, as on a standing cluster that built in the last few
+minutes), each build into a new zoo from a new cache. Last, ``porter zoo build --ray ADDRESS``
+runs from a fresh process against the same cluster, as a user runs it from the shell (a new
+Ray job, so fresh workers; the driver's start counts as the sequential run's does), cold and
+then warm. Prints the wall times, each ratio, and the load average around each run (the
+machine may be shared; the ratio is only as good as the load was steady).
 """
 
 from __future__ import annotations
@@ -90,44 +91,52 @@ def main() -> None:
                  configure_logging=False)
         print(f"ray start-up (not counted): {time.perf_counter() - t:.1f} s")
         from porter.zoo.build import build_catalog
+        from porter.zoo.node_server import stop_node_server
 
-        workers = "fresh"
+        def ray_build(label: str, n: int, key: str) -> None:
+            os.environ["PORTER_CACHE"] = str(tmp / f"cache-{key}")  # fetched and built anew
+            print(f"load before ray: {_load()}")
+            t = time.perf_counter()
+            results = build_catalog(catalog, zoo=tmp / f"zoo-{key}", ray="auto",
+                                    pip_args=["--no-index", "--find-links", wheels],
+                                    entries_per_worker=n)
+            par = time.perf_counter() - t
+            bad = [r for r in results if r.status != "published"]
+            if bad:
+                sys.exit(f"ray build failed: {[(r.name, r.error) for r in bad]}")
+            pids = len({r.worker_pid for r in results})
+            print(f"ray, 2 workers, {label}, --entries-per-worker {n}: {par:.1f} s, "
+                  f"{pids} building processes   (load after {_load()})")
+            print(f"ratio ray/sequential: {par / seq:.2f}  (target <= 0.65)")
+
         for n in args.entries_per_worker:
             for round_ in range(args.rounds):
-                # a new cache and zoo each round: every entry is fetched and built again
-                os.environ["PORTER_CACHE"] = str(tmp / f"cache-ray-{n}-{round_}")
-                print(f"load before ray: {_load()}")
-                t = time.perf_counter()
-                results = build_catalog(catalog, zoo=tmp / f"zoo-ray-{n}-{round_}", ray="auto",
-                                        pip_args=["--no-index", "--find-links", wheels],
-                                        entries_per_worker=n)
-                par = time.perf_counter() - t
-                bad = [r for r in results if r.status != "published"]
-                if bad:
-                    sys.exit(f"ray build failed: {[(r.name, r.error) for r in bad]}")
-                pids = len({r.worker_pid for r in results})
-                print(f"ray, 2 workers ({workers}), --entries-per-worker {n}: {par:.1f} s, "
-                      f"{pids} building processes   (load after {_load()})")
-                print(f"ratio ray/sequential: {par / seq:.2f}  (target <= 0.65)")
-                workers = "kept from the previous build"
+                stop_node_server()
+                ray_build("cold node server", n, f"ray-{n}-{round_}-cold")
+                ray_build("warm node server", n, f"ray-{n}-{round_}-warm")
         # what `porter zoo build --ray ADDRESS` costs from the shell: a new driver is a new Ray
-        # job, and Ray gives each job workers of its own, so these are always fresh, and the
-        # driver's own start (Python, ray, porter) counts as it does for the sequential run
+        # job with workers of its own, and the driver's own start (Python, ray, porter) counts
+        # as it does for the sequential run; the node server is shared across jobs
         address = ray.get_runtime_context().gcs_address
         for round_ in range(args.rounds):
-            print(f"load before ray CLI: {_load()}")
-            t = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "porter", "zoo", "build", str(catalog),
-                                   "--zoo", str(tmp / f"zoo-cli-{round_}"), "--find-links",
-                                   wheels, "--ray", address, "--json"],
-                                  env={**env, "PORTER_CACHE": str(tmp / f"cache-cli-{round_}")},
-                                  capture_output=True, text=True)
-            par = time.perf_counter() - t
-            if proc.returncode != 0:
-                sys.exit(f"ray CLI build failed: {proc.stderr[-2000:]}")
-            print(f"ray, `porter zoo build --ray ADDRESS` in a fresh process (a new job: fresh "
-                  f"workers): {par:.1f} s   (load after {_load()})")
-            print(f"ratio ray CLI/sequential: {par / seq:.2f}  (target <= 0.65)")
+            for state in ("cold", "warm"):
+                if state == "cold":
+                    stop_node_server()
+                print(f"load before ray CLI: {_load()}")
+                t = time.perf_counter()
+                proc = subprocess.run(
+                    [sys.executable, "-m", "porter", "zoo", "build", str(catalog), "--zoo",
+                     str(tmp / f"zoo-cli-{round_}-{state}"), "--find-links", wheels, "--ray",
+                     address, "--json"],
+                    env={**env, "PORTER_CACHE": str(tmp / f"cache-cli-{round_}-{state}")},
+                    capture_output=True, text=True)
+                par = time.perf_counter() - t
+                if proc.returncode != 0:
+                    sys.exit(f"ray CLI build failed: {proc.stderr[-2000:]}")
+                print(f"ray, `porter zoo build --ray ADDRESS` in a fresh process (a new job), "
+                      f"{state} node server: {par:.1f} s   (load after {_load()})")
+                print(f"ratio ray CLI/sequential: {par / seq:.2f}  (target <= 0.65)")
+        stop_node_server()
         ray.shutdown()
 
 

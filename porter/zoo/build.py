@@ -485,12 +485,16 @@ def build_catalog(catalog_path: str | Path | None = None, *, zoo: str | Path | N
     ``changed``: rebuild only entries whose source changed, ignoring porter and library
     versions. ``pip_args`` go to the fetch (``--no-index --find-links DIR`` for a mirror).
     ``entries_per_worker``: how many entries one process builds (1: each in a child process
-    of its own, forked from the Ray worker's warm forkserver; N > 1 or 0 (no limit): N entries
-    one after another in the Ray worker itself).
+    of its own, forked from the node's shared forkserver, :mod:`porter.zoo.node_server`; N > 1
+    or 0 (no limit): N entries one after another in the Ray worker itself).
     """
     from porter.zoo.catalog import load_catalog
     from porter.zoo.load import zoo_root
 
+    if ray is not None and entries_per_worker == 1 and not ray.startswith("ray://"):
+        from porter.zoo.node_server import warm_up
+
+        warm_up()  # this machine is a node of the cluster (Ray Client aside): start its server
     cat_path = str(Path(catalog_path).resolve()) if catalog_path else None
     catalog = load_catalog(Path(cat_path) if cat_path else None)
     plans = plan_entries(catalog, catalog_dir=Path(cat_path).parent if cat_path else None,

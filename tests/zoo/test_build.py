@@ -150,6 +150,9 @@ def ray_cluster():
              configure_logging=False)
     yield ray
     ray.shutdown()
+    from porter.zoo.node_server import stop_node_server
+
+    stop_node_server()  # the workers' shared forkserver outlives them until it idles out
     if old is None:
         os.environ.pop("HF_HUB_OFFLINE", None)
     else:

@@ -13,6 +13,14 @@ from porter.zoo.isolate import ChildCrashed, ChildTimedOut, run_isolated
 LIGHT = ("numpy",)  # the forkserver's preload here: the mechanism, not torch's import time
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _stop_light_server():
+    yield
+    from porter.zoo.node_server import stop_node_server
+
+    stop_node_server(LIGHT)
+
+
 def _pid_and_sum(values: list[int]) -> tuple[int, int]:
     return os.getpid(), sum(values)
 
