@@ -158,18 +158,14 @@ def run_on_node(fn: Callable[..., Any], *args: Any, timeout_s: float | None = No
         conn.close()
         if attempt == 2:
             raise ChildCrashed("the node's forkserver did not take the call")
-    pid = result = None
+    result = None
     try:
-        kind, value = pickle.loads(first)
-        pid = value if kind == "pid" else None
+        pickle.loads(first)  # ("pid", pid): the child is running
         limit = None if timeout_s is None else timeout_s + isolate.KILL_GRACE_S
         deadline = None if limit is None else time.monotonic() + limit
         while True:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not conn.poll(wait):
-                if pid is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+            if not conn.poll(wait):  # closing the connection (below) has the server kill it
                 raise ChildTimedOut(f"still running {limit:g} s after it started; killed")
             try:
                 kind, value = pickle.loads(conn.recv_bytes())
@@ -178,9 +174,7 @@ def run_on_node(fn: Callable[..., Any], *args: Any, timeout_s: float | None = No
             except Exception as exc:  # e.g. an exception class only the child had imported
                 raise RuntimeError(f"the isolated call's result could not be read here: "
                                    f"{type(exc).__name__}: {exc}") from None
-            if kind == "pid":
-                pid = value
-            elif kind in ("ok", "raise"):
+            if kind in ("ok", "raise"):
                 result = (kind, value)
             elif kind == "exit":
                 if result is None:
@@ -265,6 +259,7 @@ class _Server:
         self.path, self.idle_s = path, idle_s
         self.sel = selectors.DefaultSelector()
         self.children: dict[int, Connection] = {}
+        self.watched: set[int] = set()  # children whose caller's socket is being watched
         self.stopping: list[Connection] = []
         self.last = time.monotonic()
         self.wake_r, wake_w = os.pipe()
@@ -287,12 +282,15 @@ class _Server:
         try:
             while True:
                 for key, _ in self.sel.select(timeout=5.0):
-                    if key.data == "accept":
-                        self._accept()
-                    elif key.data == "child":
-                        self._reap()
-                    else:  # a caller's socket became readable: it went away
-                        self._caller_gone(key.data)
+                    try:
+                        if key.data == "accept":
+                            self._accept()
+                        elif key.data == "child":
+                            self._reap()
+                        else:  # a caller's socket became readable: it went away
+                            self._caller_gone(key.data)
+                    except Exception:  # noqa: BLE001 - one call's trouble must not end the others
+                        continue
                 self._reap()
                 if self.stopping or (not self.children
                                      and time.monotonic() - self.last > self.idle_s):
@@ -351,6 +349,7 @@ class _Server:
             finally:
                 os._exit(code)
         self.children[pid] = conn
+        self.watched.add(pid)
         self.sel.register(conn.fileno(), selectors.EVENT_READ, pid)
 
     def _reap(self) -> None:
@@ -367,20 +366,25 @@ class _Server:
             conn = self.children.pop(pid, None)
             if conn is None:
                 continue
-            self.sel.unregister(conn.fileno())
+            if pid in self.watched:
+                self.watched.discard(pid)
+                self.sel.unregister(conn.fileno())
             with contextlib.suppress(OSError):
                 conn.send_bytes(pickle.dumps(("exit", status)))
             conn.close()
             self.last = time.monotonic()
 
     def _caller_gone(self, pid: int) -> None:
+        """A caller's socket became readable: callers send nothing after their request, so
+        it went away (its deadline, a killed worker), and its child goes too. The child is
+        reaped, and its connection closed, by :meth:`_reap`."""
         conn = self.children.get(pid)
-        if conn is not None and conn.poll(0):
-            with contextlib.suppress(OSError, EOFError):
-                conn.recv_bytes()  # callers send nothing after the request: this is EOF
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            self.sel.unregister(conn.fileno())  # reaped (and its connection closed) later
+        if conn is None or pid not in self.watched:
+            return
+        self.watched.discard(pid)
+        self.sel.unregister(conn.fileno())
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _main(argv: Sequence[str]) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from porter.zoo.isolate import ChildTimedOut
 from porter.zoo.node_server import run_on_node, server_path, stop_node_server
 
 # the preload is part of the server's identity: these tests get a light server of their own
@@ -79,3 +80,20 @@ def test_other_environments_get_other_servers_and_idle_servers_leave(monkeypatch
         for _ in range(50):  # gone, not only its socket
             os.kill(server, 0)
             time.sleep(0.1)
+
+
+def test_a_caller_leaving_early_does_not_disturb_the_next_calls(monkeypatch):
+    """A caller past its deadline closes its connection; the server kills that child and
+    keeps serving (it once unregistered the socket twice and died with calls in flight)."""
+    import porter.zoo.isolate as isolate
+
+    monkeypatch.setattr(isolate, "KILL_GRACE_S", 0.05)
+    done: list[float] = []
+    slow = threading.Thread(target=lambda: done.append(run_on_node(_sleep, 1.5, preload=LIGHT)))
+    slow.start()  # in flight while the others time out
+    for _ in range(5):
+        with pytest.raises(ChildTimedOut):
+            run_on_node(_sleep, 30, timeout_s=0.05, preload=LIGHT)
+        assert run_on_node(_sleep, 0.0, preload=LIGHT) == 0.0
+    slow.join()
+    assert done == [1.5]
