@@ -45,16 +45,20 @@ log = logging.getLogger(__name__)
 # The ops the optimised graph calls
 # ---------------------------------------------------------------------------------------------
 def conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: Any, padding: Any,
-           dilation: Any, groups: int) -> torch.Tensor:
-    """F.conv2d, through a GEMM kernel for 1x1 convolutions that fit one (row-major or
-    channels-last input)."""
+           dilation: Any, groups: int, activation: str | None = None) -> torch.Tensor:
+    """``activation(F.conv2d(...))``: oneDNN with the activation fused for a channels-last
+    input, else a GEMM kernel for 1x1 convolutions that fit one (row-major, or a channel slice
+    of a channels-last tensor), else F.conv2d; an unfused activation then runs in place."""
+    y = kernels.onednn_conv(x, w, b, stride, padding, dilation, groups, activation)
+    if y is not None:
+        return y
     if (groups == 1 and w.shape[2:] == (1, 1) and tuple(stride) == (1, 1)
             and tuple(dilation) == (1, 1) and padding in ((0, 0), "valid")):
         y = (kernels.pointwise_conv_channels_last(x, w, b) if kernels.is_channels_last(x)
              else kernels.pointwise_conv(x, w, b))
-        if y is not None:
-            return y
-    return F.conv2d(x, w, b, stride, padding, dilation, groups)
+    if y is None:
+        y = F.conv2d(x, w, b, stride, padding, dilation, groups)
+    return kernels.ACTIVATIONS[activation][2](y) if activation else y
 
 
 def conv2d_parts(parts: tuple, w: torch.Tensor, b: torch.Tensor | None, stride: Any,
@@ -321,7 +325,8 @@ class _Builder:
                 if not folded:  # the module's own weights stay as they are
                     w = w.clone()
                     b = torch.zeros(cout, dtype=w.dtype) if b is None else b.clone()
-                w[lo:hi] *= scale.to(w.dtype).view(-1, *(1,) * (w.dim() - 1))
+                # one rounding: the product in float64, as the shift below
+                w[lo:hi] = (w[lo:hi].double() * scale.view(-1, *(1,) * (w.dim() - 1))).to(w.dtype)
                 b[lo:hi] = (b[lo:hi].double() * scale + shift).to(b.dtype)
             if not folded:
                 self._set_weights(conv, w, b)
@@ -499,6 +504,20 @@ class _Builder:
             n.target, n.args = conv2d_parts, (tuple(parts), *n.args[1:])
             self.g.erase_node(cat)
 
+    def fuse_activations(self) -> None:
+        """An in-place activation on a convolution's only use -> the convolution's post-op."""
+        names = {torch.relu_: "relu", _relu6_: "relu6", torch.sigmoid_: "sigmoid"}
+        for n in list(self.g.nodes):
+            name = names.get(n.target) if n.op == "call_function" else None
+            conv = n.args[0] if name else None
+            if (not isinstance(conv, fx.Node) or conv.op != "call_function"
+                    or conv.target is not conv2d or len(conv.users) != 1 or len(conv.args) != 7
+                    or conv.kwargs):
+                continue
+            conv.args = (*conv.args, name)
+            n.replace_all_uses_with(conv)
+            self.g.erase_node(n)
+
     def layout(self) -> None:
         """Activations channels-last from the image inputs on (``porter.channels_last``)."""
         channels_last.apply_channels_last(
@@ -517,6 +536,7 @@ class _Builder:
         self.write_backs()
         self.split_concats()
         self.in_place()
+        self.fuse_activations()
         self.layout()
         self.g.eliminate_dead_code()
         self.g.lint()

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BilinearUpsample2x", "ConcatParts", "DeferredConcat", "PointwiseConvGemm", "SplitConv",
-           "conv_parts", "instance_norm_channels_last", "is_channels_last", "plan_kernels",
-           "pointwise_conv", "pointwise_conv_channels_last", "upsample_bilinear2x",
-           "worth_splitting"]
+__all__ = ["ACTIVATIONS", "BilinearUpsample2x", "ConcatParts", "DeferredConcat",
+           "PointwiseConvGemm", "SplitConv", "conv_parts", "instance_norm_channels_last",
+           "is_channels_last", "onednn_conv", "plan_kernels", "pointwise_conv",
+           "pointwise_conv_channels_last", "upsample_bilinear2x", "worth_splitting"]
 
 
 class PointwiseConvGemm:
@@ -71,6 +71,55 @@ def is_channels_last(x: Any) -> bool:
     channel slice of such a tensor) while it is not plain row-major."""
     return (type(x) is torch.Tensor and x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1
             and not x.is_contiguous())
+
+
+#: activations oneDNN applies as a convolution's post-op: porter's name -> (attr, scalars), and
+#: the in-place op that computes the same thing after an unfused convolution
+ACTIVATIONS: dict[str, tuple[str, list[float], Callable[[torch.Tensor], torch.Tensor]]] = {
+    "relu": ("relu", [], torch.relu_),
+    "relu6": ("hardtanh", [0.0, 6.0], lambda t: F.hardtanh_(t, 0.0, 6.0)),
+    "sigmoid": ("sigmoid", [], torch.sigmoid_),
+}
+
+
+def _onednn_conv_op() -> Callable | None:
+    """oneDNN's convolution with a fused post-op (``mkldnn::_convolution_pointwise``, what
+    inductor's CPU backend emits), if this torch build has it and it runs."""
+    op = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
+    if op is None or not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        x = torch.ones(1, 2, 3, 3).contiguous(memory_format=torch.channels_last)
+        y = op(x, torch.ones(1, 2, 1, 1), None, [0, 0], [1, 1], [1, 1], 1, "relu", [], "")
+        return op if y.shape == (1, 1, 3, 3) and float(y[0, 0, 0, 0]) == 2.0 else None
+    except Exception:  # noqa: BLE001 - a build without the op's kernel: plain convolutions
+        return None
+
+
+_ONEDNN_CONV: list[Callable | None] = []
+
+
+def onednn_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: Any,
+                padding: Any, dilation: Any, groups: int, activation: str | None = None
+                ) -> torch.Tensor | None:
+    """``activation(conv2d(x, w, b, ...))`` of a dense channels-last float32 CPU input, by
+    oneDNN with the activation fused as a post-op (no second pass over the output); the
+    result is channels-last. None to decline (another layout, string padding, no such op).
+
+    For 1x1 convolutions this is also faster than porter's GEMM (oneDNN applies the bias and
+    the activation while writing; the GEMM copies the bias in first): MODNet's 13 pointwise
+    shapes 22.9 -> 16.7 ms at one thread, 12.2 -> 8.4 ms at two.
+    """
+    if not _ONEDNN_CONV:
+        _ONEDNN_CONV.append(_onednn_conv_op())
+    op = _ONEDNN_CONV[0]
+    if (op is None or type(x) is not torch.Tensor or x.dim() != 4 or x.dtype != torch.float32
+            or x.device.type != "cpu" or w.dtype != torch.float32 or isinstance(padding, str)
+            or not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous()
+            or (b is not None and b.dtype != torch.float32)):
+        return None
+    attr, scalars, _ = ACTIVATIONS[activation] if activation else ("none", [], None)
+    return op(x, w, b, list(padding), list(stride), list(dilation), groups, attr, scalars, "")
 
 
 def pointwise_conv_channels_last(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None

@@ -136,3 +136,45 @@ def test_concat_into_conv_in_a_converted_model(extra_outputs, extra_nodes, defer
     got = [got] if isinstance(got, torch.Tensor) else list(got)
     for g, r in zip(got, ref):
         np.testing.assert_allclose(g.numpy(), r, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "relu6", "sigmoid"])
+@pytest.mark.parametrize("cin,cout,k,stride,dilation,groups", [
+    (16, 24, 1, 1, 1, 1), (8, 16, 3, 1, 1, 1), (12, 12, 3, 2, 1, 12), (6, 10, 5, 1, 2, 1)])
+def test_onednn_conv_fuses_the_activation_exactly(activation, cin, cout, k, stride, dilation,
+                                                  groups):
+    import torch.nn.functional as F
+
+    from porter.converters import kernels
+
+    g = torch.Generator().manual_seed(k * 10 + cin)
+    x = (torch.randn(2, cin, 23, 19, generator=g) * 3).contiguous(
+        memory_format=torch.channels_last)
+    w = torch.randn(cout, cin // groups, k, k, generator=g)
+    b = torch.randn(cout, generator=g)
+    pad = dilation * (k // 2)
+    want = F.conv2d(x.contiguous(), w, b, stride, pad, dilation, groups)
+    if activation:
+        want = kernels.ACTIVATIONS[activation][2](want)
+    got = kernels.onednn_conv(x, w, b, (stride, stride), (pad, pad), (dilation, dilation),
+                              groups, activation)
+    assert got is not None and got.is_contiguous(memory_format=torch.channels_last)
+    assert (got - want).abs().max().item() < 1e-4 * max(1.0, want.abs().max().item())
+    # row-major input and string padding are declined (the caller runs its own path)
+    assert kernels.onednn_conv(x.contiguous(), w, b, (stride,) * 2, (pad, pad),
+                               (dilation,) * 2, groups, activation) is None
+    assert kernels.onednn_conv(x, w, b, (1, 1), "same", (1, 1), groups, activation) is None
+
+
+def test_conv2d_without_onednn_applies_the_activation_itself(monkeypatch):
+    import torch.nn.functional as F
+
+    from porter import inference
+    from porter.converters import kernels
+
+    x = torch.randn(1, 8, 16, 16).contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(4, 8, 3, 3), torch.randn(4)
+    want = F.hardtanh(F.conv2d(x, w, b, 1, 1), 0.0, 6.0)
+    monkeypatch.setattr(kernels, "_ONEDNN_CONV", [None])  # a torch build without the op
+    got = inference.conv2d(x, w, b, (1, 1), (1, 1), (1, 1), 1, "relu6")
+    assert (got - want).abs().max().item() < 1e-5
