@@ -146,14 +146,14 @@ def read_graph_def(path: str | Path, data: bytes | None = None) -> GraphDef:
     return gd
 
 
-def _read_meta(path: Path, pinned: dict[str, bytes] | None = None):
-    """Parse a MetaGraphDef file; its bytes go into ``pinned`` (name -> bytes) when given."""
+def _read_meta(path: Path, held: dict[str, bytes] | None = None):
+    """Parse a MetaGraphDef file; its bytes go into ``held`` (name -> bytes) when given."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise FormatError(f"{path}: cannot read ({exc.strerror})") from exc
-    if pinned is not None:
-        pinned[path.name] = data
+    if held is not None:
+        held[path.name] = data
     try:
         meta = parse_meta_graph(data)
     except FormatError as exc:
@@ -163,41 +163,131 @@ def _read_meta(path: Path, pinned: dict[str, bytes] | None = None):
     return meta
 
 
+_VARIABLE_OPS = ("VariableV2", "Variable", "VarHandleOp")
+#: Most names a Saver's restore op may list (its tensor_names / shape_and_slices Consts).
+_MAX_SAVED_NAMES = 1 << 20
+
+
+def saved_variables(graph_def: GraphDef, graph: nx.DiGraph) -> dict[str, list[str]]:
+    """Variable node -> [checkpoint key, slice spec] as the MetaGraph's Saver restores it.
+
+    Read from the restore ops: output ``k`` of a ``RestoreV2`` is the tensor saved under its
+    ``tensor_names[k]`` (``shape_and_slices[k]`` non-empty for one part of a partitioned
+    variable), assigned (through Identity) to a variable. A variable the Saver does not name
+    is absent; TF's own default key for it is its node name.
+    """
+    nodes = {n.name: n for n in graph_def.nodes}
+    readers: dict[str, list[str]] = {}
+    for name, data in graph.nodes(data=True):
+        for inp in data["inputs"]:
+            readers.setdefault(inp, []).append(name)
+
+    def strings(tensor: str) -> list[str] | None:
+        node = nodes.get(_producer(_tensor_name(tensor)))
+        if node is None or node.op != "Const" or "value" not in node.raw_attrs:
+            return None
+        code, shape, load = node.const()
+        if dtype_name(code) != "string" or int(np.prod(shape, dtype=np.int64)) > (
+                _MAX_SAVED_NAMES):
+            return None
+        return [bytes(x).decode("utf-8", errors="replace") for x in np.ravel(load())]
+
+    out: dict[str, list[str]] = {}
+    for name, data in graph.nodes(data=True):
+        if data["op_type"] != "RestoreV2" or len(data["inputs"]) < 3:
+            continue
+        keys, slices = strings(data["inputs"][1]), strings(data["inputs"][2])
+        if keys is None or slices is None or len(keys) != len(slices):
+            continue
+        for k, (key, spec) in enumerate(zip(keys, slices)):
+            todo, seen = [f"{name}:{k}"], 0
+            while todo and seen < 16:
+                tensor = todo.pop()
+                seen += 1
+                for r in readers.get(tensor, ()):
+                    op = graph.nodes[r]["op_type"]
+                    if op == "Identity":
+                        todo.append(f"{r}:0")
+                    elif op in ("Assign", "AssignVariableOp"):
+                        var = _producer(graph.nodes[r]["inputs"][0])
+                        if var in graph and graph.nodes[var]["op_type"] in _VARIABLE_OPS:
+                            out[var] = [key, spec]
+    return out
+
+
 # -------------------------------------------------------------------------------- checkpoint
 
 class CheckpointSource(Source):
-    """A Source whose path may be a bundle prefix (not a file): its digest covers its files."""
+    """A Source whose path may be a bundle prefix (not a file): its digest covers its files.
+
+    The index and MetaGraph are held as the bytes porter read (``held``); the data shards are
+    held open by the bundle reader (``native``) and read through those descriptors only, so a
+    file renamed over one is never seen and one written in place is refused (as for ONNX
+    external data) before a digest is recorded or a reference gets the bytes.
+    """
+
+    def hold(self, files: dict[str, bytes]) -> None:
+        """Record the small files' bytes porter read and parsed (file name -> bytes)."""
+        self.__dict__["_held"] = dict(files)
+
+    def held(self, name: str) -> bytes:
+        """The bytes porter read of one small file (the MetaGraph, the index), by name."""
+        return self.__dict__["_held"][name]
+
+    def _files_in_order(self) -> list[str]:
+        names = set(self.__dict__.get("_held", {}))
+        if isinstance(self.native, BundleReader):
+            names.update(self.native.file_names())
+        return sorted(names)
 
     def sha256(self) -> str:
-        """sha256 over the index, data shards (and MetaGraph) by name and content, in order.
-
-        Once :meth:`snapshot` has handed the files' bytes to a reference, the digest is of
-        those bytes (what was verified), not of what the paths hold later.
-        """
-        pinned = self.__dict__.get("_pinned_sha256")
-        if pinned:
-            return pinned
+        """sha256 over the index, data shards (and MetaGraph) by name and content, in order,
+        of the bytes porter holds (shards through their open descriptors, checked unchanged)."""
+        reader = self.native if isinstance(self.native, BundleReader) else None
+        if reader is not None:
+            reader.check_unchanged()
+        digest = self.__dict__.get("_digest")
+        if digest:
+            return digest
+        held = self.__dict__.get("_held")
+        if held is None:  # built without an importer: the files as the paths hold them now
+            h = hashlib.sha256()
+            for f in sorted(Path(p) for p in self.files()):
+                h.update(f.name.encode() + b"\0")
+                with open(f, "rb") as fh:
+                    while block := fh.read(1 << 20):
+                        h.update(block)
+            return h.hexdigest()
         h = hashlib.sha256()
-        for f in sorted(Path(p) for p in self.files()):
-            h.update(f.name.encode() + b"\0")
-            with open(f, "rb") as fh:
-                while block := fh.read(1 << 20):
-                    h.update(block)
-        return h.hexdigest()
+        for name in self._files_in_order():
+            h.update(name.encode() + b"\0")
+            if name in held:
+                h.update(held[name])
+            else:
+                reader.feed(h, name)
+        self.__dict__["_digest"] = h.hexdigest()
+        return self.__dict__["_digest"]
 
     def snapshot(self) -> dict[str, bytes]:
-        """Each file's bytes by name, as read once at import (or now, for a Source built
-        without them); the digest is pinned to these bytes."""
-        if "_pinned" not in self.__dict__:
-            self.pin({Path(p).name: Path(p).read_bytes() for p in self.files()})
-        return self.__dict__["_pinned"]
+        """Each file's bytes by name, as porter holds them, for a reference to run: the same
+        bytes the digest is of (refused if a shard changed since porter opened it)."""
+        from porter.errors import UnsafeSourceError
 
-    def pin(self, files: dict[str, bytes]) -> None:
-        """Record the bytes porter read (file name -> bytes) as what this source is."""
+        if "_held" not in self.__dict__:
+            self.hold({Path(p).name: Path(p).read_bytes() for p in self.files()})
+            files = dict(self.__dict__["_held"])
+        else:
+            held, reader = self.__dict__["_held"], self.native
+            files = {name: held[name] if name in held else reader.read_file(name)
+                     for name in self._files_in_order()}
         h = hashlib.sha256()
         for name in sorted(files):
             h.update(name.encode() + b"\0" + files[name])
-        self.__dict__["_pinned"], self.__dict__["_pinned_sha256"] = dict(files), h.hexdigest()
+        digest = self.__dict__.setdefault("_digest", h.hexdigest())
+        if digest != h.hexdigest():
+            raise UnsafeSourceError(f"{self.path}: the checkpoint's files changed while porter "
+                                    "was reading them; run again on a quiet copy")
+        return files
 
 
 def _checkpoint_refs(reader: BundleReader) -> dict[str, TensorRef]:
@@ -240,17 +330,18 @@ def load_checkpoint(path: Path) -> Source:
     meta = _checkpoint_meta(reader)
     graph = None
     meta_path = Path(f"{prefix}.meta")
-    pinned = dict(reader.blobs)
+    held = dict(reader.blobs)
     if meta_path.is_file():
-        mg = _read_meta(meta_path, pinned)
+        mg = _read_meta(meta_path, held)
         graph = tf_graph(mg.graph)
         meta.update(metagraph=str(meta_path), inputs=graph_inputs(graph),
-                    tensorflow_version=mg.tensorflow_version)
+                    tensorflow_version=mg.tensorflow_version,
+                    saved_as=saved_variables(mg.graph, graph))
         meta["files"] = [*meta["files"], meta_path]
     source = CheckpointSource(path=Path(path), format="tf1-checkpoint",
                               tensors=_checkpoint_refs(reader), graph=graph, meta=meta,
                               native=reader)
-    source.pin(pinned)
+    source.hold(held)
     return source
 
 
@@ -263,8 +354,8 @@ def _sniff_metagraph(path: Path) -> bool:
 @importer("tf1-metagraph", sniff=_sniff_metagraph)
 def load_metagraph(path: Path) -> Source:
     """A MetaGraphDef; its variables come from the sibling checkpoint when there is one."""
-    pinned: dict[str, bytes] = {}
-    mg = _read_meta(path, pinned)
+    held: dict[str, bytes] = {}
+    mg = _read_meta(path, held)
     graph = tf_graph(mg.graph)
     prefix = Path(str(path)[:-len(".meta")])
     refs: dict[str, TensorRef] = {}
@@ -272,16 +363,17 @@ def load_metagraph(path: Path) -> Source:
     reader = None
     if Path(f"{prefix}.index").is_file():
         reader = BundleReader(prefix)
-        pinned.update(reader.blobs)
+        held.update(reader.blobs)
         refs = _checkpoint_refs(reader)
         meta.update(_checkpoint_meta(reader))
         meta["files"] = [path, *reader.files()]
     meta.update(metagraph=str(path), inputs=graph_inputs(graph), tags=mg.tags,
                 tensorflow_version=mg.tensorflow_version, saver=mg.saver,
-                collections=mg.collections, checkpoint=str(prefix) if reader else None)
+                collections=mg.collections, checkpoint=str(prefix) if reader else None,
+                saved_as=saved_variables(mg.graph, graph))
     source = CheckpointSource(path=path, format="tf1-metagraph", tensors=refs, graph=graph,
                               meta=meta, native=reader)
-    source.pin(pinned)
+    source.hold(held)
     return source
 
 
