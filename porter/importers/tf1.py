@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -549,7 +549,7 @@ def parse_io_spec(text: str) -> tuple[str, list[int] | None]:
 
 @dataclass
 class PreparedGraph:
-    """A frozen GraphDef ready for tf2onnx, with what was done to get it."""
+    """A GraphDef ready for tf2onnx, with what was done to get it."""
 
     path: Path
     inputs: list[dict[str, Any]]  # name, dtype, shape (None for free dims) of its Placeholders
@@ -557,15 +557,130 @@ class PreparedGraph:
     folds: list[dict[str, Any]]  # Dequantize folds, each checked against TensorFlow
     frozen_from: str | None  # the MetaGraph frozen with its checkpoint, if any
     feeds: dict[str, list[int]]  # inner tensors turned into inputs
-    consts: list[str]  # the Const nodes the prepared graph still reads
+    consts: list[str]  # the source tensors (Consts, variables) the prepared graph still reads
+    #: Placeholder tensor ("fc/w:0") -> checkpoint key, for variables kept out of the graph:
+    #: tf2onnx converts the graph without their values, porter binds them afterwards
+    variables: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def tf2onnx_inputs(self, source: Source) -> list[str]:
+        """tf2onnx's inputs: the graph's, then each variable with its checkpoint's shape (the
+        prepared graph declares none, see :mod:`porter.importers.tf1_child`)."""
+        return [i["name"] for i in self.inputs] + [
+            f"{t}[{','.join(str(d) for d in source.tensors[k].shape)}]"
+            for t, k in self.variables.items()]
+
+
+#: Variables of these dtypes (rank >= 1, not partitioned) stay out of the prepared graph.
+STREAMED_DTYPES = ("float16", "float32", "float64")
+#: Inputs that must be constants (porter folds ``Dequantize`` of Consts before tf2onnx, which
+#: converts a fake quantization with constant ranges only): a variable read there is inlined.
+CONST_INPUTS = {"Dequantize": (0, 1, 2), "FakeQuantWithMinMaxVars": (1, 2)}
+
+
+class NotStreamable(FormatError):
+    """The graph reads a variable in a way a Placeholder cannot stand in for."""
+
+
+def _reached(graph: nx.DiGraph, outputs: list[str], feeds: list[str]) -> set[str]:
+    """Nodes the outputs depend on (data and control inputs), not looking past fed tensors."""
+    fed = {f.rsplit(":", 1)[0] for f in feeds}
+    seen: set[str] = set()
+    todo = [o.rsplit(":", 1)[0] for o in outputs]
+    while todo:
+        node = todo.pop()
+        if node in seen or node not in graph:
+            continue
+        seen.add(node)
+        if node not in fed:
+            todo.extend(_producer(i) for i in graph.nodes[node]["inputs"])
+    return seen
+
+
+def _variable_behind(graph: nx.DiGraph, tensor: str) -> str | None:
+    """The variable a tensor reads through Identity / ReadVariableOp (``w/read``), if any."""
+    node = _producer(_tensor_name(tensor))
+    for _ in range(8):
+        if node not in graph:
+            return None
+        data = graph.nodes[node]
+        if data["op_type"] in _VARIABLE_OPS:
+            return node
+        if data["op_type"] not in ("Identity", "ReadVariableOp") or not data["inputs"]:
+            return None
+        node = _producer(data["inputs"][0])
+    return None
+
+
+def _slice_of(value: np.ndarray, spec: str) -> np.ndarray:
+    """The part of a partitioned variable a Saver slice spec (``"10 4 4,3:0,4"``) names."""
+    *full, extents = spec.split(" ")
+    if [int(d) for d in full] != list(value.shape):
+        raise FormatError(f"slice spec {spec!r} does not fit a tensor of shape "
+                          f"{list(value.shape)}")
+    index = []
+    for part in extents.split(":"):
+        if part == "-":
+            index.append(slice(None))
+        else:
+            start, length = (int(x) for x in part.split(","))
+            index.append(slice(start, start + length))
+    return value[tuple(index)]
+
+
+def variable_plan(source: Source, outputs: list[str],
+                  feeds: list[str] = ()) -> dict[str, dict[str, Any]]:
+    """Each variable the outputs read -> how the prepared graph gets it without TF restoring
+    the checkpoint: ``{"how": "stream", "key"}`` (a Placeholder, bound to porter's
+    read of the checkpoint after tf2onnx: float tensors of rank >= 1) or ``{"how": "inline",
+    "key", "value"}`` (a Const of the value porter read: scalars, other dtypes, partitioned
+    parts, and inputs tf2onnx needs constant, :data:`CONST_INPUTS`). The checkpoint key is
+    the one the MetaGraph's Saver restores the variable from."""
+    reader, graph = source.native, source.graph
+    saved = source.meta.get("saved_as") or {}
+    reached = _reached(graph, outputs, feeds)
+    constant = {_variable_behind(graph, graph.nodes[n]["inputs"][i])
+                for n in reached for i in CONST_INPUTS.get(graph.nodes[n]["op_type"], ())
+                if i < len(graph.nodes[n]["inputs"])}
+    plan: dict[str, dict[str, Any]] = {}
+    for node in sorted(reached):
+        data = graph.nodes[node]
+        if data["op_type"] not in _VARIABLE_OPS:
+            continue
+        key, spec = saved.get(node, (node, ""))
+        entry = reader.entries.get(key)
+        if entry is None:
+            raise FormatError(f"{source.path}: variable {node!r}, which the outputs read, is not "
+                              f"in the checkpoint (no tensor {key!r})")
+        dtype = str(data["attrs"].get("dtype", ""))
+        if dtype != dtype_name(entry.dtype):
+            raise FormatError(f"{source.path}: variable {node!r} is {dtype}; the checkpoint "
+                              f"holds {key!r} as {dtype_name(entry.dtype)}")
+        declared = data["attrs"].get("shape")
+        fits = declared is None or (len(declared) == len(entry.shape) and all(
+            d in (-1, None, s) for d, s in zip(declared, entry.shape)))
+        if (not spec and not entry.slices and dtype in STREAMED_DTYPES and entry.shape and fits
+                and node not in constant):
+            plan[node] = {"how": "stream", "key": key}
+            continue
+        if key not in source.tensors:
+            raise FormatError(f"{source.path}: variable {node!r} ({dtype}) cannot be read "
+                              "from the checkpoint")
+        value = source.tensors[key].numpy()
+        plan[node] = {"how": "inline", "key": key,
+                      "value": np.ascontiguousarray(_slice_of(value, spec) if spec else value)}
+    return plan
 
 
 def prepare_graph(source: Source, out: Path, inputs: dict[str, list[int] | None] | None = None,
-                  outputs: list[str] | None = None) -> PreparedGraph:
-    """The source's op graph as a frozen, Dequantize-folded GraphDef at ``out`` (TF in a child).
+                  outputs: list[str] | None = None, stream: bool = True) -> PreparedGraph:
+    """The source's op graph as a Dequantize-folded GraphDef at ``out``, by TF in a child.
 
-    A checkpoint/MetaGraph is restored and frozen; ``inputs`` naming non-Placeholder tensors
-    (with their shapes) turn those into Placeholders.
+    With ``stream``, a checkpoint/MetaGraph's variables are kept out of it
+    (:func:`variable_plan`): TensorFlow never restores the checkpoint, and tf2onnx converts a
+    graph that holds no weight (:class:`NotStreamable` where the graph reads a variable in a
+    way a Placeholder cannot stand in for). Without, the MetaGraph is restored and frozen.
+    ``inputs`` naming non-Placeholder tensors (with their shapes) turn those into Placeholders.
     """
     if source.graph is None:
         raise FormatError(f"{source.path}: a {source.format} source without a MetaGraph has no "
@@ -589,7 +704,7 @@ def prepare_graph(source: Source, out: Path, inputs: dict[str, list[int] | None]
             feeds[name] = shape
     check_frozen_ops(source, outputs, list(feeds))  # TF runs the graph to freeze and fold it
     request: dict[str, Any] = {"outputs": outputs, "feeds": feeds, "out": str(out)}
-    frozen_from = None
+    frozen_from, plan = None, None
     if source.format == "tf1-frozen":
         request["graph"] = str(source.path)
         if isinstance(source.native, bytes):  # the bytes parsed and checked, not the path
@@ -599,11 +714,18 @@ def prepare_graph(source: Source, out: Path, inputs: dict[str, list[int] | None]
         checkpoint = source.meta.get("prefix") or source.meta.get("checkpoint")
         if not checkpoint:
             raise FormatError(f"{meta}: no checkpoint beside the MetaGraph to restore")
-        request.update(meta=meta, checkpoint=str(checkpoint))
-        from porter.verification.runtimes.tf1 import pinned_files
+        if stream and isinstance(source.native, BundleReader):
+            plan = variable_plan(source, outputs, list(feeds))
+            name = Path(meta).name  # the MetaGraph alone, its bytes as porter read them
+            request.update(meta=name, pinned={name: source.held(name)}, variables={
+                n: {k: v for k, v in p.items() if k != "key"} for n, p in plan.items()})
+        else:
+            from porter.verification.runtimes.tf1 import pinned_files
 
-        request.update(pinned_files(source, meta, checkpoint))
-        frozen_from = meta
+            request.update(meta=meta, checkpoint=str(checkpoint))
+            request.update(pinned_files(source, meta, checkpoint))
+            frozen_from = meta
+    from porter.importers.tf1_child import NOT_STREAMABLE
     from porter.verification.runtimes.child import ChildRuntime
 
     try:
@@ -611,18 +733,42 @@ def prepare_graph(source: Source, out: Path, inputs: dict[str, list[int] | None]
                           write=[str(Path(out).parent)]) as child:
             ok = child.info
     except PorterError as exc:
+        if plan is not None and NOT_STREAMABLE in str(exc):
+            raise NotStreamable(str(exc).split(NOT_STREAMABLE, 1)[1].lstrip(": ")) from exc
         raise FormatError(f"{source.path}: {exc}") from exc
     wanted = set(inputs or auto_in) | set(feeds)
     ins = [i for i in ok["inputs"] if not wanted or i["name"] in wanted] or ok["inputs"]
-    return PreparedGraph(Path(out), ins, outputs, ok["folds"], frozen_from, feeds,
-                         ok["consts"])
+    variables = {v["name"]: plan[v["name"][:-2]]["key"] for v in ok.get("variables", [])} \
+        if plan else {}
+    consts = list(ok["consts"])
+    if plan:  # the source tensors behind the variables the kept graph reads
+        consts = sorted({plan[c]["key"] if c in plan else c for c in consts}
+                        | set(variables.values()))
+    return PreparedGraph(Path(out), ins, outputs, ok["folds"], frozen_from, feeds, consts,
+                         variables)
+
+
+def bind_variables(model: Any, source: Source, prepared: PreparedGraph, path: Path) -> Source:
+    """tf2onnx's model of a prepared graph as an ONNX Source whose variable inputs are
+    initializers valued by the checkpoint's own tensors (porter's bundle reader: views of its
+    private map), so the generic converter uses them as it uses ONNX external data."""
+    from porter.importers.onnx import source_from_model
+
+    reader = source.native
+    refs = {}
+    for tensor, key in prepared.variables.items():
+        entry = reader.entries[key]
+        refs[tensor] = TensorRef(tensor, tuple(entry.shape), np_dtype(entry.dtype),
+                                 lambda k=key: reader.read(k), "variable")
+    return source_from_model(model, path, bound=refs)
 
 
 def to_onnx(source: Source | Path, inputs: list[str] | None = None,
             outputs: list[str] | None = None, opset: int = 17) -> Any:
     """A frozen TF1 graph as an ``onnx.ModelProto`` through tf2onnx, run in a child process.
 
-    ``source`` is a ``tf1-frozen`` Source or the path of a prepared GraphDef. TensorFlow is
+    ``source`` is a ``tf1-frozen`` Source or the path of a prepared GraphDef. ``inputs`` may
+    give a shape to a Placeholder that declares none (``"fc/w:0[512,10]"``). TensorFlow is
     imported only in the child (it must never share a process with Paddle).
     """
     import os
