@@ -53,7 +53,7 @@ def _weightless(tf, meta: str, variables: dict[str, dict]):
     with graph.as_default():
         tf.compat.v1.train.import_meta_graph(meta, clear_devices=True)
     graph_def = graph.as_graph_def()
-    resources = {n.name: n.attr["dtype"].type for n in graph_def.node if n.op == "VarHandleOp"}
+    resources = {n.name for n in graph_def.node if n.op == "VarHandleOp"}
     for n in graph_def.node:
         if n.op in _VARIABLE_OPS and n.name in variables:
             plan = variables[n.name]
@@ -82,7 +82,7 @@ def _weightless(tf, meta: str, variables: dict[str, dict]):
     return graph_def
 
 
-def _check_weightless(tf, graph_def, variables: dict[str, dict]) -> None:
+def _check_weightless(tf, graph_def) -> None:
     """Refuse (with :data:`NOT_STREAMABLE`) a kept graph that still holds a variable or reads a
     replaced one in a way only a restored variable supports."""
     left = [n.name for n in graph_def.node if n.op in _VARIABLE_OPS]
@@ -204,7 +204,7 @@ def prepare(request: dict) -> dict:
     graph_def = tf.compat.v1.graph_util.extract_sub_graph(
         graph_def, [o.split(":")[0] for o in outputs])
     if variables is not None:
-        _check_weightless(tf, graph_def, variables)
+        _check_weightless(tf, graph_def)
     graph = _import(tf, graph_def)
     placeholders = [{"name": f"{op.name}:0", "dtype": op.outputs[0].dtype.name,
                      "shape": op.outputs[0].shape.as_list()
