@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from porter.errors import PorterError
-from porter.mapping.folds import layout_candidates
+from porter.mapping.folds import layout_permutations
 from porter.mapping.report import MappingReport
 from porter.source import Source
 from porter.verification.parity import Case, Tolerance
@@ -168,18 +168,60 @@ def _reference(source: Source, input_names: list[str], output_names: list[str]):
 
 
 def _tf1_to_onnx(source: Source, inputs: Mapping[str, list[int] | None] | None,
-                 outputs: Sequence[str] | None) -> tuple[Any, Any]:
-    """(ONNX model, PreparedGraph): frozen, cut at ``inputs``, Dequantize folded, tf2onnx."""
+                 outputs: Sequence[str] | None, stream: bool = True
+                 ) -> tuple[Any, Any, Source | None]:
+    """(ONNX model, PreparedGraph, bound ONNX Source or None): the graph prepared by TF (its
+    variables kept out with ``stream``, else frozen), cut at ``inputs``, Dequantize folded,
+    then tf2onnx. Where the variables were kept out, the bound Source gives the converter the
+    checkpoint's tensors in their place (read by porter, never through TF or tf2onnx)."""
     import tempfile
     from pathlib import Path
 
-    from porter.importers.tf1 import prepare_graph, to_onnx
+    from porter.errors import FormatError
+    from porter.importers.tf1 import NotStreamable, bind_variables, prepare_graph, to_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
         prepared = prepare_graph(source, Path(tmp) / "prepared.pb", dict(inputs or {}),
-                                 list(outputs or []))
-        model = to_onnx(prepared.path, [i["name"] for i in prepared.inputs], prepared.outputs)
-    return model, prepared
+                                 list(outputs or []), stream=stream)
+        try:
+            model = to_onnx(prepared.path, prepared.tf2onnx_inputs(source), prepared.outputs)
+        except FormatError as exc:
+            if prepared.variables:
+                raise NotStreamable(str(exc)) from exc
+            raise
+    bound = (bind_variables(model, source, prepared, Path(tmp) / "model.onnx")
+             if prepared.variables else None)
+    return model, prepared, bound
+
+
+def _tf1_convert(source: Source, inputs: Mapping[str, list[int] | None] | None,
+                 outputs: Sequence[str] | None) -> tuple[Any, Any, Any]:
+    """(module, ONNX model, PreparedGraph) for a TF1 graph, its variables streamed.
+
+    Where the graph without its weights' values cannot be converted (a variable read in a
+    way a Placeholder cannot stand in for, or an op tf2onnx or porter converts only with a
+    constant there), TensorFlow restores and freezes it instead, as before streaming: it
+    converts, at the memory cost of holding the weights several times, and the report says
+    why."""
+    from porter.converters import convert_onnx
+    from porter.errors import FormatError, UnsupportedOpError
+    from porter.importers.tf1 import NotStreamable
+
+    try:
+        model, prepared, bound = _tf1_to_onnx(source, inputs, outputs)
+    except NotStreamable as exc:
+        why = str(exc)
+    else:
+        try:
+            return convert_onnx(bound or model).eval(), model, prepared
+        except (UnsupportedOpError, FormatError) as exc:
+            if not prepared.variables:
+                raise
+            why = str(exc)
+    model, prepared, _ = _tf1_to_onnx(source, inputs, outputs, stream=False)
+    prepared.notes.append(f"variables frozen into the graph by TensorFlow, not streamed: "
+                          f"without their values, {why}")
+    return convert_onnx(model).eval(), model, prepared
 
 
 def _to_onnx(source: Source) -> Any:
@@ -217,8 +259,9 @@ def _convert(source: Source, inputs: Mapping[str, list[int] | None] | None = Non
 
     Paddle programs go through porter's direct Paddle-op converter first; where it refuses
     (ops or attributes it has no converter for), paddle2onnx is the fallback, and a failure
-    of both reports both reasons. TF1 graphs are prepared (frozen, dequantized, fed at inner
-    tensors named by ``inputs``/``outputs``) by TensorFlow, then go through tf2onnx.
+    of both reports both reasons. TF1 graphs are prepared (variables kept out, dequantized,
+    fed at inner tensors named by ``inputs``/``outputs``) by TensorFlow, then go through
+    tf2onnx (:func:`_tf1_convert`).
     """
     from porter.converters import convert_onnx
 
@@ -227,8 +270,10 @@ def _convert(source: Source, inputs: Mapping[str, list[int] | None] | None = Non
     if source.format in TF1_FORMATS and source.graph is None:
         _to_onnx(source)  # a bare checkpoint: the error names the graphs that port it
     if source.format in TF1_FORMATS:
-        model, prepared = _tf1_to_onnx(source, inputs, outputs)
-    elif inputs or outputs:
+        module, model, prepared = _tf1_convert(source, inputs, outputs)
+        onnx_inputs, onnx_outputs = onnx_io(model)
+        return module, onnx_inputs, onnx_outputs, f"{source.format} -> ONNX", notes, prepared
+    if inputs or outputs:
         raise PorterError("--inputs/--outputs apply to TF1 graphs only")
     elif source.format == "paddle-inference":
         from porter.converters.paddle import convert_paddle
@@ -278,6 +323,12 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
     if prepared is not None and prepared.frozen_from:
         report.notes.append(f"MetaGraph {prepared.frozen_from} restored and frozen by "
                             "TensorFlow before tf2onnx; parity runs the restored MetaGraph")
+    if prepared is not None and prepared.variables:
+        report.notes.append(f"{len(prepared.variables)} checkpoint variables kept out of the "
+                            "graph given to TensorFlow and tf2onnx, and read by porter from the "
+                            "checkpoint; parity runs the restored MetaGraph")
+    if prepared is not None:
+        report.notes += prepared.notes
     if prepared is not None and prepared.feeds:
         report.notes.append("inner tensors fed as inputs: " + ", ".join(
             f"{k} {v}" for k, v in prepared.feeds.items()))
@@ -392,12 +443,31 @@ def account_verbatim(source: Source, params: Mapping[str, Any],
     (HWIO, depthwise, dense) are tried, and training state or tensors the outputs never read
     are ``dropped`` with the reason.
     """
+    import bisect
     import hashlib
 
-    def key(arr: np.ndarray) -> tuple:
+    from porter.mapped import release, update_hash
+
+    # [start, end) of the module's own storages: a source tensor's pages that the module does
+    # not view are let go once hashed (one tensor's worth resident at a time); those it views
+    # stay (it holds them anyway)
+    held = sorted((t.untyped_storage().data_ptr(),
+                   t.untyped_storage().data_ptr() + t.untyped_storage().nbytes())
+                  for t in params.values() if t.device.type == "cpu")
+    starts = [lo for lo, _ in held]
+
+    def let_go(block: np.ndarray) -> None:
+        lo = block.__array_interface__["data"][0]
+        i = bisect.bisect_right(starts, lo) - 1
+        if not (i >= 0 and lo < held[i][1]):
+            release(block)
+
+    def key(arr: np.ndarray, source_side: bool = True) -> tuple:
         # Shape is left out on purpose: exporters reshape biases ([C] -> [1, C, 1, 1]).
-        arr = np.ascontiguousarray(arr)  # hashed in place: no bytes copy of a big weight
-        return arr.dtype.str, arr.size, hashlib.sha256(memoryview(arr).cast("B")).hexdigest()
+        # Hashed in C order block by block: no copy of a big weight, a layout view read a
+        # stripe at a time.
+        h = update_hash(hashlib.sha256(), arr, let_go if source_side else None)
+        return arr.dtype.str, arr.size, h.hexdigest()
 
     def keys(arr: np.ndarray) -> list[tuple]:
         return [key(arr)] + ([key(arr.astype(np.float32))] if arr.dtype != np.float32 else [])
@@ -414,9 +484,32 @@ def account_verbatim(source: Source, params: Mapping[str, Any],
             as_stored[name] = keys(arr)
             del arr
     by_content: dict[tuple, list[str]] = {}
+    by_size: dict[tuple, list[str]] = {}
     arrays = {name: t.detach().cpu().numpy() for name, t in params.items()}
     for name, arr in arrays.items():
-        by_content.setdefault(key(arr), []).append(name)
+        k = key(arr, source_side=False)
+        by_content.setdefault(k, []).append(name)
+        by_size.setdefault(k[:2], []).append(name)
+    in_layouts: dict[tuple, tuple] = {}
+
+    def in_layout(k: tuple, read_as: tuple[int, ...], perm: tuple[int, ...] | None
+                  ) -> list[str] | None:
+        """The module tensors whose bytes are the source's (key ``k``) in a layout: each
+        candidate module tensor is read back into the source's layout (inverse permutation
+        of the module's own, resident copy), never the source into the module's (which would
+        read a mapped file column-wise, all its pages at once)."""
+        if perm is None:
+            return by_content.get(k)
+        inverse = tuple(np.argsort(perm))
+        found = []
+        for n in by_size.get(k[:2], ()):
+            cache = (n, read_as, perm)
+            if cache not in in_layouts:
+                view = arrays[n].reshape(tuple(read_as[p] for p in perm)).transpose(inverse)
+                in_layouts[cache] = key(view, source_side=False)
+            if in_layouts[cache] == k:
+                found.append(n)
+        return found or None
     report = MappingReport(method="generic",
                            source_kinds={n: r.kind for n, r in source.tensors.items()})
     folds_by_source = _traced_folds(source, arrays, prepared)
@@ -436,15 +529,16 @@ def account_verbatim(source: Source, params: Mapping[str, Any],
                                                              "graph's outputs")
             report.add(name, None, "dropped", None, list(ref.shape), None, why)
             continue
-        arr = cand = ref.numpy()
         hits, how = None, None
-        if arr.dtype.kind == "f":
-            for i, (cand, transform) in enumerate(layout_candidates(arr)):
-                found = as_stored[name] if i == 0 and name in as_stored else keys(cand)
-                hits = next((by_content[k] for k in found if k in by_content), None)
+        if ref.dtype.kind == "f":
+            stored = as_stored.get(name) or keys(ref.numpy())
+            for read_as, perm, transform in layout_permutations(ref.shape):
+                hits = next((found for k in stored if (found := in_layout(k, read_as, perm))),
+                            None)
                 if hits:
                     how = transform
                     break
+        arr = ref.numpy() if not hits else None
         if hits:
             shape = list(params[hits[0]].shape)
             report.add(name, hits[0], "mapped", how, list(ref.shape), shape,
@@ -459,7 +553,7 @@ def account_verbatim(source: Source, params: Mapping[str, Any],
         else:
             report.add(name, None, "rewritten", None, list(ref.shape), None,
                        "not found verbatim in the module; covered by parity")
-        del arr, cand  # a memory-mapped tensor's pages leave RSS before the next is read
+        del arr
     return report
 
 
@@ -495,7 +589,11 @@ def _traced_folds(source: Source, arrays: Mapping[str, np.ndarray], prepared: An
         return {}
     out: dict[str, Any] = {}
     load = lambda n: source.tensors[n].numpy()  # noqa: E731
-    for fold in trace_batchnorm_folds(source.graph, source.tensors, arrays, load):
+    # where the variables were kept out of the graph, tf2onnx never saw a weight's value and
+    # cannot have folded one (and looking would read every weight again)
+    streamed = prepared is not None and bool(getattr(prepared, "variables", None))
+    for fold in () if streamed else trace_batchnorm_folds(source.graph, source.tensors, arrays,
+                                                          load):
         for s in fold.sources:
             out.setdefault(s, fold)
     if prepared is not None:

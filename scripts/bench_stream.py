@@ -16,9 +16,11 @@ disk, removed afterwards unless ``--keep``):
 - ``tf1``: a TF1 MetaGraph + checkpoint (``tf.compat.v1.train.Saver``) of ~1 GB of MatMul
   weights.
 
-Each conversion child reports peak RSS (``ru_maxrss``) of itself and of its own children (TF's
-freezing child, paddle2onnx …), its RSS after imports (the baseline), and the figures net of
-it. Floors (issue 14): peak ≤ 1.25x the weights for ONNX, ≤ 1.5x for the others.
+Each conversion child reports peak RSS (``ru_maxrss``) of itself and of its own children (the
+largest of them: TF's child, tf2onnx, paddle2onnx …), each child's own peak (``VmHWM``,
+sampled every 20 ms while it runs, named by what it runs), its RSS after imports (the
+baseline), and the figures net of it. Floors (issue 14): peak ≤ 1.25x the weights for ONNX,
+≤ 1.5x for the others (TF1: porter's process and each child).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOORS = {"onnx": 1.25, "paddle": 1.5, "pdparams": 1.5, "tf1": 1.5}
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, os, resource, sys, threading, time
 t0 = time.perf_counter()
 import numpy, torch, onnx  # what every conversion imports anyway
 import porter
@@ -49,6 +51,38 @@ def rss():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
+kids = {}  # pid -> [what it runs, peak MiB (VmHWM as last sampled)]
+def watch():  # each descendant's own peak, sampled every 20 ms (exact max: RUSAGE_CHILDREN)
+    me = os.getpid()
+    while True:
+        parents = {}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    parents[int(pid)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+        for pid in parents:
+            p = pid
+            while p in parents and p != me:
+                p = parents[p]
+            if p != me or pid == me:
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+                with open(f"/proc/{pid}/status") as fh:
+                    hwm = next(int(l.split()[1]) / 1024 for l in fh if l.startswith("VmHWM:"))
+            except (OSError, StopIteration):
+                continue
+            what = ("tf2onnx" if "tf2onnx" in cmd else "tensorflow child" if
+                    "runtimes.child" in cmd else "paddle2onnx" if "paddle2onnx" in cmd
+                    else cmd[:60])
+            entry = kids.setdefault(pid, [what, 0.0])
+            entry[0] = what if entry[0].startswith(("/", "python")) else entry[0]
+            entry[1] = max(entry[1], hwm)
+        time.sleep(0.02)
+threading.Thread(target=watch, daemon=True).start()
 base = rss()
 t1 = time.perf_counter()
 if mode == "open":  # open and read every tensor (a bare .pdparams has no graph to convert)
@@ -61,7 +95,8 @@ t2 = time.perf_counter()
 print(json.dumps({"imports_s": t1 - t0, "convert_s": t2 - t1, "base_MiB": base,
                   "peak_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "children_peak_MiB":
-                      resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+                      resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+                  "each_child_MiB": [v for _, v in sorted(kids.items())]}))
 """
 
 
@@ -245,6 +280,8 @@ def main() -> None:
                 "peak/weights": round(peak / nbytes, 3), "net/weights": round(net / nbytes, 3),
                 "children_peak": _mib(r["children_peak_MiB"] * 2**20),
                 "children_peak/weights": round(r["children_peak_MiB"] * 2**20 / nbytes, 3),
+                "each_child": [f"{what} {_mib(peak * 2**20)} ({peak * 2**20 / nbytes:.2f}x)"
+                               for what, peak in r["each_child_MiB"]],
                 "floor": floor, "meets_floor": peak / nbytes <= floor,
                 "output": _mib(out_bytes)}), flush=True)
         finally:

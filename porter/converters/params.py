@@ -32,15 +32,19 @@ def weight_tensor(arr: np.ndarray) -> torch.Tensor:
     the module never aliases an array someone else owns. ``_untie`` in the builder separates
     two parameters that view the same bytes.
     """
+    from porter.mapped import contiguous_copy
+
     arr = np.asarray(arr) if not isinstance(arr, np.memmap) else arr
     if arr.ndim == 0:
         return torch.tensor(arr)
     if (getattr(arr, "_mmap", None) is not None and getattr(arr, "mode", None) == "c"
-            and arr.flags.c_contiguous and arr.dtype.kind in "fiub" and arr.dtype.isnative):
+            and arr.flags.c_contiguous and arr.flags.aligned and arr.dtype.kind in "fiub"
+            and arr.dtype.isnative):
         view = arr.view(np.ndarray)
         view.flags.writeable = True  # the mapping is private: writes never reach the file
         return torch.from_numpy(view)
-    return torch.from_numpy(np.ascontiguousarray(arr).copy())
+    # one copy (a transposed view of a mapped kernel: the source's pages go as it is copied)
+    return torch.from_numpy(contiguous_copy(arr))
 
 
 def new_module(cls: type[nn.Module], *args: object, **kwargs: object) -> nn.Module:

@@ -140,8 +140,9 @@ class ExternalFiles:
             fh.close()
             raise UnsafeSourceError(f"external data file {location!r} changed while porter "
                                     "opened it (or is not a plain file)")
-        whole = np.memmap(fh, dtype=np.uint8, mode="c", shape=(st.st_size,)) \
-            if st.st_size else None
+        from porter.mapped import map_private
+
+        whole = map_private(fh, st.st_size) if st.st_size else None
         self._files[location] = (fh, st, whole)
 
     def region(self, location: str, offset: int, n: int | None, name: str) -> np.ndarray:
@@ -323,16 +324,48 @@ def _is_weight_constant(tensor: Any) -> bool:
     return tensor.data_type in floats and len(tensor.dims) >= 1 and all(d > 0 for d in tensor.dims)
 
 
-def source_from_model(model: Any, path: Path, head: Any = None) -> Source:
+def _bind_inputs(model: Any, bound: dict[str, TensorRef]) -> None:
+    """Turn the graph inputs named in ``bound`` into initializers that declare type and shape
+    only (their values come from the refs); each must match its ref exactly."""
+    from onnx import TensorProto, helper
+
+    inputs = {v.name: v for v in model.graph.input}
+    taken = {t.name for t in model.graph.initializer}
+    for name, ref in bound.items():
+        if name not in inputs or name in taken:
+            raise FormatError(f"bound tensor {name!r} is not an input of the model")
+        tt = inputs[name].type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
+        elem = helper.np_dtype_to_tensor_dtype(ref.dtype)
+        if tt.elem_type != elem or dims != list(ref.shape):
+            raise FormatError(f"bound tensor {name!r} is {ref.dtype} {list(ref.shape)}; the "
+                              f"model's input is {helper.tensor_dtype_to_np_dtype(tt.elem_type)} "
+                              f"{dims}")
+        model.graph.initializer.append(TensorProto(name=name, data_type=elem,
+                                                   dims=list(ref.shape)))
+
+
+def source_from_model(model: Any, path: Path, head: Any = None,
+                      bound: dict[str, TensorRef] | None = None) -> Source:
     """Build a Source from an in-memory ModelProto whose external data lives beside ``path``.
 
     ``head`` is a sha256 object fed with the bytes the model was parsed from: the source's
     digest is then of those bytes followed by each external file's mapped bytes (name, NUL,
-    bytes), taken when asked (for a manifest, after the work is done)."""
+    bytes), taken when asked (for a manifest, after the work is done).
+
+    ``bound`` is for porter's own bridges only (never a user's file): graph inputs named there
+    become initializers whose values are those refs, read by porter's own importer of the
+    original source (a TF1 checkpoint's variables, which tf2onnx saw as Placeholders). No path
+    is involved, so the external-data rules above are untouched: the model's own tensors still
+    obey them, and a bound tensor is only ever what that importer already checked.
+    """
+    if bound:
+        _bind_inputs(model, bound)
     files = check_external_data(model, path.parent)
     refs: dict[str, TensorRef] = {}
     for t in model.graph.initializer:
-        refs[t.name] = _ref(t, files, "initializer")
+        refs[t.name] = bound[t.name] if bound and t.name in bound else _ref(
+            t, files, "initializer")
     for node in model.graph.node:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             for a in node.attribute:

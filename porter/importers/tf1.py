@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -146,14 +146,14 @@ def read_graph_def(path: str | Path, data: bytes | None = None) -> GraphDef:
     return gd
 
 
-def _read_meta(path: Path, pinned: dict[str, bytes] | None = None):
-    """Parse a MetaGraphDef file; its bytes go into ``pinned`` (name -> bytes) when given."""
+def _read_meta(path: Path, held: dict[str, bytes] | None = None):
+    """Parse a MetaGraphDef file; its bytes go into ``held`` (name -> bytes) when given."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise FormatError(f"{path}: cannot read ({exc.strerror})") from exc
-    if pinned is not None:
-        pinned[path.name] = data
+    if held is not None:
+        held[path.name] = data
     try:
         meta = parse_meta_graph(data)
     except FormatError as exc:
@@ -163,41 +163,131 @@ def _read_meta(path: Path, pinned: dict[str, bytes] | None = None):
     return meta
 
 
+_VARIABLE_OPS = ("VariableV2", "Variable", "VarHandleOp")
+#: Most names a Saver's restore op may list (its tensor_names / shape_and_slices Consts).
+_MAX_SAVED_NAMES = 1 << 20
+
+
+def saved_variables(graph_def: GraphDef, graph: nx.DiGraph) -> dict[str, list[str]]:
+    """Variable node -> [checkpoint key, slice spec] as the MetaGraph's Saver restores it.
+
+    Read from the restore ops: output ``k`` of a ``RestoreV2`` is the tensor saved under its
+    ``tensor_names[k]`` (``shape_and_slices[k]`` non-empty for one part of a partitioned
+    variable), assigned (through Identity) to a variable. A variable the Saver does not name
+    is absent; TF's own default key for it is its node name.
+    """
+    nodes = {n.name: n for n in graph_def.nodes}
+    readers: dict[str, list[str]] = {}
+    for name, data in graph.nodes(data=True):
+        for inp in data["inputs"]:
+            readers.setdefault(inp, []).append(name)
+
+    def strings(tensor: str) -> list[str] | None:
+        node = nodes.get(_producer(_tensor_name(tensor)))
+        if node is None or node.op != "Const" or "value" not in node.raw_attrs:
+            return None
+        code, shape, load = node.const()
+        if dtype_name(code) != "string" or int(np.prod(shape, dtype=np.int64)) > (
+                _MAX_SAVED_NAMES):
+            return None
+        return [bytes(x).decode("utf-8", errors="replace") for x in np.ravel(load())]
+
+    out: dict[str, list[str]] = {}
+    for name, data in graph.nodes(data=True):
+        if data["op_type"] != "RestoreV2" or len(data["inputs"]) < 3:
+            continue
+        keys, slices = strings(data["inputs"][1]), strings(data["inputs"][2])
+        if keys is None or slices is None or len(keys) != len(slices):
+            continue
+        for k, (key, spec) in enumerate(zip(keys, slices)):
+            todo, seen = [f"{name}:{k}"], 0
+            while todo and seen < 16:
+                tensor = todo.pop()
+                seen += 1
+                for r in readers.get(tensor, ()):
+                    op = graph.nodes[r]["op_type"]
+                    if op == "Identity":
+                        todo.append(f"{r}:0")
+                    elif op in ("Assign", "AssignVariableOp"):
+                        var = _producer(graph.nodes[r]["inputs"][0])
+                        if var in graph and graph.nodes[var]["op_type"] in _VARIABLE_OPS:
+                            out[var] = [key, spec]
+    return out
+
+
 # -------------------------------------------------------------------------------- checkpoint
 
 class CheckpointSource(Source):
-    """A Source whose path may be a bundle prefix (not a file): its digest covers its files."""
+    """A Source whose path may be a bundle prefix (not a file): its digest covers its files.
+
+    The index and MetaGraph are held as the bytes porter read (``held``); the data shards are
+    held open by the bundle reader (``native``) and read through those descriptors only, so a
+    file renamed over one is never seen and one written in place is refused (as for ONNX
+    external data) before a digest is recorded or a reference gets the bytes.
+    """
+
+    def hold(self, files: dict[str, bytes]) -> None:
+        """Record the small files' bytes porter read and parsed (file name -> bytes)."""
+        self.__dict__["_held"] = dict(files)
+
+    def held(self, name: str) -> bytes:
+        """The bytes porter read of one small file (the MetaGraph, the index), by name."""
+        return self.__dict__["_held"][name]
+
+    def _files_in_order(self) -> list[str]:
+        names = set(self.__dict__.get("_held", {}))
+        if isinstance(self.native, BundleReader):
+            names.update(self.native.file_names())
+        return sorted(names)
 
     def sha256(self) -> str:
-        """sha256 over the index, data shards (and MetaGraph) by name and content, in order.
-
-        Once :meth:`snapshot` has handed the files' bytes to a reference, the digest is of
-        those bytes (what was verified), not of what the paths hold later.
-        """
-        pinned = self.__dict__.get("_pinned_sha256")
-        if pinned:
-            return pinned
+        """sha256 over the index, data shards (and MetaGraph) by name and content, in order,
+        of the bytes porter holds (shards through their open descriptors, checked unchanged)."""
+        reader = self.native if isinstance(self.native, BundleReader) else None
+        if reader is not None:
+            reader.check_unchanged()
+        digest = self.__dict__.get("_digest")
+        if digest:
+            return digest
+        held = self.__dict__.get("_held")
+        if held is None:  # built without an importer: the files as the paths hold them now
+            h = hashlib.sha256()
+            for f in sorted(Path(p) for p in self.files()):
+                h.update(f.name.encode() + b"\0")
+                with open(f, "rb") as fh:
+                    while block := fh.read(1 << 20):
+                        h.update(block)
+            return h.hexdigest()
         h = hashlib.sha256()
-        for f in sorted(Path(p) for p in self.files()):
-            h.update(f.name.encode() + b"\0")
-            with open(f, "rb") as fh:
-                while block := fh.read(1 << 20):
-                    h.update(block)
-        return h.hexdigest()
+        for name in self._files_in_order():
+            h.update(name.encode() + b"\0")
+            if name in held:
+                h.update(held[name])
+            else:
+                reader.feed(h, name)
+        self.__dict__["_digest"] = h.hexdigest()
+        return self.__dict__["_digest"]
 
     def snapshot(self) -> dict[str, bytes]:
-        """Each file's bytes by name, as read once at import (or now, for a Source built
-        without them); the digest is pinned to these bytes."""
-        if "_pinned" not in self.__dict__:
-            self.pin({Path(p).name: Path(p).read_bytes() for p in self.files()})
-        return self.__dict__["_pinned"]
+        """Each file's bytes by name, as porter holds them, for a reference to run: the same
+        bytes the digest is of (refused if a shard changed since porter opened it)."""
+        from porter.errors import UnsafeSourceError
 
-    def pin(self, files: dict[str, bytes]) -> None:
-        """Record the bytes porter read (file name -> bytes) as what this source is."""
+        if "_held" not in self.__dict__:
+            self.hold({Path(p).name: Path(p).read_bytes() for p in self.files()})
+            files = dict(self.__dict__["_held"])
+        else:
+            held, reader = self.__dict__["_held"], self.native
+            files = {name: held[name] if name in held else reader.read_file(name)
+                     for name in self._files_in_order()}
         h = hashlib.sha256()
         for name in sorted(files):
             h.update(name.encode() + b"\0" + files[name])
-        self.__dict__["_pinned"], self.__dict__["_pinned_sha256"] = dict(files), h.hexdigest()
+        digest = self.__dict__.setdefault("_digest", h.hexdigest())
+        if digest != h.hexdigest():
+            raise UnsafeSourceError(f"{self.path}: the checkpoint's files changed while porter "
+                                    "was reading them; run again on a quiet copy")
+        return files
 
 
 def _checkpoint_refs(reader: BundleReader) -> dict[str, TensorRef]:
@@ -240,17 +330,18 @@ def load_checkpoint(path: Path) -> Source:
     meta = _checkpoint_meta(reader)
     graph = None
     meta_path = Path(f"{prefix}.meta")
-    pinned = dict(reader.blobs)
+    held = dict(reader.blobs)
     if meta_path.is_file():
-        mg = _read_meta(meta_path, pinned)
+        mg = _read_meta(meta_path, held)
         graph = tf_graph(mg.graph)
         meta.update(metagraph=str(meta_path), inputs=graph_inputs(graph),
-                    tensorflow_version=mg.tensorflow_version)
+                    tensorflow_version=mg.tensorflow_version,
+                    saved_as=saved_variables(mg.graph, graph))
         meta["files"] = [*meta["files"], meta_path]
     source = CheckpointSource(path=Path(path), format="tf1-checkpoint",
                               tensors=_checkpoint_refs(reader), graph=graph, meta=meta,
                               native=reader)
-    source.pin(pinned)
+    source.hold(held)
     return source
 
 
@@ -263,8 +354,8 @@ def _sniff_metagraph(path: Path) -> bool:
 @importer("tf1-metagraph", sniff=_sniff_metagraph)
 def load_metagraph(path: Path) -> Source:
     """A MetaGraphDef; its variables come from the sibling checkpoint when there is one."""
-    pinned: dict[str, bytes] = {}
-    mg = _read_meta(path, pinned)
+    held: dict[str, bytes] = {}
+    mg = _read_meta(path, held)
     graph = tf_graph(mg.graph)
     prefix = Path(str(path)[:-len(".meta")])
     refs: dict[str, TensorRef] = {}
@@ -272,16 +363,17 @@ def load_metagraph(path: Path) -> Source:
     reader = None
     if Path(f"{prefix}.index").is_file():
         reader = BundleReader(prefix)
-        pinned.update(reader.blobs)
+        held.update(reader.blobs)
         refs = _checkpoint_refs(reader)
         meta.update(_checkpoint_meta(reader))
         meta["files"] = [path, *reader.files()]
     meta.update(metagraph=str(path), inputs=graph_inputs(graph), tags=mg.tags,
                 tensorflow_version=mg.tensorflow_version, saver=mg.saver,
-                collections=mg.collections, checkpoint=str(prefix) if reader else None)
+                collections=mg.collections, checkpoint=str(prefix) if reader else None,
+                saved_as=saved_variables(mg.graph, graph))
     source = CheckpointSource(path=path, format="tf1-metagraph", tensors=refs, graph=graph,
                               meta=meta, native=reader)
-    source.pin(pinned)
+    source.hold(held)
     return source
 
 
@@ -457,7 +549,7 @@ def parse_io_spec(text: str) -> tuple[str, list[int] | None]:
 
 @dataclass
 class PreparedGraph:
-    """A frozen GraphDef ready for tf2onnx, with what was done to get it."""
+    """A GraphDef ready for tf2onnx, with what was done to get it."""
 
     path: Path
     inputs: list[dict[str, Any]]  # name, dtype, shape (None for free dims) of its Placeholders
@@ -465,15 +557,130 @@ class PreparedGraph:
     folds: list[dict[str, Any]]  # Dequantize folds, each checked against TensorFlow
     frozen_from: str | None  # the MetaGraph frozen with its checkpoint, if any
     feeds: dict[str, list[int]]  # inner tensors turned into inputs
-    consts: list[str]  # the Const nodes the prepared graph still reads
+    consts: list[str]  # the source tensors (Consts, variables) the prepared graph still reads
+    #: Placeholder tensor ("fc/w:0") -> checkpoint key, for variables kept out of the graph:
+    #: tf2onnx converts the graph without their values, porter binds them afterwards
+    variables: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def tf2onnx_inputs(self, source: Source) -> list[str]:
+        """tf2onnx's inputs: the graph's, then each variable with its checkpoint's shape (the
+        prepared graph declares none, see :mod:`porter.importers.tf1_child`)."""
+        return [i["name"] for i in self.inputs] + [
+            f"{t}[{','.join(str(d) for d in source.tensors[k].shape)}]"
+            for t, k in self.variables.items()]
+
+
+#: Variables of these dtypes (rank >= 1, not partitioned) stay out of the prepared graph.
+STREAMED_DTYPES = ("float16", "float32", "float64")
+#: Inputs that must be constants (porter folds ``Dequantize`` of Consts before tf2onnx, which
+#: converts a fake quantization with constant ranges only): a variable read there is inlined.
+CONST_INPUTS = {"Dequantize": (0, 1, 2), "FakeQuantWithMinMaxVars": (1, 2)}
+
+
+class NotStreamable(FormatError):
+    """The graph reads a variable in a way a Placeholder cannot stand in for."""
+
+
+def _reached(graph: nx.DiGraph, outputs: list[str], feeds: list[str]) -> set[str]:
+    """Nodes the outputs depend on (data and control inputs), not looking past fed tensors."""
+    fed = {f.rsplit(":", 1)[0] for f in feeds}
+    seen: set[str] = set()
+    todo = [o.rsplit(":", 1)[0] for o in outputs]
+    while todo:
+        node = todo.pop()
+        if node in seen or node not in graph:
+            continue
+        seen.add(node)
+        if node not in fed:
+            todo.extend(_producer(i) for i in graph.nodes[node]["inputs"])
+    return seen
+
+
+def _variable_behind(graph: nx.DiGraph, tensor: str) -> str | None:
+    """The variable a tensor reads through Identity / ReadVariableOp (``w/read``), if any."""
+    node = _producer(_tensor_name(tensor))
+    for _ in range(8):
+        if node not in graph:
+            return None
+        data = graph.nodes[node]
+        if data["op_type"] in _VARIABLE_OPS:
+            return node
+        if data["op_type"] not in ("Identity", "ReadVariableOp") or not data["inputs"]:
+            return None
+        node = _producer(data["inputs"][0])
+    return None
+
+
+def _slice_of(value: np.ndarray, spec: str) -> np.ndarray:
+    """The part of a partitioned variable a Saver slice spec (``"10 4 4,3:0,4"``) names."""
+    *full, extents = spec.split(" ")
+    if [int(d) for d in full] != list(value.shape):
+        raise FormatError(f"slice spec {spec!r} does not fit a tensor of shape "
+                          f"{list(value.shape)}")
+    index = []
+    for part in extents.split(":"):
+        if part == "-":
+            index.append(slice(None))
+        else:
+            start, length = (int(x) for x in part.split(","))
+            index.append(slice(start, start + length))
+    return value[tuple(index)]
+
+
+def variable_plan(source: Source, outputs: list[str],
+                  feeds: list[str] = ()) -> dict[str, dict[str, Any]]:
+    """Each variable the outputs read -> how the prepared graph gets it without TF restoring
+    the checkpoint: ``{"how": "stream", "key"}`` (a Placeholder, bound to porter's
+    read of the checkpoint after tf2onnx: float tensors of rank >= 1) or ``{"how": "inline",
+    "key", "value"}`` (a Const of the value porter read: scalars, other dtypes, partitioned
+    parts, and inputs tf2onnx needs constant, :data:`CONST_INPUTS`). The checkpoint key is
+    the one the MetaGraph's Saver restores the variable from."""
+    reader, graph = source.native, source.graph
+    saved = source.meta.get("saved_as") or {}
+    reached = _reached(graph, outputs, feeds)
+    constant = {_variable_behind(graph, graph.nodes[n]["inputs"][i])
+                for n in reached for i in CONST_INPUTS.get(graph.nodes[n]["op_type"], ())
+                if i < len(graph.nodes[n]["inputs"])}
+    plan: dict[str, dict[str, Any]] = {}
+    for node in sorted(reached):
+        data = graph.nodes[node]
+        if data["op_type"] not in _VARIABLE_OPS:
+            continue
+        key, spec = saved.get(node, (node, ""))
+        entry = reader.entries.get(key)
+        if entry is None:
+            raise FormatError(f"{source.path}: variable {node!r}, which the outputs read, is not "
+                              f"in the checkpoint (no tensor {key!r})")
+        dtype = str(data["attrs"].get("dtype", ""))
+        if dtype != dtype_name(entry.dtype):
+            raise FormatError(f"{source.path}: variable {node!r} is {dtype}; the checkpoint "
+                              f"holds {key!r} as {dtype_name(entry.dtype)}")
+        declared = data["attrs"].get("shape")
+        fits = declared is None or (len(declared) == len(entry.shape) and all(
+            d in (-1, None, s) for d, s in zip(declared, entry.shape)))
+        if (not spec and not entry.slices and dtype in STREAMED_DTYPES and entry.shape and fits
+                and node not in constant):
+            plan[node] = {"how": "stream", "key": key}
+            continue
+        if key not in source.tensors:
+            raise FormatError(f"{source.path}: variable {node!r} ({dtype}) cannot be read "
+                              "from the checkpoint")
+        value = source.tensors[key].numpy()
+        plan[node] = {"how": "inline", "key": key,
+                      "value": np.ascontiguousarray(_slice_of(value, spec) if spec else value)}
+    return plan
 
 
 def prepare_graph(source: Source, out: Path, inputs: dict[str, list[int] | None] | None = None,
-                  outputs: list[str] | None = None) -> PreparedGraph:
-    """The source's op graph as a frozen, Dequantize-folded GraphDef at ``out`` (TF in a child).
+                  outputs: list[str] | None = None, stream: bool = True) -> PreparedGraph:
+    """The source's op graph as a Dequantize-folded GraphDef at ``out``, by TF in a child.
 
-    A checkpoint/MetaGraph is restored and frozen; ``inputs`` naming non-Placeholder tensors
-    (with their shapes) turn those into Placeholders.
+    With ``stream``, a checkpoint/MetaGraph's variables are kept out of it
+    (:func:`variable_plan`): TensorFlow never restores the checkpoint, and tf2onnx converts a
+    graph that holds no weight (:class:`NotStreamable` where the graph reads a variable in a
+    way a Placeholder cannot stand in for). Without, the MetaGraph is restored and frozen.
+    ``inputs`` naming non-Placeholder tensors (with their shapes) turn those into Placeholders.
     """
     if source.graph is None:
         raise FormatError(f"{source.path}: a {source.format} source without a MetaGraph has no "
@@ -497,7 +704,7 @@ def prepare_graph(source: Source, out: Path, inputs: dict[str, list[int] | None]
             feeds[name] = shape
     check_frozen_ops(source, outputs, list(feeds))  # TF runs the graph to freeze and fold it
     request: dict[str, Any] = {"outputs": outputs, "feeds": feeds, "out": str(out)}
-    frozen_from = None
+    frozen_from, plan = None, None
     if source.format == "tf1-frozen":
         request["graph"] = str(source.path)
         if isinstance(source.native, bytes):  # the bytes parsed and checked, not the path
@@ -507,11 +714,18 @@ def prepare_graph(source: Source, out: Path, inputs: dict[str, list[int] | None]
         checkpoint = source.meta.get("prefix") or source.meta.get("checkpoint")
         if not checkpoint:
             raise FormatError(f"{meta}: no checkpoint beside the MetaGraph to restore")
-        request.update(meta=meta, checkpoint=str(checkpoint))
-        from porter.verification.runtimes.tf1 import pinned_files
+        if stream and isinstance(source.native, BundleReader):
+            plan = variable_plan(source, outputs, list(feeds))
+            name = Path(meta).name  # the MetaGraph alone, its bytes as porter read them
+            request.update(meta=name, pinned={name: source.held(name)}, variables={
+                n: {k: v for k, v in p.items() if k != "key"} for n, p in plan.items()})
+        else:
+            from porter.verification.runtimes.tf1 import pinned_files
 
-        request.update(pinned_files(source, meta, checkpoint))
-        frozen_from = meta
+            request.update(meta=meta, checkpoint=str(checkpoint))
+            request.update(pinned_files(source, meta, checkpoint))
+            frozen_from = meta
+    from porter.importers.tf1_child import NOT_STREAMABLE
     from porter.verification.runtimes.child import ChildRuntime
 
     try:
@@ -519,18 +733,42 @@ def prepare_graph(source: Source, out: Path, inputs: dict[str, list[int] | None]
                           write=[str(Path(out).parent)]) as child:
             ok = child.info
     except PorterError as exc:
+        if plan is not None and NOT_STREAMABLE in str(exc):
+            raise NotStreamable(str(exc).split(NOT_STREAMABLE, 1)[1].lstrip(": ")) from exc
         raise FormatError(f"{source.path}: {exc}") from exc
     wanted = set(inputs or auto_in) | set(feeds)
     ins = [i for i in ok["inputs"] if not wanted or i["name"] in wanted] or ok["inputs"]
-    return PreparedGraph(Path(out), ins, outputs, ok["folds"], frozen_from, feeds,
-                         ok["consts"])
+    variables = {v["name"]: plan[v["name"][:-2]]["key"] for v in ok.get("variables", [])} \
+        if plan else {}
+    consts = list(ok["consts"])
+    if plan:  # the source tensors behind the variables the kept graph reads
+        consts = sorted({plan[c]["key"] if c in plan else c for c in consts}
+                        | set(variables.values()))
+    return PreparedGraph(Path(out), ins, outputs, ok["folds"], frozen_from, feeds, consts,
+                         variables)
+
+
+def bind_variables(model: Any, source: Source, prepared: PreparedGraph, path: Path) -> Source:
+    """tf2onnx's model of a prepared graph as an ONNX Source whose variable inputs are
+    initializers valued by the checkpoint's own tensors (porter's bundle reader: views of its
+    private map), so the generic converter uses them as it uses ONNX external data."""
+    from porter.importers.onnx import source_from_model
+
+    reader = source.native
+    refs = {}
+    for tensor, key in prepared.variables.items():
+        entry = reader.entries[key]
+        refs[tensor] = TensorRef(tensor, tuple(entry.shape), np_dtype(entry.dtype),
+                                 lambda k=key: reader.read(k), "variable")
+    return source_from_model(model, path, bound=refs)
 
 
 def to_onnx(source: Source | Path, inputs: list[str] | None = None,
             outputs: list[str] | None = None, opset: int = 17) -> Any:
     """A frozen TF1 graph as an ``onnx.ModelProto`` through tf2onnx, run in a child process.
 
-    ``source`` is a ``tf1-frozen`` Source or the path of a prepared GraphDef. TensorFlow is
+    ``source`` is a ``tf1-frozen`` Source or the path of a prepared GraphDef. ``inputs`` may
+    give a shape to a Placeholder that declares none (``"fc/w:0[512,10]"``). TensorFlow is
     imported only in the child (it must never share a process with Paddle).
     """
     import os

@@ -4,9 +4,16 @@ TensorFlow is imported only here, in a child process (it must never share one wi
 :func:`prepared` runs in :class:`porter.verification.runtimes.child.ChildRuntime`, writes the
 prepared frozen GraphDef to ``request["out"]`` and reports what it did as the runner's ``info``:
 
-1. ``meta`` + ``checkpoint``: import the MetaGraph, restore the variables and freeze them into
-   Consts (``convert_variables_to_constants``), keeping only what ``outputs`` need; else
-   ``graph``: a frozen GraphDef as it is.
+1. ``meta`` + ``variables``: import the MetaGraph *without* its checkpoint: each variable the
+   plan names becomes a Placeholder of its dtype (``"stream"``: porter binds the
+   checkpoint's tensor to it after tf2onnx, read from its own map of the bundle) or a Const of
+   the value porter read and sent (``"inline"``: non-float, scalar or partitioned variables);
+   resource reads (``ReadVariableOp``) become Identity. No weight enters this process, so its
+   memory does not grow with the model. A graph that reads a variable any other way (a
+   ``ResourceGather``, a ref op) says so (:data:`NOT_STREAMABLE`) and porter freezes instead;
+   ``meta`` + ``checkpoint``: import the MetaGraph, restore the variables and freeze them into
+   Consts (``convert_variables_to_constants``); else ``graph``: a frozen GraphDef as it is.
+   Only what ``outputs`` need is kept.
 2. ``feeds``: each named inner tensor (``"pre/scaled:0"``) becomes a Placeholder of the given
    shape, so a graph without Placeholders has inputs (its producer is cut away).
 3. every ``Dequantize`` of a quantized Const (with Const min/max) is folded to a float Const by
@@ -23,6 +30,9 @@ import numpy as np
 PRELOAD = ("tensorflow", "porter.importers.tf1")
 
 _QUANTIZED = ("qint8", "quint8", "qint16", "quint16", "qint32")
+_VARIABLE_OPS = ("VariableV2", "Variable", "VarHandleOp")
+#: opens the error a graph gets when its variables cannot be replaced (porter then freezes it)
+NOT_STREAMABLE = "variables cannot stream"
 
 
 def _freeze(tf, meta: str, checkpoint: str, outputs: list[str]):
@@ -34,6 +44,59 @@ def _freeze(tf, meta: str, checkpoint: str, outputs: list[str]):
             saver.restore(sess, checkpoint)
             return v1.graph_util.convert_variables_to_constants(
                 sess, graph.as_graph_def(), [o.split(":")[0] for o in outputs])
+
+
+def _weightless(tf, meta: str, variables: dict[str, dict]):
+    """The MetaGraph's GraphDef with each planned variable a Placeholder or a Const, and
+    resource reads as Identity (see the module docstring)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.train.import_meta_graph(meta, clear_devices=True)
+    graph_def = graph.as_graph_def()
+    resources = {n.name for n in graph_def.node if n.op == "VarHandleOp"}
+    for n in graph_def.node:
+        if n.op in _VARIABLE_OPS and n.name in variables:
+            plan = variables[n.name]
+            dtype = n.attr["dtype"].type
+            del n.input[:]
+            for key in list(n.attr):
+                del n.attr[key]
+            n.attr["dtype"].type = dtype
+            if plan["how"] == "stream":
+                # no declared shape: grappler (which tf2onnx runs first) allocates and fills a
+                # fake input for every Placeholder of fully known shape, a copy of each weight;
+                # tf2onnx is given the checkpoint's shapes (--inputs NAME[dims]) instead
+                n.op = "Placeholder"
+                n.attr["shape"].shape.unknown_rank = True
+            else:
+                n.op = "Const"
+                value = np.asarray(plan["value"])
+                n.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(
+                    value, tf.dtypes.as_dtype(dtype), list(value.shape)))
+        elif n.op == "ReadVariableOp" and n.input and n.input[0].split(":")[0] in resources:
+            dtype = n.attr["dtype"].type
+            n.op = "Identity"
+            for key in list(n.attr):
+                del n.attr[key]
+            n.attr["T"].type = dtype
+    return graph_def
+
+
+def _check_weightless(tf, graph_def) -> None:
+    """Refuse (with :data:`NOT_STREAMABLE`) a kept graph that still holds a variable or reads a
+    replaced one in a way only a restored variable supports."""
+    left = [n.name for n in graph_def.node if n.op in _VARIABLE_OPS]
+    if left:
+        raise ValueError(f"{NOT_STREAMABLE}: variables {', '.join(left[:5])} are not planned")
+    resource_ops = [f"{n.op} {n.name}" for n in graph_def.node
+                    if n.op.startswith("Resource") or n.op in (
+                        "VarIsInitializedOp", "VariableShape", "AssignVariableOp")]
+    if resource_ops:
+        raise ValueError(f"{NOT_STREAMABLE}: read by {', '.join(resource_ops[:3])}")
+    try:
+        _import(tf, graph_def)
+    except (ValueError, TypeError) as exc:  # e.g. a ref op fed by what is now a Placeholder
+        raise ValueError(f"{NOT_STREAMABLE}: {exc}") from exc
 
 
 def _import(tf, graph_def):
@@ -120,7 +183,12 @@ def prepare(request: dict) -> dict:
 
     request = unpin(request)
     outputs = list(request["outputs"])
-    if request.get("meta"):
+    variables = request.get("variables")
+    if request.get("meta") and variables is not None:
+        graph_def = tf.compat.v1.graph_util.extract_sub_graph(  # before any import: training
+            _weightless(tf, request["meta"], variables),  # ops would not take a Placeholder
+            [o.split(":")[0] for o in outputs])
+    elif request.get("meta"):
         graph_def = _freeze(tf, request["meta"], request["checkpoint"], outputs)
     else:
         graph_def = tf.compat.v1.GraphDef()
@@ -135,14 +203,20 @@ def prepare(request: dict) -> dict:
     folds = _fold_dequantize(tf, graph_def)
     graph_def = tf.compat.v1.graph_util.extract_sub_graph(
         graph_def, [o.split(":")[0] for o in outputs])
+    if variables is not None:
+        _check_weightless(tf, graph_def)
     graph = _import(tf, graph_def)
-    inputs = [{"name": f"{op.name}:0", "dtype": op.outputs[0].dtype.name,
-               "shape": op.outputs[0].shape.as_list() if op.outputs[0].shape.rank is not None
-               else None}
-              for op in graph.get_operations() if op.type in ("Placeholder", "PlaceholderV2")]
+    placeholders = [{"name": f"{op.name}:0", "dtype": op.outputs[0].dtype.name,
+                     "shape": op.outputs[0].shape.as_list()
+                     if op.outputs[0].shape.rank is not None else None}
+                    for op in graph.get_operations()
+                    if op.type in ("Placeholder", "PlaceholderV2")]
+    streamed = {n for n, plan in (variables or {}).items() if plan["how"] == "stream"}
     with open(request["out"], "wb") as fh:
         fh.write(graph_def.SerializeToString())
-    return {"inputs": inputs, "folds": folds, "tensorflow": tf.__version__,
+    return {"inputs": [p for p in placeholders if p["name"][:-2] not in streamed],
+            "variables": [p for p in placeholders if p["name"][:-2] in streamed],
+            "folds": folds, "tensorflow": tf.__version__,
             "consts": [n.name for n in graph_def.node if n.op == "Const"]}
 
 

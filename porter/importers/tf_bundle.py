@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -101,30 +102,59 @@ def _zeros_tables(n: int) -> tuple[list[int], ...]:
     return tuple(tables)
 
 
-def crc32c(data: bytes | memoryview | np.ndarray, crc: int = 0) -> int:
-    """CRC32C (Castagnoli) of ``data``, continuing from ``crc`` like ``crc32c::Extend``.
+def _slice_tables() -> tuple[np.ndarray, ...]:
+    """Slicing-by-4 tables: ``T[k][b]`` advances a CRC over byte ``b`` then ``k`` zero bytes."""
+    tables = [_TABLE]
+    for _ in range(3):
+        tables.append((tables[-1] >> 8) ^ _TABLE[tables[-1] & 0xFF])
+    return tuple(tables)
 
-    Large inputs are split into equal lanes whose raw CRCs numpy computes side by side; the
-    lanes are then chained with the linear operator that shifts a CRC state over a lane's
-    length of zero bytes (CRCs are linear over GF(2)), so pure Python stays fast.
-    """
-    buf = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.view(
-        np.uint8).reshape(-1)
-    state = crc ^ 0xFFFFFFFF
+
+_T0, _T1, _T2, _T3 = _slice_tables()
+#: Bytes one lane-parallel step covers: a long input is taken in steps this size, in order, so
+#: a mapped tensor is read once front to back (its pages can go behind the reader).
+CRC_STEP = 8 << 20
+
+
+def _crc_lanes(buf: np.ndarray, state: int) -> int:
+    """Advance the raw CRC ``state`` over ``buf`` (uint8, >= 4096 bytes): equal lanes whose raw
+    CRCs numpy computes side by side, four bytes per step, chained at the end by the linear
+    operator that shifts a state over a lane's length of zero bytes."""
     n = buf.size
-    if n < 4096:
-        return _update_py(state, buf.tobytes()) ^ 0xFFFFFFFF
-    lanes = min(16384, max(64, int(math.isqrt(n))))
-    length = n // lanes
-    block = np.ascontiguousarray(buf[:lanes * length].reshape(lanes, length).T)
+    lanes = min(65536, max(64, int(math.isqrt(n))))
+    length = n // lanes // 4 * 4
+    words = buf[:lanes * length].reshape(lanes, length).view("<u4")
     raw = np.zeros(lanes, np.uint32)
-    for row in block:
-        raw = _TABLE[(raw ^ row) & 0xFF] ^ (raw >> 8)
+    for j in range(0, words.shape[1], 16):  # 16 words of every lane at a time, made contiguous
+        for w in np.ascontiguousarray(words[:, j:j + 16].T):
+            x = raw ^ w
+            raw = _T3[x & 0xFF] ^ _T2[(x >> 8) & 0xFF] ^ _T1[(x >> 16) & 0xFF] ^ _T0[x >> 24]
     t0, t1, t2, t3 = _zeros_tables(length)
     for r in raw.tolist():
         state = (t0[state & 0xFF] ^ t1[state >> 8 & 0xFF] ^ t2[state >> 16 & 0xFF]
                  ^ t3[state >> 24]) ^ r
-    state = _update_py(state, buf[lanes * length:].tobytes())
+    return _update_py(state, buf[lanes * length:].tobytes())
+
+
+def crc32c(data: bytes | memoryview | np.ndarray, crc: int = 0,
+           after_step: Callable[[np.ndarray], None] | None = None) -> int:
+    """CRC32C (Castagnoli) of ``data``, continuing from ``crc`` like ``crc32c::Extend``.
+
+    Large inputs go through numpy lanes (CRCs are linear over GF(2)), so pure Python stays
+    fast; they are taken in :data:`CRC_STEP` steps front to back, and ``after_step`` (if given)
+    gets each step's bytes once they are read.
+    """
+    buf = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.view(
+        np.uint8).reshape(-1)
+    state = crc ^ 0xFFFFFFFF
+    if buf.size < 4096:
+        return _update_py(state, buf.tobytes()) ^ 0xFFFFFFFF
+    for start in range(0, buf.size, CRC_STEP):
+        part = buf[start:start + CRC_STEP]
+        state = _crc_lanes(part, state) if part.size >= 4096 else _update_py(state,
+                                                                             part.tobytes())
+        if after_step is not None:
+            after_step(part)
     return state ^ 0xFFFFFFFF
 
 
@@ -312,12 +342,103 @@ def encode_tensor_name_slice(name: str, tslice: TensorSlice) -> bytes:
 
 # ------------------------------------------------------------------------------ bundle reader
 
+class _Shard:
+    """One data shard, opened once (at import) and read through that descriptor only.
+
+    Small tensors are read with ``pread``; the rest are views of one private, copy-on-write
+    map of the whole file (:func:`porter.mapped.map_private`), so a converted module can use a
+    weight in place instead of holding a second copy. A file renamed over the shard later is
+    never seen; one written in place is caught by :meth:`check_unchanged` before porter
+    records a digest or hands the bytes to a reference.
+    """
+
+    def __init__(self, path: Path, anchor: Path) -> None:
+        import stat
+
+        from porter.errors import UnsafeSourceError
+        from porter.importers import check_beside
+
+        check_beside(path, anchor, "data shard")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise FormatError(f"{path}: cannot read ({exc.strerror})") from exc
+        self.fh = os.fdopen(fd, "rb")
+        self.stat = os.fstat(fd)
+        named = path.stat()
+        if not stat.S_ISREG(self.stat.st_mode) or self.stat.st_nlink > 1 or (
+                self.stat.st_dev, self.stat.st_ino) != (named.st_dev, named.st_ino):
+            self.fh.close()
+            raise UnsafeSourceError(f"{path}: the data shard changed while porter opened it "
+                                    "(or is not a plain file)")
+        self.path, self.size = path, self.stat.st_size
+        self._map: np.ndarray | None = None
+
+    def region(self, offset: int, size: int) -> np.ndarray:
+        """``size`` bytes at ``offset`` (checked inside the file by the caller) as uint8."""
+        if size < _MAP_MIN:
+            data = os.pread(self.fh.fileno(), size, offset)
+            if len(data) != size:
+                raise FormatError(f"{self.path}: truncated (needs {size} bytes at {offset})")
+            return np.frombuffer(data, np.uint8)
+        if self._map is None:
+            from porter.mapped import map_private
+
+            self._map = map_private(self.fh, self.size)
+        return self._map[offset:offset + size]
+
+    def read(self) -> bytes:
+        """The whole file's bytes, as they are now (for a reference; after check_unchanged)."""
+        self.check_unchanged()
+        data = bytearray(self.size)
+        view, done = memoryview(data), 0
+        while done < self.size:
+            n = os.preadv(self.fh.fileno(), [view[done:]], done)
+            if n <= 0:
+                raise FormatError(f"{self.path}: truncated while porter read it")
+            done += n
+        self.check_unchanged()
+        return bytes(data)
+
+    def feed(self, h: Any) -> None:
+        """Feed the file's bytes into the hash ``h`` through one 1 MiB buffer (no copy of the
+        file held, nothing left behind on the heap)."""
+        self.check_unchanged()
+        buf = bytearray(min(1 << 20, self.size))
+        view, done = memoryview(buf), 0
+        while done < self.size:
+            n = os.preadv(self.fh.fileno(), [view[:min(len(buf), self.size - done)]], done)
+            if n <= 0:
+                raise FormatError(f"{self.path}: truncated while porter read it")
+            h.update(view[:n])
+            done += n
+        self.check_unchanged()
+
+    def check_unchanged(self) -> None:
+        """Refuse if the file was written since it was opened: its bytes are mapped, so an
+        in-place write would show through pages not yet read."""
+        from porter.errors import UnsafeSourceError
+
+        now = os.fstat(self.fh.fileno())
+        # ctime also moves when the file is unlinked (renamed over): only a linked file's ctime
+        # says its bytes or times were touched
+        keys = ("st_size", "st_mtime_ns") + (("st_ctime_ns",) if now.st_nlink else ())
+        if any(getattr(now, k) != getattr(self.stat, k) for k in keys):
+            raise UnsafeSourceError(f"{self.path}: the data shard was modified while porter was "
+                                    "reading it; run again on a quiet copy")
+
+
+#: Tensors at least this big are views of the shard's map; smaller ones are read (``pread``).
+_MAP_MIN = 1 << 20
+
+
 class BundleReader:
     """The entries of one tensor bundle; ``read(name)`` returns a checked numpy array.
 
-    Every file is read once, on opening, into ``blobs`` (file name -> bytes): tensors are
-    decoded from those bytes, and a reference and the digest get the same bytes, so a file
-    swapped afterwards changes nothing porter does.
+    The index is read once, on opening, into ``blobs`` (file name -> bytes). Each data shard
+    is opened once, on opening, and read only through that descriptor (:class:`_Shard`): big
+    tensors are views of a private map of it, checked against their CRC32C on first read.
+    :meth:`feed` and :meth:`read_file` give a digest and a reference the same bytes.
     """
 
     def __init__(self, prefix: str | Path) -> None:
@@ -353,15 +474,10 @@ class BundleReader:
         if missing:  # say so on opening, not on the first read of a tensor
             raise FormatError(f"{missing[0]}: data shard missing"
                               + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-        from porter.importers import check_beside
-
-        for shard in self.shards:
-            if shard.is_file():
-                check_beside(shard, self.index_path, "data shard")
-                try:
-                    self.blobs[shard.name] = shard.read_bytes()
-                except OSError as exc:
-                    raise FormatError(f"{shard}: cannot read ({exc.strerror})") from exc
+        self._open: dict[str, _Shard] = {
+            shard.name: _Shard(shard, self.index_path) for shard in self.shards
+            if shard.is_file()}
+        self._checked: set[tuple[int, int, int]] = set()  # (shard, offset, size) CRC-checked
 
     def dtype(self, name: str) -> np.dtype:
         return np_dtype(self.entries[name].dtype)
@@ -374,31 +490,33 @@ class BundleReader:
             raise FormatError(f"{self.index_path}: {name!r} names shard {entry.shard_id} of "
                               f"{len(self.shards)}")
         shard = self.shards[entry.shard_id]
-        blob = self.blobs.get(shard.name)
-        if blob is None:
+        opened = self._open.get(shard.name)
+        if opened is None:
             raise FormatError(f"{shard}: data shard missing (needed for {name!r})")
         dt = np_dtype(entry.dtype)
         count = int(np.prod(entry.shape, dtype=np.int64))
-        if entry.offset < 0 or entry.size < 0 or entry.offset + entry.size > len(blob):
+        if entry.offset < 0 or entry.size < 0 or entry.offset + entry.size > opened.size:
             raise FormatError(f"{shard}: {name!r} at offset {entry.offset} size {entry.size} "
-                              f"lies outside the {len(blob)}-byte shard")
+                              f"lies outside the {opened.size}-byte shard")
         if any(d < 0 for d in entry.shape) or (dt.kind == "O" and count > entry.size) or (
                 dt.kind != "O" and count * dt.itemsize != entry.size):
             raise FormatError(f"{shard}: {name!r} has {entry.size} bytes for shape "
                               f"{list(entry.shape)} of {dt}")
-        data = blob[entry.offset:entry.offset + entry.size]
-        if len(data) != entry.size:
-            raise FormatError(f"{shard}: truncated ({name!r} needs {entry.size} bytes at "
-                              f"offset {entry.offset})")
         if dt.kind == "O":
-            return self._strings(name, data, count, entry)
-        if unmask_crc(entry.crc32c) != crc32c(data):
-            raise FormatError(f"{shard}: CRC32C mismatch for {name!r} (data corrupt)")
-        if len(data) != count * dt.itemsize:
-            raise FormatError(f"{shard}: {name!r} has {len(data)} bytes for shape "
-                              f"{list(entry.shape)} of {dt}")
+            return self._strings(name, opened.region(entry.offset, entry.size).tobytes(),
+                                 count, entry)
+        data = opened.region(entry.offset, entry.size)
+        where = (entry.shard_id, entry.offset, entry.size)
+        if where not in self._checked:  # once: the map is private and the file is watched
+            from porter.mapped import release
+
+            # a big tensor is read front to back, its pages let go behind the check (the
+            # caller's first real use reads them again; many tensors never all resident)
+            if unmask_crc(entry.crc32c) != crc32c(data, after_step=release):
+                raise FormatError(f"{shard}: CRC32C mismatch for {name!r} (data corrupt)")
+            self._checked.add(where)
         order = "<" if self.header["endianness"] == "little" else ">"
-        arr = np.frombuffer(data, dt.newbyteorder(order) if dt.itemsize > 1 else dt)
+        arr = data.view(dt.newbyteorder(order) if dt.itemsize > 1 else dt)
         return arr.astype(dt, copy=False).reshape(entry.shape)
 
     def _strings(self, name: str, data: bytes, count: int, entry: BundleEntry) -> np.ndarray:
@@ -451,6 +569,28 @@ class BundleReader:
 
     def files(self) -> list[Path]:
         return [self.index_path, *self.shards]
+
+    def read_file(self, name: str) -> bytes:
+        """The bytes of one of the bundle's files (by file name) as porter holds it open."""
+        if name in self.blobs:
+            return self.blobs[name]
+        return self._open[name].read()
+
+    def feed(self, h: Any, name: str) -> None:
+        """Feed one of the bundle's files (by file name) into the hash ``h``, in blocks."""
+        if name in self.blobs:
+            h.update(self.blobs[name])
+        else:
+            self._open[name].feed(h)
+
+    def file_names(self) -> list[str]:
+        """Names of the files porter opened: the index and each present data shard."""
+        return [self.index_path.name, *self._open]
+
+    def check_unchanged(self) -> None:
+        """Refuse if a data shard was written in place since porter opened it."""
+        for shard in self._open.values():
+            shard.check_unchanged()
 
 
 def checkpoint_prefix(path: str | Path) -> Path | None:

@@ -18,7 +18,8 @@ import numpy as np
 
 from porter.mapping.layouts_tf import depthwise_to_oihw, hwio_to_oihw
 
-__all__ = ["Fold", "layout_candidates", "find_close", "trace_batchnorm_folds", "FOLD_RTOL"]
+__all__ = ["Fold", "layout_candidates", "layout_permutations", "find_close",
+           "trace_batchnorm_folds", "FOLD_RTOL"]
 
 FOLD_RTOL = 1e-5  # float32 folds reassociate products: allow ~100 ulps of the peak
 
@@ -33,16 +34,31 @@ class Fold:
     max_abs: float
 
 
+def layout_permutations(shape: tuple[int, ...]
+                        ) -> list[tuple[tuple[int, ...], tuple[int, ...] | None, str | None]]:
+    """(shape read as, axis permutation, transform name) for each layout an exporter may have
+    written a tensor of ``shape`` in (TF -> torch/ONNX): the layout is
+    ``arr.reshape(read_as).transpose(perm)`` in C order (None: as stored)."""
+    shape = tuple(shape)
+    out: list[tuple[tuple[int, ...], tuple[int, ...] | None, str | None]] = [(shape, None, None)]
+    if len(shape) == 2:
+        out.append((shape, (1, 0), "transpose_2d"))
+    if len(shape) == 4:
+        kh, kw, cin, mult = shape
+        out.append((shape, (3, 2, 0, 1), "hwio_to_oihw"))  # what hwio_to_oihw copies
+        out.append(((kh, kw, cin * mult), (2, 0, 1), "depthwise_to_oihw"))  # [C, 1, kh, kw]
+    return out
+
+
 def layout_candidates(arr: np.ndarray) -> Iterator[tuple[np.ndarray, str | None]]:
-    """``arr`` as the layouts an exporter may have written it in (TF -> torch/ONNX), made one
-    at a time: a caller that stops at the first match never builds the others (each is a copy
-    the size of the weight)."""
-    yield arr, None
-    if arr.ndim == 2:
-        yield np.ascontiguousarray(arr.T), "transpose_2d"
-    if arr.ndim == 4:
-        yield hwio_to_oihw(arr), "hwio_to_oihw"
-        yield depthwise_to_oihw(arr), "depthwise_to_oihw"
+    """``arr`` as the layouts an exporter may have written it in (TF -> torch/ONNX), as views
+    of ``arr`` (strided; see :func:`layout_permutations`): no copy the size of the weight."""
+    for read_as, perm, name in layout_permutations(arr.shape):
+        if perm is None:
+            yield arr, name
+        else:
+            view = arr.reshape(read_as).transpose(perm)
+            yield (view[:, None] if name == "depthwise_to_oihw" else view), name
 
 
 def find_close(want: np.ndarray, params: Mapping[str, np.ndarray],

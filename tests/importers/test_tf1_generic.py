@@ -43,10 +43,13 @@ def test_metagraph_checkpoint_converts_generically(tf1_fixtures, tmp_path):
     assert np.abs(_run(result, xin) - probs).max() < 1e-5
     rows = _entries(result)
     assert set(rows) == set(exp["generic"]["tensors"])
-    for name in ("stem/weights", "stem/gamma", "stem/beta", "stem/moving_mean",
-                 "stem/moving_variance"):  # tf2onnx folds the batch norm into the conv
-        assert rows[name]["action"] == "folded", rows[name]
-        assert "BatchNorm" in rows[name]["note"]
+    # the variables never reach tf2onnx as constants (porter binds them from the checkpoint
+    # after it), so nothing is folded: the batch norm stays, every weight is found verbatim
+    for name in ("stem/gamma", "stem/beta", "stem/moving_mean", "stem/moving_variance",
+                 "dw/biases", "head/bias"):
+        assert (rows[name]["action"], rows[name]["transform"]) == ("mapped", None), rows[name]
+    assert rows["stem/weights"]["transform"] == "hwio_to_oihw"
+    assert rows["dw/depthwise_weights"]["action"] == "mapped"
     assert {n for n, e in rows.items() if e["action"] == "dropped"} == {
         n for n in exp["generic"]["tensors"] if n.endswith("/Momentum") or n == "global_step"}
     assert rows["head/kernel"]["action"] == "mapped"

@@ -114,15 +114,47 @@ def test_tf_checkpoint_swapped_after_import(tmp_path: Path,
     shutil.copytree(SHARED / "mtcnn_pnet", model)
     digest = porter.open(model / "PNet-18.meta").sha256()
 
-    def swap() -> None:  # garbage where the graph and the weights were
-        for f in model.iterdir():
-            f.write_bytes(b"\x0a\x03bad" * (f.stat().st_size // 6 + 1))
+    def swap() -> None:  # garbage renamed over the graph, the index and the weights
+        for f in list(model.iterdir()):
+            other = f.with_name(f.name + ".new")
+            other.write_bytes(b"\x0a\x03bad" * (f.stat().st_size // 6 + 1))
+            other.replace(f)
 
     calls = swap_before_reference(monkeypatch, swap)
     result = porter.convert(model / "PNet-18.meta", out=tmp_path / "out")
     assert calls and calls[0].startswith("tf1-")
     assert result.manifest["source"]["sha256"] == digest
     assert result.manifest["parity"]["passed"]
+
+
+@pytest.mark.slow
+def test_tf_checkpoint_shard_rewritten_in_place_is_refused(tf1_fixtures, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """A data shard written in place (same inode) after import would show through the private
+    map porter reads its weights from (as ONNX external data); porter notices before it hands
+    the bytes to TensorFlow or records a digest, and writes nothing. The index and MetaGraph
+    are held as the bytes porter read, so rewriting those changes nothing."""
+    _, exp = tf1_fixtures
+    prefix = Path(exp["generic"]["prefix"])
+    model = tmp_path / "generic"
+    model.mkdir()
+    for f in prefix.parent.glob(prefix.name + ".*"):
+        shutil.copy(f, model / f.name)
+    shard = model / f"{prefix.name}.data-00000-of-00001"
+    before = porter.open(model / f"{prefix.name}.meta").sha256()
+
+    def rewrite() -> None:
+        data = bytearray(shard.read_bytes())
+        data[:64] = bytes(64)
+        with open(shard, "r+b") as fh:
+            fh.write(bytes(data))
+
+    swap_before_reference(monkeypatch, rewrite)
+    with pytest.raises(porter.PorterError, match="modified while porter was reading"):
+        porter.convert(model / f"{prefix.name}.meta", out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert porter.open(model / f"{prefix.name}.meta").sha256() != before  # it did change
 
 
 def test_cross_check_twin_is_read_once_through_the_importer(tmp_path: Path) -> None:
