@@ -19,8 +19,9 @@ Three ops need a channels-last form of their own:
 * bilinear x2 upsampling uses aten's channels-last kernel (porter's row-major lerp kernel
   would return a row-major tensor).
 
-Weights of spatial convolutions become channels-last copies once, at build time (oneDNN would
-otherwise reorder them on every call).
+Weights of spatial convolutions that the fast graph copied anyway (BatchNorm folded into them)
+become channels-last once, at build time; the module's own weights are not copied again (oneDNN
+reorders those on each call, which costs far less than a second copy of a big model's weights).
 """
 
 from __future__ import annotations
@@ -107,8 +108,9 @@ def _attr(gm: fx.GraphModule, n: Any) -> torch.Tensor | None:
 
 class _Layout:
     def __init__(self, gm: fx.GraphModule, keeps: Iterable[Callable], convs: set[Callable],
-                 same_code: Callable[[fx.Node], bool]) -> None:
+                 same_code: Callable[[fx.Node], bool], owned: Callable[[str], bool]) -> None:
         self.gm, self.g = gm, gm.graph
+        self.owned = owned
         self.keep = _KEEP_FUNCTIONS | set(keeps)
         self.convs = convs
         self.same_code = same_code  # generated model.py's verbatim copies of porter's ops
@@ -179,39 +181,30 @@ class _Layout:
         n.kwargs = fx.node.map_arg(n.kwargs, wrap)
 
     def _weights(self) -> None:
-        """Spatial convolution weights as channels-last copies (registered on the graph)."""
-        done: dict[int, fx.Node] = {}
+        """Spatial convolution weights the graph owns (copies it made, e.g. folded) become
+        channels-last in place; the module's own stay as they are (oneDNN reorders those on
+        each call), so the fast path never holds a second copy of a model's weights."""
         for n in list(self.g.nodes):
             if not _is_conv(n, self.convs) or not _spatial(n, self.gm):
                 continue
-            w = _attr(self.gm, n.args[1])
-            if w.is_contiguous(memory_format=CL) and not w.is_contiguous():
+            node = n.args[1]
+            w = _attr(self.gm, node)
+            if (w is None or not self.owned(node.target) or "." in node.target
+                    or (w.is_contiguous(memory_format=CL) and not w.is_contiguous())):
                 continue
-            key = id(w)
-            if key not in done:
-                name = f"_porter_cl_weight_{len(done)}"
-                self.gm.register_buffer(name, w.detach().contiguous(memory_format=CL),
-                                        persistent=False)
-                with self.g.inserting_before(n):
-                    done[key] = self.g.get_attr(name)
-            old = n.args[1]
-            n.args = (n.args[0], done[key], *n.args[2:])
-            if isinstance(old, fx.Node) and not old.users:
-                target = old.target
-                self.g.erase_node(old)
-                # a folded copy the graph made itself is not needed twice
-                if target.startswith("_porter_folded_") and not any(
-                        m.op == "get_attr" and m.target == target for m in self.g.nodes):
-                    delattr(self.gm, target)
+            self.gm.register_buffer(node.target, w.detach().contiguous(memory_format=CL),
+                                    persistent=False)
 
 
 def apply_channels_last(gm: fx.GraphModule, *, keeps: Iterable[Callable] = (),
                         convs: set[Callable], same_code: Callable[[fx.Node], bool]
-                        = lambda n: False) -> bool:
+                        = lambda n: False, owned: Callable[[str], bool] = lambda name: False
+                        ) -> bool:
     """Rewrite ``gm`` (in place) to run channels-last where that pays; whether it did.
 
     ``convs`` are the graph's convolution functions (``fn(x, w, b, ...)``, weight second),
     ``keeps`` further functions that keep the layout, and ``same_code(node)`` says whether a
-    call is a verbatim copy of one of porter's layout-keeping ops (generated source).
+    call is a verbatim copy of one of porter's layout-keeping ops (generated source);
+    ``owned(name)`` whether an attribute is a copy the graph made itself (its layout may change).
     """
-    return _Layout(gm, keeps, convs, same_code).run()
+    return _Layout(gm, keeps, convs, same_code, owned).run()

@@ -525,7 +525,8 @@ class _Builder:
                             *_INPLACE.values()),
             convs={conv2d, conv2d_parts},
             same_code=lambda n: any(self.ops.is_porter(n, k)
-                                    for k in ("slice_", "concat", "interpolate")))
+                                    for k in ("slice_", "concat", "interpolate")),
+            owned=lambda name: name.startswith("_porter_folded_"))
 
     def run(self) -> fx.GraphModule:
         self.convs()

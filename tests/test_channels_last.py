@@ -113,13 +113,21 @@ def test_graphs_without_spatial_convolutions_stay_row_major() -> None:
         assert (gm(x) - plain_forward(m, x)).abs().max().item() < 1e-5
 
 
-def test_spatial_weights_become_channels_last_copies() -> None:
-    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 1)).eval()
+def test_only_weights_the_graph_copied_become_channels_last() -> None:
+    """A folded convolution's weight (the graph's own copy) turns channels-last; a plain
+    convolution keeps reading the module's parameter (no second copy of a model's weights)."""
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                      nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 1)).eval()
+    m[1].running_mean.uniform_(-0.5, 0.5)
     gm = build_fast_graph(m)
     assert channels_last.to_channels_last in _targets(gm)
-    copies = [b for name, b in gm.named_buffers() if name.startswith("_porter_cl_weight_")]
-    assert len(copies) == 1 and copies[0].is_contiguous(memory_format=CL)
-    assert m[0].weight.is_contiguous()  # the module's own parameter is left as it was
+    folded = [b for name, b in gm.named_buffers() if name.startswith("_porter_folded_")
+              and b.dim() == 4]
+    assert len(folded) == 1 and folded[0].is_contiguous(memory_format=CL)
+    assert not any(name.startswith("_porter_cl") for name, _ in gm.named_buffers())
+    reads = {n.args[1].target for n in gm.graph.nodes
+             if n.op == "call_function" and getattr(n.target, "__name__", "") == "conv2d"}
+    assert "3.weight" in reads and m[3].weight.is_contiguous()
     x = torch.randn(2, 3, 16, 16)
     with torch.inference_mode():
         y = gm(x)
