@@ -261,7 +261,7 @@ def read_combined_params(path: Path, names: list[str],
     """Lazy refs for a ``.pdiparams`` holding ``names`` (already in file order).
 
     Headers are parsed up front (dtype, dims, offset); data is memory-mapped on ``.numpy()``,
-    or sliced from ``raw`` (the file's bytes, already read and hashed) when given.
+    or sliced from ``raw`` (the file's bytes, or a private map of it, opened once) when given.
     A dims clash with ``expected``, a short file or trailing bytes raise FormatError.
     """
     if raw is not None:
@@ -515,9 +515,14 @@ def load_inference(path: Path) -> Source:
     check_beside(params, model, "parameter file")
     if model.stat().st_size == 0:
         raise FormatError(f"{model}: empty program file")
-    # each file is read once: the program and the weights are parsed from, the reference is
-    # given, and the digest is of these bytes, whatever the paths hold later
-    model_bytes, params_bytes = model.read_bytes(), params.read_bytes()
+    # the program is read once: parsed from, hashed and given to the reference as these bytes;
+    # the weights file is opened once and mapped (a converted weight views it, no second
+    # copy), and hashed and given to the reference through that descriptor, refused if it is
+    # written in place meanwhile (a file renamed over it is never seen)
+    from porter.importers.opened import OpenedFile
+
+    model_bytes = model.read_bytes()
+    weights = OpenedFile(params, model, "parameter file")
     prog = (_legacy(model, model_bytes) if model.suffix.lower() == ".pdmodel"
             else _pir(model, model_bytes))
     for op in prog["ops"]:
@@ -528,18 +533,29 @@ def load_inference(path: Path) -> Source:
                 "writes or runs something outside the model; porter refuses I/O and Python "
                 "ops in Paddle programs")
     try:
-        refs = read_combined_params(params, prog["params"], prog["expected"], params_bytes)
+        refs = read_combined_params(params, prog["params"], prog["expected"],
+                                    weights.region(0, weights.size) if weights.size else b"")
     except struct.error as exc:
         raise FormatError(f"{params.name}: truncated or corrupt ({exc})") from exc
     meta = {k: prog[k] for k in ("program_format", "inputs", "outputs", "blocks")}
     meta.update({"model_file": model, "params_file": params, "files": [model, params],
                  "param_order": prog["params"]})
-    digest = hashlib.sha256()
-    for f, data in sorted([(model, model_bytes), (params, params_bytes)]):
-        digest.update(f.name.encode() + b"\0" + data)
-    meta["sha256"] = digest.hexdigest()
+
+    def digest() -> str:
+        h = hashlib.sha256()
+        for f, data in sorted([(model, model_bytes), (params, weights)], key=lambda t: t[0]):
+            h.update(f.name.encode() + b"\0")
+            if isinstance(data, OpenedFile):
+                data.feed(h)  # streamed through the descriptor, checked unchanged
+            else:
+                h.update(data)
+        return h.hexdigest()
+
+    meta["sha256"] = digest  # Source.sha256 takes it when first asked
     if "pir_version" in prog:
         meta["pir_version"] = prog["pir_version"]
+    # a reference gets bytes(...) of each: the program's, and the weights read through the
+    # same descriptor (refused if written since they were opened)
     return Source(path=path, format="paddle-inference", tensors=refs,
                   graph=program_graph(prog["ops"]), meta=meta,
-                  native={model.name: model_bytes, params.name: params_bytes})
+                  native={model.name: model_bytes, params.name: weights})

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from porter.errors import FormatError
+from porter.importers.opened import OpenedFile
 from porter.importers.tf_proto import (
     BundleEntry,
     TensorSlice,
@@ -342,102 +343,15 @@ def encode_tensor_name_slice(name: str, tslice: TensorSlice) -> bytes:
 
 # ------------------------------------------------------------------------------ bundle reader
 
-class _Shard:
-    """One data shard, opened once (at import) and read through that descriptor only.
-
-    Small tensors are read with ``pread``; the rest are views of one private, copy-on-write
-    map of the whole file (:func:`porter.mapped.map_private`), so a converted module can use a
-    weight in place instead of holding a second copy. A file renamed over the shard later is
-    never seen; one written in place is caught by :meth:`check_unchanged` before porter
-    records a digest or hands the bytes to a reference.
-    """
-
-    def __init__(self, path: Path, anchor: Path) -> None:
-        import stat
-
-        from porter.errors import UnsafeSourceError
-        from porter.importers import check_beside
-
-        check_beside(path, anchor, "data shard")
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as exc:
-            raise FormatError(f"{path}: cannot read ({exc.strerror})") from exc
-        self.fh = os.fdopen(fd, "rb")
-        self.stat = os.fstat(fd)
-        named = path.stat()
-        if not stat.S_ISREG(self.stat.st_mode) or self.stat.st_nlink > 1 or (
-                self.stat.st_dev, self.stat.st_ino) != (named.st_dev, named.st_ino):
-            self.fh.close()
-            raise UnsafeSourceError(f"{path}: the data shard changed while porter opened it "
-                                    "(or is not a plain file)")
-        self.path, self.size = path, self.stat.st_size
-        self._map: np.ndarray | None = None
-
-    def region(self, offset: int, size: int) -> np.ndarray:
-        """``size`` bytes at ``offset`` (checked inside the file by the caller) as uint8."""
-        if size < _MAP_MIN:
-            data = os.pread(self.fh.fileno(), size, offset)
-            if len(data) != size:
-                raise FormatError(f"{self.path}: truncated (needs {size} bytes at {offset})")
-            return np.frombuffer(data, np.uint8)
-        if self._map is None:
-            from porter.mapped import map_private
-
-            self._map = map_private(self.fh, self.size)
-        return self._map[offset:offset + size]
-
-    def read(self) -> bytes:
-        """The whole file's bytes, as they are now (for a reference; after check_unchanged)."""
-        self.check_unchanged()
-        data = bytearray(self.size)
-        view, done = memoryview(data), 0
-        while done < self.size:
-            n = os.preadv(self.fh.fileno(), [view[done:]], done)
-            if n <= 0:
-                raise FormatError(f"{self.path}: truncated while porter read it")
-            done += n
-        self.check_unchanged()
-        return bytes(data)
-
-    def feed(self, h: Any) -> None:
-        """Feed the file's bytes into the hash ``h`` through one 1 MiB buffer (no copy of the
-        file held, nothing left behind on the heap)."""
-        self.check_unchanged()
-        buf = bytearray(min(1 << 20, self.size))
-        view, done = memoryview(buf), 0
-        while done < self.size:
-            n = os.preadv(self.fh.fileno(), [view[:min(len(buf), self.size - done)]], done)
-            if n <= 0:
-                raise FormatError(f"{self.path}: truncated while porter read it")
-            h.update(view[:n])
-            done += n
-        self.check_unchanged()
-
-    def check_unchanged(self) -> None:
-        """Refuse if the file was written since it was opened: its bytes are mapped, so an
-        in-place write would show through pages not yet read."""
-        from porter.errors import UnsafeSourceError
-
-        now = os.fstat(self.fh.fileno())
-        # ctime also moves when the file is unlinked (renamed over): only a linked file's ctime
-        # says its bytes or times were touched
-        keys = ("st_size", "st_mtime_ns") + (("st_ctime_ns",) if now.st_nlink else ())
-        if any(getattr(now, k) != getattr(self.stat, k) for k in keys):
-            raise UnsafeSourceError(f"{self.path}: the data shard was modified while porter was "
-                                    "reading it; run again on a quiet copy")
-
-
-#: Tensors at least this big are views of the shard's map; smaller ones are read (``pread``).
-_MAP_MIN = 1 << 20
 
 
 class BundleReader:
     """The entries of one tensor bundle; ``read(name)`` returns a checked numpy array.
 
     The index is read once, on opening, into ``blobs`` (file name -> bytes). Each data shard
-    is opened once, on opening, and read only through that descriptor (:class:`_Shard`): big
-    tensors are views of a private map of it, checked against their CRC32C on first read.
+    is opened once, on opening, and read only through that descriptor
+    (:class:`porter.importers.opened.OpenedFile`): big tensors are views of a private map of
+    it, checked against their CRC32C on first read.
     :meth:`feed` and :meth:`read_file` give a digest and a reference the same bytes.
     """
 
@@ -474,8 +388,8 @@ class BundleReader:
         if missing:  # say so on opening, not on the first read of a tensor
             raise FormatError(f"{missing[0]}: data shard missing"
                               + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-        self._open: dict[str, _Shard] = {
-            shard.name: _Shard(shard, self.index_path) for shard in self.shards
+        self._open: dict[str, OpenedFile] = {
+            shard.name: OpenedFile(shard, self.index_path, "data shard") for shard in self.shards
             if shard.is_file()}
         self._checked: set[tuple[int, int, int]] = set()  # (shard, offset, size) CRC-checked
 

@@ -96,13 +96,39 @@ def test_paddle_inference_swapped_after_import(tmp_path: Path,
         (model / "inference.pdmodel").write_bytes(b"\x0a\x03bad" * 64)
         params = bytearray((model / "inference.pdiparams").read_bytes())
         params[-4096:] = bytes(4096)
-        (model / "inference.pdiparams").write_bytes(bytes(params))
+        other = model / "inference.pdiparams.new"
+        other.write_bytes(bytes(params))
+        other.replace(model / "inference.pdiparams")  # renamed over: porter holds the original
 
     calls = swap_before_reference(monkeypatch, swap)
     result = porter.convert(model, graph="generic", out=tmp_path / "out")
     assert calls == ["paddle-inference"]
     assert result.manifest["source"]["sha256"] == digest
     assert result.manifest["parity"]["passed"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "ppocr_cls_paddle" / "inference.pdmodel").is_file(),
+                    reason="../shared/models/ppocr_cls_paddle not present")
+def test_paddle_params_rewritten_in_place_is_refused(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``.pdiparams`` is mapped, not read into memory (a converted weight views it), so a
+    write in place (same inode) after import would show through; porter notices before it
+    hands the bytes to Paddle or records a digest, and writes nothing."""
+    model = tmp_path / "ppocr"
+    model.mkdir()
+    for name in ("inference.pdmodel", "inference.pdiparams"):
+        shutil.copy(SHARED / "ppocr_cls_paddle" / name, model / name)
+
+    def rewrite() -> None:
+        with open(model / "inference.pdiparams", "r+b") as fh:
+            fh.seek(-4096, 2)
+            fh.write(bytes(4096))
+
+    swap_before_reference(monkeypatch, rewrite)
+    with pytest.raises(porter.PorterError, match="modified while porter was reading"):
+        porter.convert(model, graph="generic", out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
