@@ -3,8 +3,6 @@ module's weights view, and a conversion holds about one copy of the weights, not
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +13,8 @@ import torch
 from onnx import TensorProto, helper
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from conversion_rss import conversion_rss  # noqa: E402
 
 
 def _external_mlp(folder: Path, width: int, depth: int, tie: bool = False) -> tuple[Path, int]:
@@ -92,22 +92,6 @@ def test_one_initializer_read_by_two_nodes_gets_two_storages(tmp_path) -> None:
     assert ws[0].untyped_storage().data_ptr() != ws[1].untyped_storage().data_ptr()
 
 
-_CHILD = r"""
-import json, sys
-import numpy, torch, onnx
-import porter, porter.converters.ops, porter.generic
-from porter.pipeline import convert
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-convert(sys.argv[3], verify="none", out=sys.argv[4])  # a tiny model first: every import done
-with open("/proc/self/clear_refs", "w") as fh:  # 5: reset the peak (VmHWM) to the current RSS
-    fh.write("5")
-base = status("VmRSS")
-convert(sys.argv[1], verify="none", out=sys.argv[2])
-print(json.dumps({"base": base, "peak": status("VmHWM")}))
-"""
 
 
 @pytest.mark.slow
@@ -118,11 +102,7 @@ def test_conversion_holds_about_one_copy_of_the_weights(tmp_path) -> None:
     (tmp_path / "tiny").mkdir()
     tiny, _ = _external_mlp(tmp_path / "tiny", 8, 1)
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(out), str(tiny),
-                           str(tmp_path / "tiny-out")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    r = conversion_rss(path, out, tiny, tmp_path / "tiny-out", timeout=600)
     net = r["peak"] - r["base"]
     # two copies (a mapped source plus an anonymous copy) would be >= 2x; porter holds ~1x
     assert net <= 1.5 * nbytes, f"peak RSS grew by {net / nbytes:.2f}x the weights"

@@ -3,7 +3,6 @@ into memory, so a conversion holds about one copy of the weights, not the file p
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from conversion_rss import conversion_rss  # noqa: E402
 
 _BUILD = r"""
 import sys, numpy as np, paddle
@@ -26,22 +27,6 @@ paddle.jit.save(net, folder + "/inference", input_spec=spec)
 print(sum(int(np.prod(p.shape)) * 4 for p in net.parameters()))
 """
 
-_CONVERT = r"""
-import json, sys
-import numpy, torch, onnx
-import porter, porter.converters.ops, porter.generic
-from porter.pipeline import convert
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-convert(sys.argv[3], verify="none", out=sys.argv[4])  # a tiny model first: every import done
-with open("/proc/self/clear_refs", "w") as fh:  # 5: reset the peak (VmHWM) to the current RSS
-    fh.write("5")
-base = status("VmRSS")
-convert(sys.argv[1], verify="none", out=sys.argv[2])
-print(json.dumps({"base": base, "peak": status("VmHWM")}))
-"""
 
 
 def _build(folder: Path, width: int, depth: int) -> int:
@@ -61,11 +46,8 @@ def test_paddle_conversion_holds_about_one_copy_of_the_weights(tmp_path) -> None
     nbytes = _build(tmp_path / "big", 1792, 4)  # about 49 MiB of float32 weights
     _build(tmp_path / "tiny", 8, 1)
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-c", _CONVERT, str(tmp_path / "big"), str(out),
-                           str(tmp_path / "tiny"), str(tmp_path / "tiny-out")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    r = conversion_rss(tmp_path / "big", out, tmp_path / "tiny", tmp_path / "tiny-out",
+                       timeout=600)
     net = r["peak"] - r["base"]
     # the file read into memory plus the converted copy would be >= 2x; porter holds ~1x
     assert net <= 1.5 * nbytes, f"peak RSS grew by {net / nbytes:.2f}x the weights"

@@ -7,7 +7,6 @@ process (TensorFlow never enters the pytest process)."""
 
 from __future__ import annotations
 
-import json
 import pickle
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from porter.pipeline import convert
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from conversion_rss import conversion_rss  # noqa: E402
 
 # OUT DENSE CONV [--ref] [--gather] [--partitioned]: a training MetaGraph + checkpoint (three
 # Momentum steps, a label placeholder and a loss) of conv (HWIO, bias) -> fused batch norm ->
@@ -212,26 +213,6 @@ def test_graph_that_needs_a_weight_as_a_constant_is_frozen_instead(tmp_path) -> 
     assert result.manifest["mapping"]["counts"]["accounted"] == len(exp["tensors"])
 
 
-_CHILD = r"""
-import json, resource, sys
-import numpy, torch, onnx
-import porter, porter.converters.ops, porter.generic
-from porter.pipeline import convert
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-def children():
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-convert(sys.argv[3], verify="none", out=sys.argv[4])  # a tiny model first: every import done
-warm_children = children()
-with open("/proc/self/clear_refs", "w") as fh:  # 5: reset the peak (VmHWM) to the current RSS
-    fh.write("5")
-base = status("VmRSS")
-convert(sys.argv[1], verify="none", out=sys.argv[2])
-print(json.dumps({"base": base, "peak": status("VmHWM"), "warm_children": warm_children,
-                  "children": children()}))
-"""
 
 
 def test_conversion_holds_about_one_copy_of_the_weights(tmp_path) -> None:
@@ -246,11 +227,7 @@ def test_conversion_holds_about_one_copy_of_the_weights(tmp_path) -> None:
     nbytes = _weight_bytes(big)
     assert 45 << 20 < nbytes < 52 << 20
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-c", _CHILD, big["prefix"], str(out),
-                           tiny["prefix"], str(tmp_path / "tiny-out")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    r = conversion_rss(big["prefix"], out, tiny["prefix"], tmp_path / "tiny-out")
     net = r["peak"] - r["base"]
     # freezing + tf2onnx made several copies in porter's process (and ~50x in TensorFlow's)
     assert net <= 1.5 * nbytes, f"peak RSS grew by {net / nbytes:.2f}x the weights"
