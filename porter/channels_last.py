@@ -137,33 +137,39 @@ class _Layout:
         return any(self._reachable_convs(p) for p in self.g.nodes if p.op == "placeholder")
 
     def _reachable_convs(self, start: fx.Node) -> bool:
-        seen, todo = set(), [start]
+        return any(_is_conv(u, self.convs) and _spatial(u, self.gm)
+                   for u in self._flow([start]))
+
+    def _flow(self, starts: list[fx.Node]) -> set[fx.Node]:
+        """The nodes a channels-last value from ``starts`` reaches through kept ops."""
+        seen: set[fx.Node] = set()
+        todo = list(starts)
         while todo:
             n = todo.pop()
             for u in n.users:
-                if u in seen or not self.keeps_layout(u):
-                    continue
-                if _is_conv(u, self.convs) and _spatial(u, self.gm):
-                    return True
-                seen.add(u)
-                todo.append(u)
-        return False
+                if u not in seen and self.keeps_layout(u):
+                    seen.add(u)
+                    todo.append(u)
+        return seen
 
     def run(self) -> bool:
         if not self.worthwhile():
             return False
+        converted = []
         for p in [n for n in self.g.nodes if n.op == "placeholder"]:
             if not self._reachable_convs(p):
                 continue
             with self.g.inserting_after(p):
                 new = self.g.call_function(to_channels_last, (p,))
             p.replace_all_uses_with(new, delete_user_cb=lambda u, new=new: u is not new)
+            converted.append(new)
+        flow = self._flow(converted)
         for n in list(self.g.nodes):
             if n.op == "output" or (n.op in ("call_function", "call_method", "call_module")
                                     and n.target is not to_channels_last
                                     and not self.keeps_layout(n)):
                 self._dense_inputs(n)
-        self._weights()
+        self._weights(flow)
         return True
 
     def _dense_inputs(self, n: fx.Node) -> None:
@@ -180,12 +186,14 @@ class _Layout:
         n.args = fx.node.map_arg(n.args, wrap)
         n.kwargs = fx.node.map_arg(n.kwargs, wrap)
 
-    def _weights(self) -> None:
+    def _weights(self, flow: set[fx.Node]) -> None:
         """Spatial convolution weights the graph owns (copies it made, e.g. folded) become
-        channels-last in place; the module's own stay as they are (oneDNN reorders those on
-        each call), so the fast path never holds a second copy of a model's weights."""
+        channels-last in place, for the convolutions channels-last inputs reach (``flow``; a
+        channels-last weight would turn a row-major input's result channels-last too); the
+        module's own stay as they are (oneDNN reorders those on each call), so the fast path
+        never holds a second copy of a model's weights."""
         for n in list(self.g.nodes):
-            if not _is_conv(n, self.convs) or not _spatial(n, self.gm):
+            if n not in flow or not _is_conv(n, self.convs) or not _spatial(n, self.gm):
                 continue
             node = n.args[1]
             w = _attr(self.gm, node)

@@ -177,3 +177,32 @@ def test_channels_last_upsampling_equals_interpolate(shape) -> None:
         got = resize_bilinear2x(x, bufs, 0)
         assert got.is_contiguous(memory_format=CL)
         assert torch.equal(got, want)
+
+
+def test_convolutions_past_an_unknown_op_keep_row_major_weights() -> None:
+    """A convolution whose input arrives through an op the pass does not know (row-major
+    there) keeps a row-major folded weight: a channels-last one would make its result
+    channels-last too, and the next unknown op would copy it back."""
+    class AfterView(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8))
+            self.b = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.a(x)
+            n, c, h, w = y.shape
+            y = y.view(n, c, h * w).view(n, c, h, w)  # unknown to the pass: row-major after
+            return self.b(y)
+
+    m = AfterView().eval()
+    for bn in (m.a[1], m.b[1]):
+        bn.running_mean.uniform_(-0.5, 0.5)
+    gm = build_fast_graph(m)
+    convs = [n for n in gm.graph.nodes if n.op == "call_function"
+             and getattr(n.target, "__name__", "") == "conv2d"]
+    layouts = [getattr(gm, n.args[1].target).is_contiguous() for n in convs]
+    assert layouts == [False, True]  # the first channels-last, the second row-major
+    x = torch.randn(2, 3, 12, 12)
+    with torch.inference_mode():
+        assert (gm(x) - plain_forward(m, x)).abs().max().item() < 1e-5
