@@ -12,6 +12,11 @@ Each round runs, in fresh processes and in this order, so machine noise hits all
   lists), in a fresh process: import, session (porter's settings), one run per case;
 - ``python -m porter --help``, which must not import torch (issue 14 item 5).
 
+``--overlap-bound`` measures instead what running the reference while torch is imported could
+gain at most: fresh processes that import, open, port and run both runtimes on the cases, with
+onnxruntime started in a thread before ``import torch`` (as if the cases were known without
+torch) or after the module's own runs (as the command does).
+
 Prints the per-step medians, the wall medians and each ratio against its peer, and the load
 average before and after (``os.getloadavg``): on a shared machine say which it was.
 ``--checkout`` (repeatable) runs other porter checkouts (say an export of the commit before)
@@ -84,6 +89,78 @@ print(json.dumps({"forward": forward, "audit": clock() - t, "ops": len(report["o
 """
 
 
+_OVERLAP = r"""
+import copy, json, sys, threading, time
+t0 = time.perf_counter()
+import numpy as np
+model, mode, threads, shapes = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
+done = {}
+def reference():
+    from porter.verification.runtimes.onnxruntime import OrtRunner
+    from porter.verification.parity import random_cases
+    runner = OrtRunner(model, threads=threads)
+    for case in shapes:
+        (x,) = random_cases(runner.input_names[0], [case["shape"]], seed=case["seed"])
+        runner(x.inputs)
+    done["reference"] = time.perf_counter() - t0
+thread = threading.Thread(target=reference)
+if mode == "overlap":
+    thread.start()
+import torch
+from porter.importers import open_source
+from porter.graphs import find_ports
+from porter.inference import optimize_for_inference
+from porter.substitutes import apply_substitutes
+from porter.verification.runtimes.torch_ import TorchRunner
+source = open_source(model)
+(port,) = find_ports(source)
+ported = port.port(source)
+module, _ = apply_substitutes(ported.module.eval())
+cases = port.cases(source, ported)
+setup = time.perf_counter() - t0
+runner = TorchRunner(optimize_for_inference(copy.copy(module)), ported.input_names,
+                     ported.output_names)
+for case in cases:
+    runner(case.inputs)
+candidate = time.perf_counter() - t0
+if mode != "overlap":
+    thread.start()
+thread.join()
+print(json.dumps({"setup": setup, "candidate": candidate, "reference": done["reference"],
+                  "all": time.perf_counter() - t0,
+                  "cases": [{"shape": list(c.inputs[ported.input_names[0]].shape), "seed": c.seed}
+                            for c in cases]}))
+"""
+
+
+def overlap_bound(model: Path, runs: int) -> None:
+    """Print medians of the import-to-parity wall time with the reference run after the module
+    (serial, as now) and in a thread started before ``import torch`` (one and two threads)."""
+    def child(mode: str, threads: int, shapes: list) -> dict:
+        proc = subprocess.run([sys.executable, "-c", _OVERLAP, str(model), mode, str(threads),
+                               json.dumps(shapes)], cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"bench: overlap child failed:\n{proc.stderr[-2000:]}")
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    shapes = child("serial", 2, [])["cases"]
+    modes = {"serial, 2 threads": ("serial", 2), "overlap, 2 threads": ("overlap", 2),
+             "overlap, 1 thread": ("overlap", 1)}
+    got: dict[str, list[dict]] = {k: [] for k in modes}
+    for _ in range(runs):
+        for label, (mode, threads) in modes.items():
+            got[label].append(child(mode, threads, shapes))
+    print(f"import -> open -> port -> both runtimes on {len(shapes)} cases, fresh processes, "
+          f"medians of {runs}")
+    base = _median([r["all"] for r in got["serial, 2 threads"]])
+    for label, rows in got.items():
+        total = _median([r["all"] for r in rows])
+        print(f"- {label:<18} setup {_median([r['setup'] for r in rows]):.2f} s, module done "
+              f"{_median([r['candidate'] for r in rows]):.2f} s, reference done "
+              f"{_median([r['reference'] for r in rows]):.2f} s, all "
+              f"{total:.2f} s ({total / base:.2f}x serial)")
+
+
 def audit_cpu(model: Path, mode: str) -> dict:
     """CPU seconds (one torch thread, fresh process) of the smallest case's parity forward and
     of the audit after it, capturing by ``mode``: "export" or "parity" (the recording)."""
@@ -133,8 +210,14 @@ def main() -> None:
     ap.add_argument("--audit-cpu", action="store_true",
                     help="instead: CPU seconds of the NPU audit by each capture method, one "
                          "torch thread, fresh processes (robust to a busy machine)")
+    ap.add_argument("--overlap-bound", action="store_true",
+                    help="instead: the most that running the reference during `import torch` "
+                         "could gain (fresh processes, serial against overlapped)")
     args = ap.parse_args()
     model = args.model.resolve()
+    if args.overlap_bound:
+        overlap_bound(model, args.runs)
+        return
     if args.audit_cpu:
         got: dict[str, list[dict]] = {"export": [], "parity": []}
         for _ in range(args.runs):
