@@ -85,13 +85,23 @@ def _export_once(module: torch.nn.Module, example: tuple, opset: int, input_name
                  output_names: list[str], dynamic_axes: dict | None) -> Any:
     import onnx
 
+    from porter.export.io_names import rename_values, stand_ins
+
+    # names TorchScript refuses ("35", what older exports call their outputs) are exported
+    # under stand-ins and given back to the graph afterwards
+    stand = stand_ins([*input_names, *output_names])
+    if dynamic_axes is not None:
+        dynamic_axes = {stand.get(k, k): v for k, v in dynamic_axes.items()}
     buf = io.BytesIO()
     with warnings.catch_warnings(), _quiet_native_output():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, example, buf, opset_version=opset, dynamo=False,
-                          input_names=input_names, output_names=output_names,
+                          input_names=[stand.get(n, n) for n in input_names],
+                          output_names=[stand.get(n, n) for n in output_names],
                           dynamic_axes=dynamic_axes, do_constant_folding=True)
-    return onnx.load_from_string(buf.getvalue())
+    model = onnx.load_from_string(buf.getvalue())
+    rename_values(model.graph, {s: n for n, s in stand.items()})
+    return model
 
 
 def export_lowest_opset(module: torch.nn.Module, example: Sequence[torch.Tensor],

@@ -112,14 +112,10 @@ def rename_outputs(model: Any, names: list[str]) -> None:
     outs = model.graph.output
     if len(names) != len(outs) or not all(names):
         return
-    mapping = {o.name: n for o, n in zip(outs, names) if o.name != n}
-    for node in model.graph.node:
-        for seq in (node.input, node.output):
-            for k, name in enumerate(seq):
-                if name in mapping:
-                    seq[k] = mapping[name]
-    for o in outs:
-        o.name = mapping.get(o.name, o.name)
+    from porter.export.io_names import rename_values
+
+    # an inner value that already bears a fetch name moves aside (never two values merged)
+    rename_values(model.graph, {o.name: n for o, n in zip(outs, names)})
 
 
 def repair_scalar_concat(model: Any) -> int:
