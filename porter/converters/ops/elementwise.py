@@ -451,15 +451,17 @@ def prelu(x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
 
 
 def elu(x: torch.Tensor, alpha: float) -> torch.Tensor:
-    """x if x > 0 else alpha * expm1(x); half types are computed in float32."""
+    """x if x > 0 else alpha * (exp(x) - 1); half types are computed in float32. F.elu (not
+    expm1, which TorchScript's ONNX exporter has no symbolic for) so the module exports."""
     y = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    return torch.where(y > 0, y, alpha * torch.expm1(y)).to(x.dtype)
+    return F.elu(y, alpha).to(x.dtype)
 
 
 def celu(x: torch.Tensor, alpha: float) -> torch.Tensor:
-    """max(0, x) + min(0, alpha * expm1(x / alpha)); half types are computed in float32."""
+    """max(0, x) + min(0, alpha * (exp(x / alpha) - 1)); half types are computed in float32
+    (F.celu: exportable, unlike expm1)."""
     y = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    return (torch.clamp(y, min=0) + torch.clamp(alpha * torch.expm1(y / alpha), max=0)).to(x.dtype)
+    return F.celu(y, alpha).to(x.dtype)
 
 
 def selu(x: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:

@@ -104,6 +104,8 @@ def _scatter_nd(node: Node, ctx: Context) -> Op:
 def topk(x: torch.Tensor, k, axis: int = -1, largest: int = 1, sorted: int = 1) -> tuple:
     k = int(k.reshape(-1)[0]) if isinstance(k, torch.Tensor) else int(k)
     axis = axis % x.dim()
+    if torch.jit.is_tracing():  # torch.onnx (no stable sort there): ONNX TopK, ONNX's own ties
+        return torch.topk(x, k, dim=axis, largest=bool(largest), sorted=True)
     if largest:
         # stable order for ties: smaller index first (ONNX), via a descending stable sort
         vals, idx = torch.sort(x, dim=axis, descending=True, stable=True)

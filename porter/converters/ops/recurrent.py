@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from porter.converters.context import Context, In, Node, Op
 from porter.converters.registry import converter
@@ -37,7 +38,7 @@ def rnn_activation(x: torch.Tensor, act: tuple) -> torch.Tensor:
     if name == "hardsigmoid":
         return torch.clamp(alpha * x + beta, 0.0, 1.0)
     if name == "elu":
-        return torch.where(x >= 0, x, alpha * torch.expm1(x))
+        return F.elu(x, alpha)  # exportable, unlike torch.expm1
     if name == "softsign":
         return x / (1 + x.abs())
     if name == "softplus":
@@ -96,8 +97,9 @@ def recurrent(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: torch.Tensor
         c0 = None if c0 is None else c0.transpose(0, 1)
     n_dir, n_hid = r.shape[0], r.shape[-1]
     seq, batch = x.shape[0], x.shape[1]
-    t_idx = torch.arange(seq, device=x.device).unsqueeze(1)  # (seq, 1)
-    lens = (torch.full((batch,), seq, device=x.device) if seq_lens is None
+    # int64 spelled out: traced for ONNX export, a size-valued fill would otherwise be float
+    t_idx = torch.arange(seq, device=x.device, dtype=torch.int64).unsqueeze(1)  # (seq, 1)
+    lens = (torch.full((batch,), seq, device=x.device, dtype=torch.int64) if seq_lens is None
             else seq_lens.to(device=x.device, dtype=torch.int64))
     valid = t_idx < lens  # (seq, batch)
     ys, hs, cs = [], [], []
