@@ -130,11 +130,12 @@ def _check_graph_trust(folder: Path, spec: str, trust_code: bool,
                                  "refusing to run it")
         elif not trust_code:
             raise TrustError(f"{code} is generated Python source and loading it runs it; read "
-                             f"it, then pass trust_code=True or pin "
-                             f"code_sha256='{digest}'")
+                             f"it, then trust it (--trust-code; trust_code=True in Python) or "
+                             f"pin its digest (code_sha256='{digest}' in Python)")
     elif not (mod_name + ".").startswith(CLEAN_GRAPHS) and not trust_code:
         raise TrustError(f"{folder}: the manifest names {spec!r}, outside porter.graphs; "
-                         "importing it runs its code (pass trust_code=True if you trust it)")
+                         "importing it runs its code (--trust-code, or trust_code=True in Python, if you "
+                         "trust it)")
 
 
 def load_output(folder: str | Path, map_location: str = "cpu", *, trust_code: bool = False,
