@@ -478,12 +478,15 @@ def _verify_parity(source: Source, port: Any, ported: Any, module: torch.nn.Modu
                         progress=progress)
     for line in report.lines():
         progress(f"         {line}")
+    notes = [getattr(getattr(reference, "runner", reference), "note", "")]
     weak = _weak_outputs(report)
     if weak:
-        report.note = (f"weak check: on these inputs the reference's {', '.join(weak)} never "
-                       "reaches 10x the tolerance, so a near-zero output would pass too; verify "
-                       "with real data (--input IMAGE)")
-        progress(f"note     {report.note}")
+        notes.append(f"weak check: on these inputs the reference's {', '.join(weak)} never "
+                     "reaches 10x the tolerance, so a near-zero output would pass too; verify "
+                     "with real data (--input IMAGE)")
+    for note in filter(None, notes):
+        progress(f"note     {note}")
+    report.note = "; ".join(filter(None, notes))
     if not report.passed:
         detail = (_locate_hint(source, ported, cases[0], port.tolerance)
                   if source.format == "onnx" else "")

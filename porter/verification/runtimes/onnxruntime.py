@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ import numpy as np
 from porter.errors import FormatError, PorterError
 
 __all__ = ["OrtRunner", "omp_threads", "ort_verbose", "session_options", "source_runner"]
+
+_IR_TOO_NEW = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
 
 # onnxruntime's severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
 _QUIET, _VERBOSE = 3, 2
@@ -94,16 +97,45 @@ class OrtRunner:
         }[optimization]
         if hasattr(model, "SerializeToString"):
             model = model.SerializeToString()
+        self.note = ""
         try:
-            self.session = ort.InferenceSession(
-                model if isinstance(model, bytes) else str(model), so,
-                providers=["CPUExecutionProvider"])
+            self.session = self._session(model, so)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise FormatError(f"onnxruntime {ort.__version__} cannot load the model: "
-                              f"{_message(exc)}") from exc
+            older = _IR_TOO_NEW.search(str(exc))
+            if older is None or not isinstance(model, bytes):
+                raise FormatError(f"onnxruntime {ort.__version__} cannot load the model: "
+                                  f"{_message(exc)}") from exc
+            self.session = self._older_ir(model, so, int(older.group(1)), int(older.group(2)))
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.version = ort.__version__
+
+    @staticmethod
+    def _session(model: bytes | str | Path, so: Any) -> Any:
+        import onnxruntime as ort
+
+        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), so,
+                                    providers=["CPUExecutionProvider"])
+
+    def _older_ir(self, model: bytes, so: Any, declared: int, supported: int) -> Any:
+        """The session over ``model`` declared at IR ``supported``: the IR version numbers
+        the file format, the opsets define what the graph computes, and a feature of a newer
+        IR that onnxruntime lacks still fails the load. Says so in ``note``."""
+        import onnx
+        import onnxruntime as ort
+
+        proto = onnx.load_from_string(model)
+        proto.ir_version = supported
+        try:
+            session = self._session(proto.SerializeToString(), so)
+        except Exception as exc:
+            raise FormatError(f"onnxruntime {ort.__version__} reads ONNX IR <= {supported} and "
+                              f"the file declares IR {declared}; read as IR {supported} it "
+                              f"still fails: {_message(exc)}") from exc
+        self.note = (f"onnxruntime {ort.__version__} reads ONNX IR <= {supported}; the file "
+                     f"declares IR {declared} and ran as IR {supported} (same graph, same "
+                     "opsets)")
+        return session
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import threading
