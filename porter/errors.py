@@ -47,7 +47,12 @@ class UnsupportedOpError(PorterError):
     def __init__(self, op_type: str, opset: int, domain: str = "") -> None:
         self.op_type, self.opset, self.domain = op_type, opset, domain
         where = f"{domain}::" if domain else ""
-        super().__init__(f"no converter for {where}{op_type} at opset {opset}")
+        hint = ""
+        if domain == "com.microsoft":  # what onnxruntime's tools write: say what to do instead
+            hint = (" (an onnxruntime contrib op, not standard ONNX: convert the float model, or "
+                    "one quantized with QuantFormat.QDQ, whose QuantizeLinear/DequantizeLinear "
+                    "pairs porter converts)")
+        super().__init__(f"no converter for {where}{op_type} at opset {opset}{hint}")
 
 
 class MappingError(PorterError):

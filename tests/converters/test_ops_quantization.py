@@ -175,3 +175,22 @@ def test_qlinear_conv_matches_onnxruntime() -> None:
     node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"],
                             ["y"], pads=[1, 1, 1, 1], strides=[1, 2])
     _run_both(node, {"x": x}, consts, 10)
+
+
+def test_onnxruntime_contrib_op_is_refused_with_what_to_do_instead() -> None:
+    """A QOperator-format file from onnxruntime's quantizer holds com.microsoft ops (QLinearMul,
+    QLinearAdd …): not standard ONNX; the error says so and names the QDQ format instead."""
+    from porter.errors import UnsupportedOpError
+
+    node = helper.make_node("QLinearMul", ["a", "s", "z", "b", "s", "z", "s", "z"], ["y"],
+                            domain="com.microsoft")
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info(n, TensorProto.UINT8, [4]) for n in "ab"],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, [4])],
+        [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]),
+         helper.make_tensor("z", TensorProto.UINT8, [], [128])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    with pytest.raises(UnsupportedOpError, match=r"com\.microsoft::QLinearMul .*onnxruntime "
+                                                 r"contrib op.*QuantFormat\.QDQ"):
+        convert_onnx(model)
