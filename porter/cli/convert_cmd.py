@@ -9,9 +9,9 @@ from porter.cli.output import emit_json, progress_printer
 HELP = """\
 Convert a foreign model to a verified PyTorch module.
 
-SRC is a model file or folder (ONNX .onnx, TF1 checkpoint prefix/.meta/.pb, Paddle .pdparams or
-inference model folder, PyTorch .pth/.pt/.bin checkpoint, .safetensors) or the name of a
-fetched catalog model (see `porter fetch`).
+SRC is a model file or folder (ONNX .onnx, TF1 checkpoint prefix/.meta/.pb, Paddle .pdparams,
+inference model folder or jit.save prefix, PyTorch .pth/.pt/.bin checkpoint, .safetensors) or
+the name of a fetched catalog model (see `porter fetch`).
 
 The output folder (default out/NAME) holds model.safetensors, manifest.json (source digest,
 graph class and kwargs, mapping table, parity report, NPU audit, versions), config.json, a model

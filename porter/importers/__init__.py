@@ -69,7 +69,7 @@ def sniff(path: Path) -> str | None:
 
 def open_source(path: str | Path, format: str | None = None) -> Source:
     """Open ``path`` read-only as a Source; ``format`` forces an importer by name."""
-    path = Path(path)
+    path = _paddle_prefix(Path(path))
     # a TF checkpoint prefix ("model.ckpt-18") names files beside it, not a file of its own
     try:
         exists = path.exists() or Path(f"{path}.index").is_file()
@@ -94,6 +94,22 @@ def open_source(path: str | Path, format: str | None = None) -> Source:
         raise
     except FOREIGN_ERRORS as exc:  # the importer's boundary: malformed input is a FormatError
         raise foreign_error(f"{path} ({format})", exc) from exc
+
+
+def _paddle_prefix(path: Path) -> Path:
+    """The program file of a Paddle inference model named by its ``paddle.jit.save`` prefix
+    (``inference`` for ``inference.json`` or ``inference.pdmodel`` beside
+    ``inference.pdiparams``), else ``path`` as given."""
+    try:
+        if path.exists() or not Path(f"{path}.pdiparams").is_file():
+            return path
+    except (OSError, ValueError):  # a name too long, a NUL byte: the caller says so
+        return path
+    for suffix in (".json", ".pdmodel"):
+        program = Path(f"{path}{suffix}")
+        if program.is_file():
+            return program
+    return path
 
 
 def check_beside(path: Path, anchor: Path, what: str) -> Path:

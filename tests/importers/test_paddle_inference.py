@@ -68,6 +68,20 @@ def test_sniffing_file_pairs_and_folders(models: Path) -> None:
         assert porter.open(models / p).format == "paddle-inference", p
 
 
+@pytest.mark.parametrize("mode, program", [("legacy", "inference.pdmodel"),
+                                           ("pir", "inference.json")])
+def test_jit_save_prefix_opens_the_program_beside_its_params(models: Path, mode: str,
+                                                             program: str) -> None:
+    """``paddle.jit.save(net, "dir/inference")`` names the model by that prefix, as
+    ``paddle.jit.load`` does: it opens the program file, the same source as naming it."""
+    by_prefix = porter.open(models / mode / "inference")
+    assert by_prefix.path == models / mode / program
+    assert by_prefix.format == "paddle-inference"
+    assert sorted(by_prefix.tensors) == sorted(porter.open(models / mode / program).tensors)
+    with pytest.raises(FormatError, match="no such file or directory"):
+        porter.open(models / mode / "inferenc")
+
+
 def test_corrupt_files_give_one_line_errors(models: Path, tmp_path: Path) -> None:
     work = tmp_path / "m"
     shutil.copytree(models / "legacy", work)
