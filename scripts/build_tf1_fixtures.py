@@ -278,6 +278,29 @@ def build_generic(out: str) -> dict:
     return {"prefix": prefix, "tensors": _read_all(prefix), "run": (xin, probs)}
 
 
+def build_named_outputs(out: str) -> dict:
+    """Two heads, one named by ``tf.identity(..., name="seg")`` (the usual TF1 idiom), after
+    a ``tf.nn.swish``, whose custom gradient leaves an unnamed ``Identity`` of an inner tensor."""
+    rng = np.random.default_rng(9)
+    g = tf.Graph()
+    with g.as_default():
+        x = v1.placeholder(tf.float32, [None, None, None, 3], name="image")
+        y = tf.nn.conv2d(x, v1.get_variable("w", initializer=rng.normal(
+            size=(3, 3, 3, 8)).astype(np.float32) * 0.3), [1, 1, 1, 1], "SAME")
+        y = tf.nn.swish(y)
+        tf.nn.softmax(tf.matmul(tf.reduce_mean(y, [1, 2]), v1.get_variable(
+            "fc", initializer=rng.normal(size=(8, 4)).astype(np.float32))), name="probs")
+        seg = tf.nn.conv2d(tf.concat([y, x], -1), v1.get_variable("segw", initializer=rng.normal(
+            size=(1, 1, 11, 1)).astype(np.float32)), [1, 1, 1, 1], "VALID")
+        tf.identity(tf.sigmoid(seg), name="seg")
+        with v1.Session(graph=g) as sess:
+            sess.run(v1.global_variables_initializer())
+            prefix = v1.train.Saver().save(sess, os.path.join(out, "named", "model.ckpt"))
+            xin = rng.uniform(-1, 1, (1, 12, 10, 3)).astype(np.float32)
+            run = sess.run(["probs:0", "seg:0"], {x: xin})
+    return {"prefix": prefix, "run": (xin, *run)}
+
+
 def _quantized(value: np.ndarray, lo, hi, dtype, mode: str, **kw):
     with v1.Session(graph=tf.Graph()) as sess:
         return sess.run(tf.quantization.quantize(value, lo, hi, dtype, mode=mode, **kw))
@@ -355,7 +378,7 @@ def main(out: str, read: list[str]) -> None:
     expected = {"mixed": build_mixed(out), "frozen": build_frozen(out), "pnet": build_pnet(out),
                 "rnet": build_refine(out, "rnet"), "onet": build_refine(out, "onet"),
                 "generic": build_generic(out), "quant": build_quant(out),
-                "inner": build_inner(out),
+                "inner": build_inner(out), "named": build_named_outputs(out),
                 "read": {prefix: _read_all(prefix) for prefix in read}}
     try:
         expected["sharded"] = build_sharded(out)

@@ -486,13 +486,24 @@ def np_dtype_of(qtype: str) -> np.dtype:
 
 _WEIGHTED = {"Conv2D", "Conv3D", "DepthwiseConv2dNative", "MatMul", "BatchMatMul",
              "BatchMatMulV2", "Conv2DBackpropInput", "FusedBatchNorm", "FusedBatchNormV3"}
-_NOT_OUTPUTS = {"Shape", "ShapeN", "Size", "Rank", "NoOp", "Assert", "Identity"}
+# Identity is judged apart (_stray_alias): tf.identity is how TF1 graphs name their outputs
+_NOT_OUTPUTS = {"Shape", "ShapeN", "Size", "Rank", "NoOp", "Assert"}
 
 
 def _is_training_op(name: str, op: str) -> bool:
     return (name.startswith(("gradients/", "save/")) or op.startswith(("Apply", "ResourceApply",
             "Assign", "Queue", "Reader")) or op.endswith("Summary") or op in ("SaveV2",
             "RestoreV2", "VariableV2", "VarHandleOp", "NoOp"))
+
+
+def _stray_alias(node: str, data: nx.DiGraph, keep: set[str]) -> bool:
+    """An unnamed ``Identity`` sink of a tensor that other live ops read: what
+    ``tf.custom_gradient`` (``tf.nn.swish``) leaves behind, not an output. ``tf.identity(y,
+    name="seg")``, the usual way to name an output, is one."""
+    if re.fullmatch(r"Identity(_\d+)?", node.rsplit("/", 1)[-1]) is None:
+        return False
+    return any(v != node and v in keep for u in data.predecessors(node)
+               for v in data.successors(u))
 
 
 def inference_io(graph: nx.DiGraph) -> tuple[list[str], list[str]]:
@@ -523,6 +534,8 @@ def inference_io(graph: nx.DiGraph) -> tuple[list[str], list[str]]:
         dtype = (attrs.get("output_type") or attrs.get("out_type") or attrs.get("T")
                  or attrs.get("dtype") or "float32")
         if graph.nodes[n]["op_type"] in _NOT_OUTPUTS or "float" not in str(dtype):
+            continue
+        if graph.nodes[n]["op_type"] == "Identity" and _stray_alias(n, data, keep):
             continue
         outputs.append(f"{n}:0")
     return [f"{p}:0" for p in inputs], outputs

@@ -144,3 +144,21 @@ def test_dequantize_matches_tensorflows_own_op(tf1_fixtures):
     q, lo, hi = exp["quant"]["dequantized"]["conv/w"][1:4]
     wrong = dequantize(q, "quint8", lo, hi, "MIN_COMBINED")  # the wrong mode is caught
     assert np.abs(wrong - exp["quant"]["dequantized"]["conv/w"][-1]).max() > 1e-4
+
+
+def test_identity_named_outputs_are_outputs_and_custom_gradient_aliases_are_not(tf1_fixtures,
+                                                                                  tmp_path):
+    """``tf.identity(y, name="seg")`` names an output (its weights were once dropped as
+    unused); the unnamed Identity that tf.nn.swish's custom gradient leaves is no output."""
+    _, exp = tf1_fixtures
+    named = exp["named"]
+    src = porter.open(named["prefix"])
+    assert inference_io(src.graph) == (["image:0"], ["probs:0", "seg:0"])
+    result = convert(named["prefix"], verify="cpu", out=tmp_path / "out")
+    assert result.manifest["io"]["outputs"] == ["probs:0", "seg:0"]
+    assert {e["action"] for e in _entries(result).values()} == {"mapped"}
+    xin, probs, seg = named["run"]
+    with torch.no_grad():
+        got = result.module(torch.from_numpy(xin))
+    assert np.abs(got[0].numpy() - probs).max() < 1e-5
+    assert np.abs(got[1].numpy() - seg).max() < 1e-5
