@@ -28,6 +28,7 @@ CLASS_NAME = "Model"
 # 1e-4 absolute, widened by 1e-6 of the output's largest magnitude (about 8 float32 ulps), so
 # outputs in pixels (detector boxes) get the same relative strictness as those in [0, 1].
 GENERIC_TOLERANCE = Tolerance(max_abs=1e-4, rel_to_peak=1e-6)
+UNREACHED = "unused: not reached from the graph's outputs"
 DEFAULT_SPATIAL = (64, 96)  # stand-ins for unknown spatial sizes, distinct to catch transposes
 
 
@@ -334,6 +335,13 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
             f"{k} {v}" for k, v in prepared.feeds.items()))
     report.notes.append(f"generic conversion via {via}; {len(params)} parameters/buffers in "
                         "the generated module")
+    unreached = [e.source for e in report.entries if e.note == UNREACHED]
+    if unreached and outputs is None:  # outputs porter picked: one may have been missed
+        shown = ", ".join(unreached[:4]) + (f" and {len(unreached) - 4} more"
+                                            if len(unreached) > 4 else "")
+        report.notes.append(f"check: {len(unreached)} weights ({shown}) are not reached from "
+                            f"the outputs porter picked ({', '.join(io_outputs)}); if the "
+                            "model has another output, name them all with --outputs")
     given = {n: tuple(d) for n, d in (inputs or {}).items()  # --inputs NAME:SHAPE sizes a case
              if d and all(x > 0 for x in d) and n in names}
     cases = default_cases(io_inputs, {**given, **dict(shapes or {})})
@@ -525,8 +533,7 @@ def account_verbatim(source: Source, params: Mapping[str, Any],
         if kind != "weight" or name not in kept:
             why = {"optimizer": "optimizer state (slot or accumulator)",
                    "ema": "exponential-moving-average shadow copy",
-                   "step": "training step counter"}.get(kind, "unused: not reached from the "
-                                                             "graph's outputs")
+                   "step": "training step counter"}.get(kind, UNREACHED)
             report.add(name, None, "dropped", None, list(ref.shape), None, why)
             continue
         hits, how = None, None

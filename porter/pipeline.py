@@ -177,6 +177,9 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
 
         port = replace(port, tolerance=Tolerance(max_abs=tolerance))
     progress(f"         {ported.mapping.summary()}")
+    for note in ported.mapping.notes:
+        if note.startswith("check: "):
+            progress(f"note     {note.removeprefix('check: ')}")
 
     module = ported.module.eval()
     substitutes: list[dict[str, Any]] = []

@@ -279,8 +279,9 @@ def build_generic(out: str) -> dict:
 
 
 def build_named_outputs(out: str) -> dict:
-    """Two heads, one named by ``tf.identity(..., name="seg")`` (the usual TF1 idiom), after
-    a ``tf.nn.swish``, whose custom gradient leaves an unnamed ``Identity`` of an inner tensor."""
+    """Heads after a ``tf.nn.swish`` (whose custom gradient leaves an unnamed ``Identity`` of an
+    inner tensor): softmax, ArgMax, a string one, and one named by ``tf.identity(...,
+    name="seg")``, the usual TF1 idiom."""
     rng = np.random.default_rng(9)
     g = tf.Graph()
     with g.as_default():
@@ -288,8 +289,14 @@ def build_named_outputs(out: str) -> dict:
         y = tf.nn.conv2d(x, v1.get_variable("w", initializer=rng.normal(
             size=(3, 3, 3, 8)).astype(np.float32) * 0.3), [1, 1, 1, 1], "SAME")
         y = tf.nn.swish(y)
-        tf.nn.softmax(tf.matmul(tf.reduce_mean(y, [1, 2]), v1.get_variable(
+        feat = tf.reduce_mean(y, [1, 2])
+        tf.nn.softmax(tf.matmul(feat, v1.get_variable(
             "fc", initializer=rng.normal(size=(8, 4)).astype(np.float32))), name="probs")
+        # an ArgMax head (an integer output), and a string one porter cannot output
+        tf.argmax(tf.matmul(feat, v1.get_variable(
+            "cls", initializer=rng.normal(size=(8, 5)).astype(np.float32))), 1, name="label")
+        tf.strings.as_string(tf.matmul(feat, v1.get_variable(
+            "captioner", initializer=rng.normal(size=(8, 2)).astype(np.float32))), name="caption")
         seg = tf.nn.conv2d(tf.concat([y, x], -1), v1.get_variable("segw", initializer=rng.normal(
             size=(1, 1, 11, 1)).astype(np.float32)), [1, 1, 1, 1], "VALID")
         tf.identity(tf.sigmoid(seg), name="seg")
@@ -297,7 +304,7 @@ def build_named_outputs(out: str) -> dict:
             sess.run(v1.global_variables_initializer())
             prefix = v1.train.Saver().save(sess, os.path.join(out, "named", "model.ckpt"))
             xin = rng.uniform(-1, 1, (1, 12, 10, 3)).astype(np.float32)
-            run = sess.run(["probs:0", "seg:0"], {x: xin})
+            run = sess.run(["probs:0", "seg:0", "label:0"], {x: xin})
     return {"prefix": prefix, "run": (xin, *run)}
 
 

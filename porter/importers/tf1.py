@@ -486,6 +486,8 @@ def np_dtype_of(qtype: str) -> np.dtype:
 
 _WEIGHTED = {"Conv2D", "Conv3D", "DepthwiseConv2dNative", "MatMul", "BatchMatMul",
              "BatchMatMulV2", "Conv2DBackpropInput", "FusedBatchNorm", "FusedBatchNormV3"}
+# what an inference output holds: scores, boxes, class indices (ArgMax), masks (bool)
+_NUMERIC = re.compile(r"float|half|bfloat|int|bool")
 # Identity is judged apart (_stray_alias): tf.identity is how TF1 graphs name their outputs
 _NOT_OUTPUTS = {"Shape", "ShapeN", "Size", "Rank", "NoOp", "Assert"}
 
@@ -510,10 +512,13 @@ def inference_io(graph: nx.DiGraph) -> tuple[list[str], list[str]]:
     """The inference inputs and outputs of a (training) op graph, as tensor names.
 
     Inputs: the Placeholders that reach a weighted op (labels and targets do not). Outputs: the
-    float sinks of what depends on those inputs alone, once training machinery (gradients,
-    optimizer updates, savers, summaries) is set aside. Pass ``--inputs``/``--outputs`` where
-    this reads a graph wrongly.
+    numeric sinks (float, integer like an ArgMax head, bool) of ops porter runs, among what
+    depends on those inputs alone, once training machinery (gradients, optimizer updates,
+    savers, summaries) is set aside. Pass ``--inputs``/``--outputs`` where this reads a graph
+    wrongly.
     """
+    from porter.importers.tf_ops import INFERENCE_OPS
+
     live = [n for n, d in graph.nodes(data=True) if not _is_training_op(n, d["op_type"])]
     data = nx.DiGraph((u, v) for u, v, d in graph.subgraph(live).edges(data=True)
                       if not d.get("control"))
@@ -533,7 +538,9 @@ def inference_io(graph: nx.DiGraph) -> tuple[list[str], list[str]]:
         attrs = graph.nodes[n]["attrs"]
         dtype = (attrs.get("output_type") or attrs.get("out_type") or attrs.get("T")
                  or attrs.get("dtype") or "float32")
-        if graph.nodes[n]["op_type"] in _NOT_OUTPUTS or "float" not in str(dtype):
+        op = graph.nodes[n]["op_type"]
+        # an op porter does not run (strings, I/O) is no output it could give
+        if op in _NOT_OUTPUTS or op not in INFERENCE_OPS or not _NUMERIC.search(str(dtype)):
             continue
         if graph.nodes[n]["op_type"] == "Identity" and _stray_alias(n, data, keep):
             continue

@@ -146,19 +146,25 @@ def test_dequantize_matches_tensorflows_own_op(tf1_fixtures):
     assert np.abs(wrong - exp["quant"]["dequantized"]["conv/w"][-1]).max() > 1e-4
 
 
-def test_identity_named_outputs_are_outputs_and_custom_gradient_aliases_are_not(tf1_fixtures,
-                                                                                  tmp_path):
+def test_identity_named_and_integer_outputs_are_outputs(tf1_fixtures, tmp_path):
     """``tf.identity(y, name="seg")`` names an output (its weights were once dropped as
-    unused); the unnamed Identity that tf.nn.swish's custom gradient leaves is no output."""
+    unused), so does an ArgMax head; the unnamed Identity that tf.nn.swish's custom gradient
+    leaves is no output, and a weight only a string head reads is dropped with a note."""
     _, exp = tf1_fixtures
     named = exp["named"]
     src = porter.open(named["prefix"])
-    assert inference_io(src.graph) == (["image:0"], ["probs:0", "seg:0"])
-    result = convert(named["prefix"], verify="cpu", out=tmp_path / "out")
-    assert result.manifest["io"]["outputs"] == ["probs:0", "seg:0"]
-    assert {e["action"] for e in _entries(result).values()} == {"mapped"}
-    xin, probs, seg = named["run"]
+    assert inference_io(src.graph) == (["image:0"], ["probs:0", "label:0", "seg:0"])
+    notes: list[str] = []
+    result = convert(named["prefix"], verify="cpu", out=tmp_path / "out", progress=notes.append)
+    assert result.manifest["io"]["outputs"] == ["probs:0", "label:0", "seg:0"]
+    rows = _entries(result)
+    assert {n for n, e in rows.items() if e["action"] != "mapped"} == {"captioner"}
+    assert rows["captioner"]["action"] == "dropped"
+    assert any("1 weights (captioner) are not reached from the outputs porter picked" in n
+               for n in notes)
+    xin, probs, seg, label = named["run"]
     with torch.no_grad():
         got = result.module(torch.from_numpy(xin))
     assert np.abs(got[0].numpy() - probs).max() < 1e-5
-    assert np.abs(got[1].numpy() - seg).max() < 1e-5
+    assert np.array_equal(got[1].numpy(), label)
+    assert np.abs(got[2].numpy() - seg).max() < 1e-5
