@@ -29,6 +29,7 @@ CLASS_NAME = "Model"
 # outputs in pixels (detector boxes) get the same relative strictness as those in [0, 1].
 GENERIC_TOLERANCE = Tolerance(max_abs=1e-4, rel_to_peak=1e-6)
 UNREACHED = "unused: not reached from the graph's outputs"
+UPSTREAM_FORMATS = ("torch-checkpoint", "safetensors")  # traced from --upstream
 DEFAULT_SPATIAL = (64, 96)  # stand-ins for unknown spatial sizes, distinct to catch transposes
 
 
@@ -125,7 +126,8 @@ def default_cases(inputs: Sequence[dict[str, Any]],
 # The runtime each convertible format is verified against (never the intermediate ONNX).
 REFERENCE_NAMES = {"onnx": "onnxruntime", "tf1-frozen": "tensorflow",
                    "tf1-checkpoint": "tensorflow", "tf1-metagraph": "tensorflow",
-                   "paddle-inference": "paddle-inference"}
+                   "paddle-inference": "paddle-inference",
+                   **{fmt: "torch-upstream" for fmt in UPSTREAM_FORMATS}}
 TF1_FORMATS = ("tf1-frozen", "tf1-checkpoint", "tf1-metagraph")
 
 
@@ -165,6 +167,11 @@ def _reference(source: Source, input_names: list[str], output_names: list[str]):
         if pinned and all(files):
             return paddle_inference_runtime(files[0], files[1], pinned=pinned)
         return paddle_inference_runtime(source.path)
+    if fmt in UPSTREAM_FORMATS and source.meta.get("upstream"):
+        from porter.verification.runtimes.torch_upstream import UpstreamRunner
+
+        return UpstreamRunner(source.meta["upstream"], source.tensors, input_names,
+                              output_names)
     raise PorterError(f"no reference runtime for {fmt} sources")
 
 
@@ -238,8 +245,13 @@ def _to_onnx(source: Source) -> Any:
     _load()
     known = sorted({p.name for p in PORTS.values() if fmt in p.formats})
     hint = f"; graphs that port {fmt}: {', '.join(known)} (use --graph NAME)" if known else ""
-    why = (f"this {fmt} has no MetaGraph (.meta beside it) to convert generically"
-           if fmt in TF1_FORMATS else f"a {fmt} source has no op graph to convert generically")
+    if fmt in TF1_FORMATS:
+        why = f"this {fmt} has no MetaGraph (.meta beside it) to convert generically"
+    elif fmt in UPSTREAM_FORMATS:
+        why = (f"a {fmt} source holds no op graph: name the network it belongs to with "
+               "--upstream FILE.py:NAME (and its input sizes with --shape) to trace one")
+    else:
+        why = f"a {fmt} source has no op graph to convert generically"
     raise PorterError(f"no clean graph matches this {fmt} source, and {why}{hint}")
 
 
@@ -254,7 +266,8 @@ def paddle_io(source: Source) -> list[dict[str, Any]]:
 
 
 def _convert(source: Source, inputs: Mapping[str, list[int] | None] | None = None,
-             outputs: Sequence[str] | None = None
+             outputs: Sequence[str] | None = None,
+             shapes: Mapping[str | None, tuple[int, ...]] | None = None
              ) -> tuple[Any, list[dict[str, Any]], list[str], str, list[str], Any]:
     """(module, inputs, output names, how it was converted, notes, TF1 preparation) for ``source``.
 
@@ -276,7 +289,12 @@ def _convert(source: Source, inputs: Mapping[str, list[int] | None] | None = Non
         return module, onnx_inputs, onnx_outputs, f"{source.format} -> ONNX", notes, prepared
     if inputs or outputs:
         raise PorterError("--inputs/--outputs apply to TF1 graphs only")
-    elif source.format == "paddle-inference":
+    if source.format in UPSTREAM_FORMATS and source.meta.get("upstream"):
+        from porter.upstream_graph import upstream_to_onnx
+
+        model, onnx_inputs, onnx_outputs, how = upstream_to_onnx(source, dict(shapes or {}))
+        return convert_onnx(model).eval(), onnx_inputs, onnx_outputs, how, notes, None
+    if source.format == "paddle-inference":
         from porter.converters.paddle import convert_paddle
         from porter.errors import UnsupportedOpError
 
@@ -316,7 +334,8 @@ def generic_port(source: Source, shapes: Mapping[str | None, tuple[int, ...]] | 
     """
     from porter.graphs import GraphPort, Ported
 
-    module, io_inputs, io_outputs, via, notes, prepared = _convert(source, inputs, outputs)
+    module, io_inputs, io_outputs, via, notes, prepared = _convert(source, inputs, outputs,
+                                                                   shapes)
     names = [i["name"] for i in io_inputs]
     params = dict(module.state_dict())
     report = account_verbatim(source, params, prepared)
@@ -578,8 +597,8 @@ def _scaled(source: Source, name: str, arr: np.ndarray, arrays: Mapping[str, np.
 def _read_by_graph(source: Source) -> set[str]:
     """Names (tensor and producer) that some node of the source's op graph reads; with no
     op graph, every tensor counts as read."""
-    if source.graph is None:
-        return set(source.tensors)
+    if source.graph is None:  # or, for a traced upstream network, what its trace reads
+        return set(source.meta.get("traced_reads") or source.tensors)
     read: set[str] = set()
     for _, data in source.graph.nodes(data=True):
         for inp in data.get("inputs", ()):

@@ -32,7 +32,8 @@ examples:
       --precision-mode force_fp32 --out out/modnet_910b
   porter convert hf_mask2former/ --to onnx --target atc --shape 1x3x384x384 --out out/m2f
   porter convert modnet_photographic --publish --zoo ~/zoo
-  porter convert BEN2_Base.pth --to torch --verify npu --upstream BEN2.py:BEN_Base"""
+  porter convert BEN2_Base.pth --to torch --verify npu --upstream BEN2.py:BEN_Base
+  porter convert ckpt.pth --upstream net.py:Net --shape image=1x3x256x256 --verify npu"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -94,7 +95,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--upstream", metavar="FILE.py:NAME",
                    help="the upstream PyTorch network (a class or builder) that a PyTorch "
                         "checkpoint or safetensors file is verified against, e.g. "
-                        "BEN2.py:BEN_Base (default: $PORTER_UPSTREAM)")
+                        "BEN2.py:BEN_Base (ben2's default: $PORTER_UPSTREAM); for a network "
+                        "no clean graph ports, porter traces it to convert the checkpoint "
+                        "generically (input sizes from --shape). Importing FILE.py runs it")
     p.add_argument("--out", metavar="DIR", help="output folder (default: out/NAME)")
     p.add_argument("--force", action="store_true",
                    help="replace --out / --report even if it is a non-empty folder porter "

@@ -82,7 +82,8 @@ def _quiet_native_output():
 
 
 def _export_once(module: torch.nn.Module, example: tuple, opset: int, input_names: list[str],
-                 output_names: list[str], dynamic_axes: dict | None) -> Any:
+                 output_names: list[str], dynamic_axes: dict | None,
+                 keep_batchnorm: bool = False) -> Any:
     import onnx
 
     from porter.export.io_names import rename_values, stand_ins
@@ -98,7 +99,11 @@ def _export_once(module: torch.nn.Module, example: tuple, opset: int, input_name
         torch.onnx.export(module, example, buf, opset_version=opset, dynamo=False,
                           input_names=[stand.get(n, n) for n in input_names],
                           output_names=[stand.get(n, n) for n in output_names],
-                          dynamic_axes=dynamic_axes, do_constant_folding=True)
+                          dynamic_axes=dynamic_axes, do_constant_folding=True,
+                          # PRESERVE exports an eval-mode module as it is, without folding
+                          # BatchNorm into the convolution before it (EVAL's peephole does)
+                          training=(torch.onnx.TrainingMode.PRESERVE if keep_batchnorm
+                                    else torch.onnx.TrainingMode.EVAL))
     model = onnx.load_from_string(buf.getvalue())
     rename_values(model.graph, {s: n for n, s in stand.items()})
     return model
@@ -109,7 +114,7 @@ def export_lowest_opset(module: torch.nn.Module, example: Sequence[torch.Tensor]
                         pick: Callable[[Any], tuple], opset: int | None = None,
                         dynamic_axes: dict | None = None,
                         accept: Callable[[Any, int], tuple[str, bool] | None] | None = None,
-                        ceiling: int = OPSET_CEILING) -> Exported:
+                        ceiling: int = OPSET_CEILING, keep_batchnorm: bool = False) -> Exported:
     """Export at ``opset``, or at the lowest opset in [11, ceiling] that works.
 
     A failed export that says which opset an op was "added in" (or to "try") jumps straight
@@ -127,7 +132,7 @@ def export_lowest_opset(module: torch.nn.Module, example: Sequence[torch.Tensor]
         try:
             with torch.no_grad(), stack:
                 model = _export_once(wrapped, tuple(example), v, input_names, output_names,
-                                     dynamic_axes)
+                                     dynamic_axes, keep_batchnorm)
         except Exception as exc:  # torch.onnx raises many kinds; the message is what matters
             text = str(exc).strip().split(" [Caused by")[0]
             msg = text.splitlines()[0][:300] if text else type(exc).__name__

@@ -176,7 +176,14 @@ class UpstreamRunner:
             if arr.dtype.name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
                 arr = arr.astype(np.float32)  # exact; load_state_dict casts to the module's
             state[name] = torch.from_numpy(np.array(arr, copy=True))
-        result = module.load_state_dict(state, strict=False)
+        try:
+            result = module.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shape clashes: torch lists them one per line
+            clashes = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()]
+            raise PorterError(f"upstream {self.spec}: the source does not load strictly: "
+                              f"{'; '.join(clashes[:3]) or exc}"
+                              f"{f' (and {len(clashes) - 3} more)' if len(clashes) > 3 else ''}"
+                              ) from exc
         if result.missing_keys or result.unexpected_keys:
             raise PorterError(f"upstream {self.spec}: the source does not load strictly "
                               f"(missing {result.missing_keys[:5]}, unexpected "
@@ -193,4 +200,6 @@ class UpstreamRunner:
         out = self.module(*args)
         if isinstance(out, torch.Tensor):
             out = (out,)
+        elif isinstance(out, Mapping):  # named outputs, in the order the dict gives them
+            out = tuple(out.values())
         return {n: o.detach().float().cpu().numpy() for n, o in zip(self.output_names, out)}
