@@ -72,6 +72,59 @@ def _example(names: Sequence[str], shapes: Mapping[str | None, tuple[int, ...]]
                              .astype(np.float32)) for n in names]
 
 
+def _batch_two(model: Any, module: torch.nn.Module, names: Sequence[str],
+               out_names: Sequence[str], example: Sequence[torch.Tensor], pick: Any
+               ) -> str | None:
+    """None when the graph traced with a free batch computes what the network does at batch 2
+    (onnxruntime against the upstream forward); else why not. A trace turns Python ints taken
+    from sizes (``B = int(x.shape[0] / n)``) into constants, which a free batch then breaks,
+    silently where the shapes still fit."""
+    from porter.generic import GENERIC_TOLERANCE
+    from porter.verification.runtimes.onnxruntime import OrtRunner
+
+    rng = np.random.default_rng(1)
+    twice = [rng.uniform(-1, 1, (2 * t.shape[0], *t.shape[1:])).astype(np.float32)
+             for t in example]
+    with torch.inference_mode():
+        want = pick(module(*[torch.from_numpy(t) for t in twice]))
+    try:
+        got = OrtRunner(model)(dict(zip(names, twice)))
+    except PorterError as exc:
+        return f"the graph traced with a free batch fails at batch 2 ({exc})"
+    for name, ref in zip(out_names, want):
+        ref64 = ref.detach().double().numpy()
+        out64 = np.asarray(got[name], np.float64)
+        if out64.shape != ref64.shape:
+            return (f"traced with a free batch, {name} is {list(out64.shape)} at batch 2, not "
+                    f"{list(ref64.shape)}")
+        worst = float(np.abs(out64 - ref64).max()) if ref64.size else 0.0
+        bound = GENERIC_TOLERANCE.max_abs + GENERIC_TOLERANCE.rel_to_peak * float(
+            np.abs(ref64).max() if ref64.size else 0.0)
+        if not worst <= bound:
+            return (f"traced with a free batch, {name} differs from the network at batch 2 "
+                    f"(max|Δ| {worst:.2e}: the forward turns a size into a constant)")
+    return None
+
+
+def _traced_reads(source: Source, model: Any) -> set[str]:
+    """Source tensors the traced graph reads: its initializers carry the state-dict names
+    (under the export wrapper's ``m.``), and torch.onnx keeps one of several identical
+    tensors (two layers' equal index buffers), so a tensor equal to a kept one is read too. A
+    tensor neither names nor equals (``num_batches_tracked``) is what the forward never uses."""
+    import hashlib
+
+    from onnx import numpy_helper
+
+    def key(arr: np.ndarray) -> tuple:
+        arr = np.ascontiguousarray(arr)
+        return arr.dtype.str, arr.shape, hashlib.sha256(arr.view(np.uint8).data).hexdigest()
+
+    names = {t.name.removeprefix("m.") for t in model.graph.initializer}
+    kept = {key(numpy_helper.to_array(t)) for t in model.graph.initializer}
+    return names | {n for n, ref in source.tensors.items()
+                    if n not in names and key(np.asarray(ref.numpy())) in kept}
+
+
 def upstream_to_onnx(source: Source, shapes: Mapping[str | None, tuple[int, ...]]
                      ) -> tuple[Any, list[dict[str, Any]], list[str], str]:
     """(ONNX model, inputs as :func:`porter.generic.onnx_io` gives them, output names, how)
@@ -100,16 +153,16 @@ def upstream_to_onnx(source: Source, shapes: Mapping[str | None, tuple[int, ...]
     how = "batch dynamic"
     try:
         exported = export_lowest_opset(module, example, names, out_names, pick=pick,
-                                       dynamic_axes=batch, keep_batchnorm=True)
-    except ExportError:
+                                       dynamic_axes=batch, keep_weights=True)
+        why = _batch_two(exported.model, module, names, out_names, example, pick)
+    except ExportError as exc:
+        why = f"torch.onnx could not keep it free ({exc})"
+    if why:
         exported = export_lowest_opset(module, example, names, out_names, pick=pick,
-                                       keep_batchnorm=True)
-        how = "batch fixed: torch.onnx could not keep it free"
+                                       keep_weights=True)
+        how = f"batch fixed: {why}"
     model = exported.model
-    # the traced graph's initializers carry the state-dict names (under the export wrapper's
-    # "m."): what it reads; a tensor it does not (num_batches_tracked) is reported unused
-    source.meta["traced_reads"] = sorted(t.name.removeprefix("m.")
-                                         for t in model.graph.initializer)
+    source.meta["traced_reads"] = sorted(_traced_reads(source, model))
     from porter.generic import onnx_io
 
     inputs, _ = onnx_io(model)

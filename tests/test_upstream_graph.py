@@ -115,3 +115,53 @@ def test_cli_converts_a_checkpoint_with_its_upstream(tmp_path, upstream, capsys)
                  SHAPES[1], "--verify", "npu", "--out", str(out), "-q"])
     assert code == 0, capsys.readouterr().err
     assert (out / "model.safetensors").is_file() and (out / "model.py").is_file()
+
+
+SIZE_AS_CONSTANT = '''import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    """Splits the image in 4 tiles and back, with the batch taken as a Python int (as Swin's
+    window_reverse does), and two layers holding equal index buffers."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        for i in range(2):
+            self.register_buffer(f"order{i}", torch.tensor([3, 2, 1, 0]))
+
+    def forward(self, x):
+        y = self.conv(x)
+        tiles = y.unfold(2, 4, 4).unfold(3, 4, 4)  # B, C, 2, 2, 4, 4
+        t = tiles.permute(0, 2, 3, 1, 4, 5).reshape(-1, 4, 4, 4)  # 4B tiles
+        b = int(t.shape[0] / 4)  # a traced constant: 1
+        t = t[:, self.order0][:, self.order1]
+        # as Swin's window_reverse: -1 takes up what the constant b misses, and the reshape
+        # back uses the input's own (free) batch, so at batch 2 the shapes fit, scrambled
+        u = t.reshape(b, 2, 2, 4, 4, -1).permute(0, 5, 1, 3, 2, 4)
+        return u.reshape(x.shape[0], 4, 8, 8)
+'''
+
+
+def test_a_trace_that_fixes_the_batch_is_exported_with_a_fixed_batch(tmp_path):
+    """With a free batch the trace fails or, worse, computes the wrong thing at batch 2 (a
+    Swin-style window_reverse does, its shapes still fitting); porter checks the trace at
+    batch 2 against the network first and fixes the batch, saying why. Equal buffers
+    torch.onnx merged into one initializer are read, not 'unused'."""
+    path = tmp_path / "tiles.py"
+    path.write_text(SIZE_AS_CONSTANT)
+    from porter.verification.runtimes.torch_upstream import import_upstream
+
+    torch.manual_seed(0)
+    net = import_upstream(f"{path}:Net")().eval()
+    pth = tmp_path / "tiles.pth"
+    torch.save(net.state_dict(), pth)
+    res = convert(pth, verify="cpu", upstream=f"{path}:Net", shapes=["1x3x8x8"], out=None)
+    assert res.manifest["parity"]["passed"]
+    assert [c["name"] for c in res.manifest["parity"]["cases"]] == ["1x3x8x8"]
+    notes = " ".join(res.manifest["mapping"]["notes"])
+    assert "batch fixed: traced with a free batch, output differs from the network at " \
+        "batch 2" in notes
+    rows = {e["source"]: e for e in res.manifest["mapping"]["entries"]}
+    assert rows["order1"]["action"] != "dropped" and rows["order0"]["action"] != "dropped"

@@ -83,7 +83,7 @@ def _quiet_native_output():
 
 def _export_once(module: torch.nn.Module, example: tuple, opset: int, input_names: list[str],
                  output_names: list[str], dynamic_axes: dict | None,
-                 keep_batchnorm: bool = False) -> Any:
+                 keep_weights: bool = False) -> Any:
     import onnx
 
     from porter.export.io_names import rename_values, stand_ins
@@ -99,10 +99,12 @@ def _export_once(module: torch.nn.Module, example: tuple, opset: int, input_name
         torch.onnx.export(module, example, buf, opset_version=opset, dynamo=False,
                           input_names=[stand.get(n, n) for n in input_names],
                           output_names=[stand.get(n, n) for n in output_names],
-                          dynamic_axes=dynamic_axes, do_constant_folding=True,
-                          # PRESERVE exports an eval-mode module as it is, without folding
-                          # BatchNorm into the convolution before it (EVAL's peephole does)
-                          training=(torch.onnx.TrainingMode.PRESERVE if keep_batchnorm
+                          # keep_weights: every parameter stays an initializer as it is (no
+                          # constant folding of weight expressions; PRESERVE exports an
+                          # eval-mode module as it is, where EVAL's peephole folds BatchNorm
+                          # into the convolution before it)
+                          dynamic_axes=dynamic_axes, do_constant_folding=not keep_weights,
+                          training=(torch.onnx.TrainingMode.PRESERVE if keep_weights
                                     else torch.onnx.TrainingMode.EVAL))
     model = onnx.load_from_string(buf.getvalue())
     rename_values(model.graph, {s: n for n, s in stand.items()})
@@ -114,7 +116,7 @@ def export_lowest_opset(module: torch.nn.Module, example: Sequence[torch.Tensor]
                         pick: Callable[[Any], tuple], opset: int | None = None,
                         dynamic_axes: dict | None = None,
                         accept: Callable[[Any, int], tuple[str, bool] | None] | None = None,
-                        ceiling: int = OPSET_CEILING, keep_batchnorm: bool = False) -> Exported:
+                        ceiling: int = OPSET_CEILING, keep_weights: bool = False) -> Exported:
     """Export at ``opset``, or at the lowest opset in [11, ceiling] that works.
 
     A failed export that says which opset an op was "added in" (or to "try") jumps straight
@@ -132,7 +134,7 @@ def export_lowest_opset(module: torch.nn.Module, example: Sequence[torch.Tensor]
         try:
             with torch.no_grad(), stack:
                 model = _export_once(wrapped, tuple(example), v, input_names, output_names,
-                                     dynamic_axes, keep_batchnorm)
+                                     dynamic_axes, keep_weights)
         except Exception as exc:  # torch.onnx raises many kinds; the message is what matters
             text = str(exc).strip().split(" [Caused by")[0]
             msg = text.splitlines()[0][:300] if text else type(exc).__name__
