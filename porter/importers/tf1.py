@@ -512,8 +512,9 @@ def inference_io(graph: nx.DiGraph) -> tuple[list[str], list[str]]:
     """The inference inputs and outputs of a (training) op graph, as tensor names.
 
     Inputs: the Placeholders that reach a weighted op (labels and targets do not). Outputs: the
-    numeric sinks (float, integer like an ArgMax head, bool) of ops porter runs, among what
-    depends on those inputs alone, once training machinery (gradients, optimizer updates,
+    numeric sinks (float; integer like an ArgMax head or bool where nothing reads them: read
+    on the label side they are metrics) of ops porter runs, among what depends on those
+    inputs alone, once training machinery (gradients, optimizer updates,
     savers, summaries) is set aside. Pass ``--inputs``/``--outputs`` where this reads a graph
     wrongly.
     """
@@ -544,6 +545,9 @@ def inference_io(graph: nx.DiGraph) -> tuple[list[str], list[str]]:
             continue
         if graph.nodes[n]["op_type"] == "Identity" and _stray_alias(n, data, keep):
             continue
+        if "float" not in str(dtype) and "half" not in str(dtype) and any(
+                True for _ in data.successors(n)):
+            continue  # integers read on the label side (an accuracy's ArgMax): a metric
         outputs.append(f"{n}:0")
     return [f"{p}:0" for p in inputs], outputs
 
