@@ -17,7 +17,7 @@ import torch
 
 from porter.errors import FormatError, PorterError
 
-__all__ = ["ModuleSource", "open_module_source"]
+__all__ = ["ModuleSource", "is_hf_folder", "open_module_source"]
 
 
 @dataclass
@@ -78,7 +78,8 @@ def _porter_output(folder: Path, shapes: list[str], trust_code: bool = False) ->
                         manifest.get("graph", {}), manifest.get("name") or folder.name)
 
 
-def _is_hf(folder: Path) -> bool:
+def is_hf_folder(folder: Path) -> bool:
+    """A ``save_pretrained`` folder (config.json + model.safetensors), not a porter output."""
     return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file() \
         and not (folder / "manifest.json").is_file()
 
@@ -152,7 +153,7 @@ def open_module_source(src: str | Path, shapes: list[str] = (), zoo: str | Path 
     p = Path(src)
     if p.is_dir() and (p / "manifest.json").is_file():
         return _porter_output(p, list(shapes), trust_code)
-    if p.is_dir() and _is_hf(p):
+    if p.is_dir() and is_hf_folder(p):
         return _hf_folder(p, list(shapes))
     if not p.exists() and os.sep not in str(src) and not p.suffix:
         from porter.zoo.pull import find

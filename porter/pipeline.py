@@ -141,6 +141,13 @@ def convert(path: str | Path, *, to: str = "torch", graph: str = "auto", verify:
             return _convert_module(msrc, kind, out=out, name=name, options=options,
                                    progress=progress, t0=t0, force=force)
     src_path = _resolve_source(path)
+    if not kind.from_module and src_path.is_dir():
+        from porter.module_sources import is_hf_folder
+
+        if is_hf_folder(src_path):
+            raise PorterError(f"{src_path}: a Hugging Face transformers folder is a torch model "
+                              "already (load it with transformers); porter exports it with "
+                              "--to onnx [--target atc], verified against it")
     if name is None and src_path != Path(path):  # a catalog name: keep it as the model's name
         name = str(path)
     name = name or _default_name(src_path)

@@ -317,3 +317,22 @@ def test_cli_help_teaches_the_atc_values(capsys):
     assert "--soc-version CHIP" in text and "--precision-mode MODE" in text
     assert all(m in text for m in PRECISION_MODES) and all(s in text for s in SOC_EXAMPLES)
     assert "default: Ascend310P3" in text
+
+
+def test_hf_folder_to_torch_points_at_onnx(tmp_path, capsys):
+    """A transformers folder is a torch model already: --to torch says so and what porter
+    does with it, in one line, before any work."""
+    from porter.cli.main import main
+
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=32, image_size=16, patch_size=8,
+                                 num_labels=2)
+    folder = tmp_path / "vit"
+    transformers.ViTForImageClassification(cfg).save_pretrained(folder)
+    capsys.readouterr()  # transformers' own progress bars
+    code = main(["convert", str(folder), "--to", "torch", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "Hugging Face transformers folder is a torch model already" in err[0]
+    assert "--to onnx" in err[0] and not (tmp_path / "out").exists()
