@@ -250,7 +250,9 @@ def _forward_lines(module: OnnxModule, sources: _Sources) -> tuple[list[str], li
 
 def _step_line(st: Step, names: dict[int, str], used: set[str], sources: _Sources) -> str:
     if getattr(st.fn, "source_unsupported", False):  # e.g. control flow with subgraphs
-        raise PorterError(f"readable source does not support {st.op_type} yet")
+        raise PorterError(f"model.py cannot hold the model's {st.op_type} yet (control flow "
+                          "with subgraphs): porter converts and runs it, and checks parity, "
+                          "but writes no output for it; nothing was written")
     args = [names[v] if s else _literal(v) for s, v in st.args]
     kwargs = [f"{k}={_literal(v)}" for k, v in st.kwargs.items()]
     if st.symbolic is not None:  # shape arithmetic on python ints, as the plan runs it
