@@ -9,10 +9,12 @@ node. Op helpers that have no torch one-liner are copied verbatim from ``porter.
 from __future__ import annotations
 
 import ast
+import dis
 import inspect
 import keyword
 import math
 import re
+import sys
 import types
 from pathlib import Path
 from typing import Any
@@ -127,6 +129,17 @@ def _code_names(code: types.CodeType) -> list[str]:
     return names
 
 
+def _global_names(code: types.CodeType) -> list[str]:
+    """Global names ``code`` loads (not attribute names, which ``co_names`` also holds: a
+    method ``self._scan`` must not pull in a module-level ``_scan``), nested code included."""
+    names = [ins.argval for ins in dis.get_instructions(code)
+             if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME")]
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names += _global_names(const)
+    return names
+
+
 class _Sources:
     """Collects op helper functions (and the module-level helpers they call)."""
 
@@ -138,7 +151,13 @@ class _Sources:
         name = fn.__name__
         if name in self.text:
             return name
-        if isinstance(fn, type):  # a helper class (ShapeValue): its source, once
+        if isinstance(fn, type):  # a helper class (ShapeValue, Loop): its source, once
+            self.text[name] = ""
+            glb = vars(sys.modules[fn.__module__])
+            for member in vars(fn).values():
+                code = getattr(member, "__code__", None)
+                for ref in _global_names(code) if code is not None else ():
+                    self._dependency(ref, glb)
             self.text[name] = inspect.getsource(fn)
             self.order.append(name)
             return name
@@ -154,6 +173,23 @@ class _Sources:
         self.text[name] = inspect.getsource(fn)
         self.order.append(name)
         return name
+
+    def _dependency(self, ref: str, glb: dict) -> None:
+        """A global a helper class's methods read: porter's own helpers and classes are
+        copied, a number becomes a literal, porter's error types plain RuntimeErrors."""
+        dep = glb.get(ref)
+        if ref in self.text or dep is None:
+            return
+        if isinstance(dep, (types.FunctionType, type)) and \
+                dep.__module__.startswith("porter.converters"):
+            self.add(dep)
+        elif isinstance(dep, type) and issubclass(dep, Exception) and \
+                dep.__module__ == "porter.errors":
+            self.text[ref] = f"{ref} = RuntimeError"
+            self.order.append(ref)
+        elif isinstance(dep, (int, float)) and not isinstance(dep, bool):
+            self.text[ref] = f"{ref} = {_literal(dep)}"
+            self.order.append(ref)
 
     def render(self) -> str:
         return "\n\n".join(self.text[n].rstrip() for n in self.order)
@@ -183,9 +219,56 @@ def _path(path: str) -> str:
     return path
 
 
-def _init_lines(module: OnnxModule) -> list[str]:
+#: Control-flow modules (porter.converters.ops.control) -> their constructor arguments: how
+#: model.py rebuilds one, its subgraph bodies as generated classes of their own.
+_CONTROL_ARGS: dict[str, Any] = {
+    "Loop": lambda m: (m.body, m.n_carried, m.n_out),
+    "If": lambda m: (m.then_body, m.else_body, m.n_out),
+    "Scan": lambda m: (m.body, m.n_state, m.n_scan, m.in_axes, m.in_dirs, m.out_axes,
+                       m.out_dirs, m.batched),
+    "SequenceMap": lambda m: (m.body, m.n_in, m.is_seq, m.n_out),
+    "_Body": lambda m: (m.plan, m.outer),
+}
+
+
+def _is_control(m: nn.Module) -> bool:
+    return type(m).__module__ == "porter.converters.ops.control" and \
+        type(m).__name__ in _CONTROL_ARGS
+
+
+class _Classes:
+    """Generated classes for subgraph bodies (``_Graph1`` …), rendered as they are met."""
+
+    def __init__(self, sources: _Sources) -> None:
+        self.sources = sources
+        self.texts: list[str] = []
+        self.attrs: dict[int, str] = {}  # id(control module) -> its attribute, where moved
+
+    def add(self, plan: OnnxModule) -> str:
+        name = f"_Graph{len(self.texts) + 1}"
+        self.texts.append("")  # reserve the name: bodies nest
+        k = len(self.texts) - 1
+        self.texts[k] = _class_text(plan, name, "a control-flow body", self.sources, self,
+                                    body=True)
+        return name
+
+
+def _constructor(m: Any, classes: _Classes) -> str:
+    """The expression that rebuilds control module ``m`` (or a body plan) in model.py."""
+    if isinstance(m, OnnxModule):
+        return f"{classes.add(m)}()"
+    if isinstance(m, nn.Module):
+        if not _is_control(m):
+            raise PorterError(f"cannot write {type(m).__name__} inside a control-flow body")
+        args = ", ".join(_constructor(a, classes) for a in _CONTROL_ARGS[type(m).__name__](m))
+        return f"{classes.sources.add(type(m))}({args})"
+    return _literal(m)
+
+
+def _init_lines(module: OnnxModule, classes: _Classes) -> list[str]:
     lines: list[str] = []
     declared: set[str] = set()
+    inside: list[str] = []  # control modules written whole: their submodules are theirs
 
     def declare_containers(path: str) -> None:
         parts = path.split(".")
@@ -195,12 +278,32 @@ def _init_lines(module: OnnxModule) -> list[str]:
                 declared.add(sub)
                 lines.append(f"self.{sub} = nn.Module()")
 
-    for path, m in module.named_modules():
-        if not path or type(m) is nn.Module:
+    # control modules are steps; one without weights is not a registered submodule
+    steps = [(st.label, st.fn) for st in module._steps if _is_control(st.fn)]
+    registered = dict(module.named_modules())
+    extra = []
+    for path, m in steps:
+        if registered.get(path) is m:
+            continue
+        attr = path
+        while attr in registered:  # the label holds the step's constant inputs: beside it
+            attr += "_flow"
+        classes.attrs[id(m)] = attr
+        extra.append((attr, m))
+    for path, m in [*module.named_modules(), *extra]:
+        if not path or type(m) is nn.Module or path in declared or any(
+                path.startswith(p + ".") for p in inside):
             continue
         declare_containers(_path(path))
         declared.add(path)
-        if isinstance(m, Params):
+        if _is_control(m):
+            inside.append(path)
+            lines.append(f"self.{path} = {_constructor(m, classes)}")
+        elif getattr(m, "source_unsupported", False):  # e.g. FlexAttention's subgraphs
+            raise PorterError(f"model.py cannot hold the model's {type(m).__name__} yet: "
+                              "porter converts and runs it, and checks parity, but writes no "
+                              "output for it; nothing was written")
+        elif isinstance(m, Params):
             ps = {k: (tuple(v.shape), v.dtype) for k, v in m.named_parameters(recurse=False)}
             bs = {k: (tuple(v.shape), v.dtype) for k, v in m.named_buffers(recurse=False)}
             lines.append(f"self.{path} = _holder({_literal_dict(ps)}, {_literal_dict(bs)})")
@@ -224,7 +327,8 @@ def _called_names(module: OnnxModule) -> set[str]:
     return names
 
 
-def _forward_lines(module: OnnxModule, sources: _Sources) -> tuple[list[str], list[str]]:
+def _forward_lines(module: OnnxModule, sources: _Sources, attrs: dict[int, str] | None = None
+                   ) -> tuple[list[str], list[str]]:
     used: set[str] = _called_names(module)  # a node scoped `/transpose/…` must not hide transpose()
     names: dict[int, str] = {}
     args_sig = []
@@ -233,10 +337,12 @@ def _forward_lines(module: OnnxModule, sources: _Sources) -> tuple[list[str], li
         args_sig.append(names[slot])
     for slot, path in module._const_slots:
         names[slot] = f"self.{_path(path)}"
+    for slot, value in module._literal_outputs.items():  # a body passing a constant through
+        names[slot] = _literal(value)
     lines: list[str] = []
     symbolic: set[int] = set()  # slots holding ShapeValues (python-int shape arithmetic)
     for st in module._steps:
-        lines.append(_step_line(st, names, used, sources))
+        lines.append(_step_line(st, names, used, sources, attrs or {}))
         if st.symbolic is not None:
             symbolic.update(st.outs)
     outs = [names[s] for s in module._output_slots]
@@ -248,11 +354,8 @@ def _forward_lines(module: OnnxModule, sources: _Sources) -> tuple[list[str], li
     return args_sig, lines
 
 
-def _step_line(st: Step, names: dict[int, str], used: set[str], sources: _Sources) -> str:
-    if getattr(st.fn, "source_unsupported", False):  # e.g. control flow with subgraphs
-        raise PorterError(f"model.py cannot hold the model's {st.op_type} yet (control flow "
-                          "with subgraphs): porter converts and runs it, and checks parity, "
-                          "but writes no output for it; nothing was written")
+def _step_line(st: Step, names: dict[int, str], used: set[str], sources: _Sources,
+               attrs: dict[int, str]) -> str:
     args = [names[v] if s else _literal(v) for s, v in st.args]
     kwargs = [f"{k}={_literal(v)}" for k, v in st.kwargs.items()]
     if st.symbolic is not None:  # shape arithmetic on python ints, as the plan runs it
@@ -268,7 +371,8 @@ def _step_line(st: Step, names: dict[int, str], used: set[str], sources: _Source
             fname = sources.add(shape_tensor)
             args = [f"{fname}({a})" if k in st.materialize else a for k, a in enumerate(args)]
         if isinstance(st.fn, nn.Module):
-            call = f"self.{_path(st.label)}({', '.join(args + kwargs)})"
+            attr = attrs.get(id(st.fn), st.label)
+            call = f"self.{_path(attr)}({', '.join(args + kwargs)})"
         elif st.template is not None and not kwargs:
             call = st.template.format(*args)
         else:
@@ -285,29 +389,48 @@ def _step_line(st: Step, names: dict[int, str], used: set[str], sources: _Source
     return f"{', '.join(targets)} = {call}"
 
 
-def render_source(module: OnnxModule, class_name: str = "Model", origin: str = "ONNX") -> str:
-    """The python source of ``module`` as a standalone ``class_name(nn.Module)``."""
-    sources = _Sources()
-    sig, body = _forward_lines(module, sources)
-    init = _init_lines(module)
-    uses_holder = any(line.split(" = ", 1)[1].startswith("_holder(") for line in init)
-    if not class_name.isidentifier() or keyword.iskeyword(class_name):
-        raise PorterError(f"class name {class_name!r} is not a python identifier")
-    out = [_HEADER.format(class_name=class_name, origin=_doc(origin))]
-    if uses_holder:
-        out.append(_HOLDER)
-    helpers = sources.render()
-    if helpers:
-        out.append("\n\n" + helpers + "\n")
-    out.append(f"\n\nclass {class_name}(nn.Module):")
-    out.append(f'    """Converted from {_doc(origin)}; inputs: '
-               f'{_doc(", ".join(module.input_names))}."""\n')
+def _class_text(module: OnnxModule, class_name: str, doc: str, sources: _Sources,
+                classes: _Classes, body: bool = False) -> str:
+    """``module`` as ``class class_name(nn.Module)``; a subgraph ``body`` also answers the
+    plan interface its control module calls (``_run``, ``_output_slots``)."""
+    init = _init_lines(module, classes)  # first: it places the control modules
+    sig, lines = _forward_lines(module, sources, classes.attrs)
+    out = [f"class {class_name}(nn.Module):", f'    """{doc}."""\n']
+    if body:
+        out.append(f"    _output_slots = {_literal([0] * len(module._output_slots))}  # the count")
+        out.append("")
+        out.append("    def _run(self, args: tuple) -> list:")
+        out.append("        out = self.forward(*args)")
+        out.append("        return list(out) if isinstance(out, tuple) else [out]")
+        out.append("")
     out.append("    def __init__(self) -> None:")
     out.append("        super().__init__()")
     out += [f"        {line}" for line in init]
     out.append("")
     out.append(f"    def forward(self, {', '.join(sig)}):")
-    out += [f"        {line}" for line in body]
+    out += [f"        {line}" for line in lines]
+    return "\n".join(out)
+
+
+def render_source(module: OnnxModule, class_name: str = "Model", origin: str = "ONNX") -> str:
+    """The python source of ``module`` as a standalone ``class_name(nn.Module)``; control
+    flow bodies become classes of their own, the control modules copied with their helpers."""
+    if not class_name.isidentifier() or keyword.iskeyword(class_name):
+        raise PorterError(f"class name {class_name!r} is not a python identifier")
+    sources = _Sources()
+    classes = _Classes(sources)
+    main = _class_text(module, class_name, f"Converted from {_doc(origin)}; inputs: "
+                       f"{_doc(', '.join(module.input_names))}", sources, classes)
+    out = [_HEADER.format(class_name=class_name, origin=_doc(origin))]
+    text_so_far = main + "".join(classes.texts)
+    if "_holder(" in text_so_far:
+        out.append(_HOLDER)
+    helpers = sources.render()
+    if helpers:
+        out.append("\n\n" + helpers + "\n")
+    for sub in classes.texts:
+        out.append("\n\n" + sub)
+    out.append("\n\n" + main)
     text = "\n".join(out) + "\n"
     if "math." not in text.replace("import math", ""):  # import only what the model uses
         text = text.replace("\nimport math\n", "\n", 1)

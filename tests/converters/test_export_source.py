@@ -45,14 +45,14 @@ def test_generated_source_matches_onnxruntime(tmp_path) -> None:
     assert np.abs(np.load(tmp_path / "y.npy") - ref).max() <= 1e-5
 
 
-def test_control_flow_model_is_verified_but_not_written_and_says_so(tmp_path) -> None:
-    """An If (control flow with subgraphs) converts and passes parity, but model.py has no
-    form for it yet: one clear error after the parity report, and no output folder."""
+def test_control_flow_model_is_written_and_loads(tmp_path) -> None:
+    """An If (control flow with subgraphs) is written to model.py (each branch a class of its
+    own) and the output loads and takes either branch as onnxruntime does."""
     import onnx
-    import pytest
+    import torch
     from onnx import TensorProto, helper
 
-    from porter.errors import PorterError
+    import porter
     from porter.pipeline import convert
 
     def branch(op: str, name: str) -> onnx.GraphProto:
@@ -67,13 +67,17 @@ def test_control_flow_model_is_verified_but_not_written_and_says_so(tmp_path) ->
                                                                         [2, 3])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
                               [helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     path = tmp_path / "if.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
-                                ir_version=8), path)
-    seen: list[str] = []
-    out = tmp_path / "out"
-    with pytest.raises(PorterError, match=r"model\.py cannot hold the model's If yet.*nothing "
-                                          "was written"):
-        convert(path, verify="cpu", out=out, progress=seen.append)
-    assert any(line.strip().startswith("ok ") for line in seen)  # parity ran and passed
-    assert not out.exists()
+    onnx.save(model, path)
+    res = convert(path, verify="cpu", out=tmp_path / "out")
+    assert res.manifest["parity"]["passed"]
+    code = (tmp_path / "out" / "model.py").read_text()
+    assert "class If(nn.Module)" in code and "class _Graph2(nn.Module)" in code
+    loaded = porter.load(tmp_path / "out", trust_code=True)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for sign in (1.0, -1.0):
+        x = (sign * np.abs(np.random.default_rng(0).normal(size=(2, 3)))).astype(np.float32)
+        with torch.no_grad():
+            got = loaded(torch.from_numpy(x)).numpy()
+        np.testing.assert_array_equal(got, sess.run(None, {"x": x})[0])
