@@ -308,6 +308,37 @@ def build_named_outputs(out: str) -> dict:
     return {"prefix": prefix, "run": (xin, *run)}
 
 
+def build_while(out: str) -> dict:
+    """A recurrence over the time axis as TF 1.x graphs hold it: tf.while_loop in v1 control
+    flow (Enter/Merge/Switch/NextIteration/Exit), which tf2onnx turns into an ONNX Loop."""
+    rng = np.random.default_rng(10)
+    v1.disable_control_flow_v2()
+    try:
+        g = tf.Graph()
+        with g.as_default():
+            x = v1.placeholder(tf.float32, [None, None, 6], name="seq")
+            wx = v1.get_variable("wx", initializer=rng.normal(size=(6, 8)).astype(np.float32))
+            wh = v1.get_variable("wh", initializer=rng.normal(size=(8, 8)).astype(np.float32) * 0.3)
+            xs = tf.transpose(x, [1, 0, 2])
+            steps = tf.shape(xs)[0]
+
+            def body(t, h):
+                return t + 1, tf.tanh(tf.matmul(xs[t], wx) + tf.matmul(h, wh))
+
+            _, h = tf.while_loop(lambda t, h: t < steps, body,
+                                 [tf.constant(0), tf.zeros([tf.shape(x)[0], 8])])
+            tf.identity(tf.matmul(h, v1.get_variable("proj", initializer=rng.normal(
+                size=(8, 3)).astype(np.float32))), name="logits")
+            with v1.Session(graph=g) as sess:
+                sess.run(v1.global_variables_initializer())
+                prefix = v1.train.Saver().save(sess, os.path.join(out, "while", "model.ckpt"))
+                xin = rng.uniform(-1, 1, (2, 5, 6)).astype(np.float32)
+                logits = sess.run("logits:0", {x: xin})
+    finally:
+        v1.enable_control_flow_v2()
+    return {"prefix": prefix, "run": (xin, logits)}
+
+
 def _quantized(value: np.ndarray, lo, hi, dtype, mode: str, **kw):
     with v1.Session(graph=tf.Graph()) as sess:
         return sess.run(tf.quantization.quantize(value, lo, hi, dtype, mode=mode, **kw))
@@ -386,6 +417,7 @@ def main(out: str, read: list[str]) -> None:
                 "rnet": build_refine(out, "rnet"), "onet": build_refine(out, "onet"),
                 "generic": build_generic(out), "quant": build_quant(out),
                 "inner": build_inner(out), "named": build_named_outputs(out),
+                "while": build_while(out),
                 "read": {prefix: _read_all(prefix) for prefix in read}}
     try:
         expected["sharded"] = build_sharded(out)

@@ -265,6 +265,15 @@ def _constructor(m: Any, classes: _Classes) -> str:
     return _literal(m)
 
 
+def _tensor_attr(path: str) -> str:
+    """``self.holder.name`` for a weight at dotted ``path``; a name that is no identifier (a
+    constant named after an ``And`` op: ``and``) is read with getattr."""
+    holder, _, name = path.rpartition(".")
+    if name.isidentifier() and not keyword.iskeyword(name):
+        return f"self.{_path(path)}"
+    return f"getattr(self.{_path(holder)}, {name!r})" if holder else f"getattr(self, {name!r})"
+
+
 def _init_lines(module: OnnxModule, classes: _Classes) -> list[str]:
     lines: list[str] = []
     declared: set[str] = set()
@@ -336,7 +345,7 @@ def _forward_lines(module: OnnxModule, sources: _Sources, attrs: dict[int, str] 
         names[slot] = _ident(name, used)
         args_sig.append(names[slot])
     for slot, path in module._const_slots:
-        names[slot] = f"self.{_path(path)}"
+        names[slot] = _tensor_attr(path)
     for slot, value in module._literal_outputs.items():  # a body passing a constant through
         names[slot] = _literal(value)
     lines: list[str] = []

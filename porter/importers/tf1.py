@@ -545,9 +545,10 @@ def inference_io(graph: nx.DiGraph) -> tuple[list[str], list[str]]:
             continue
         if graph.nodes[n]["op_type"] == "Identity" and _stray_alias(n, data, keep):
             continue
-        if "float" not in str(dtype) and "half" not in str(dtype) and any(
-                True for _ in data.successors(n)):
-            continue  # integers read on the label side (an accuracy's ArgMax): a metric
+        if "float" not in str(dtype) and "half" not in str(dtype) and (
+                op == "Exit" or any(True for _ in data.successors(n))):
+            continue  # integers read on the label side (an accuracy's ArgMax) are a metric,
+            # an integer leaving a while loop unread is its step counter
         outputs.append(f"{n}:0")
     return [f"{p}:0" for p in inputs], outputs
 
