@@ -209,14 +209,29 @@ def _ident(name: str, used: set[str]) -> str:
     return out
 
 
-_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def _path(path: str) -> str:
-    """A module path as it may appear after ``self.``: dotted ASCII identifiers only."""
-    if not _PATH.match(path) or any(keyword.iskeyword(p) for p in path.split(".")):
-        raise PorterError(f"module path {path[:60]!r} is not a dotted python identifier")
-    return path
+def _plain(part: str) -> bool:
+    return bool(_IDENT.match(part)) and not keyword.iskeyword(part)
+
+
+def _access(path: str) -> str:
+    """``self.a.b`` for a dotted module or tensor path. A part that is no plain ASCII
+    identifier (a keyword such as ``and``, which torch accepts as a name) is reached with
+    ``getattr`` and a quoted literal, so no name from a model is ever written as code."""
+    expr = "self"
+    for part in path.split("."):
+        expr = f"{expr}.{part}" if _plain(part) else f"getattr({expr}, {part!r})"
+    return expr
+
+
+def _assign(path: str, value: str) -> str:
+    """The line that sets the submodule at ``path`` (``setattr`` where its name is not plain)."""
+    holder, _, name = path.rpartition(".")
+    if _plain(name):
+        return f"{_access(path)} = {value}"
+    return f"setattr({_access(holder) if holder else 'self'}, {name!r}, {value})"
 
 
 #: Control-flow modules (porter.converters.ops.control) -> their constructor arguments: how
@@ -265,15 +280,6 @@ def _constructor(m: Any, classes: _Classes) -> str:
     return _literal(m)
 
 
-def _tensor_attr(path: str) -> str:
-    """``self.holder.name`` for a weight at dotted ``path``; a name that is no identifier (a
-    constant named after an ``And`` op: ``and``) is read with getattr."""
-    holder, _, name = path.rpartition(".")
-    if name.isidentifier() and not keyword.iskeyword(name):
-        return f"self.{_path(path)}"
-    return f"getattr(self.{_path(holder)}, {name!r})" if holder else f"getattr(self, {name!r})"
-
-
 def _init_lines(module: OnnxModule, classes: _Classes) -> list[str]:
     lines: list[str] = []
     declared: set[str] = set()
@@ -285,7 +291,7 @@ def _init_lines(module: OnnxModule, classes: _Classes) -> list[str]:
             sub = ".".join(parts[:k])
             if sub not in declared:
                 declared.add(sub)
-                lines.append(f"self.{sub} = nn.Module()")
+                lines.append(_assign(sub, "nn.Module()"))
 
     # control modules are steps; one without weights is not a registered submodule
     steps = [(st.label, st.fn) for st in module._steps if _is_control(st.fn)]
@@ -303,11 +309,11 @@ def _init_lines(module: OnnxModule, classes: _Classes) -> list[str]:
         if not path or type(m) is nn.Module or path in declared or any(
                 path.startswith(p + ".") for p in inside):
             continue
-        declare_containers(_path(path))
+        declare_containers(path)
         declared.add(path)
         if _is_control(m):
             inside.append(path)
-            lines.append(f"self.{path} = {_constructor(m, classes)}")
+            lines.append(_assign(path, _constructor(m, classes)))
         elif getattr(m, "source_unsupported", False):  # e.g. FlexAttention's subgraphs
             raise PorterError(f"model.py cannot hold the model's {type(m).__name__} yet: "
                               "porter converts and runs it, and checks parity, but writes no "
@@ -315,9 +321,9 @@ def _init_lines(module: OnnxModule, classes: _Classes) -> list[str]:
         elif isinstance(m, Params):
             ps = {k: (tuple(v.shape), v.dtype) for k, v in m.named_parameters(recurse=False)}
             bs = {k: (tuple(v.shape), v.dtype) for k, v in m.named_buffers(recurse=False)}
-            lines.append(f"self.{path} = _holder({_literal_dict(ps)}, {_literal_dict(bs)})")
+            lines.append(_assign(path, f"_holder({_literal_dict(ps)}, {_literal_dict(bs)})"))
         else:
-            lines.append(f"self.{path} = nn.{type(m).__name__}({_literal_args(m)})")
+            lines.append(_assign(path, f"nn.{type(m).__name__}({_literal_args(m)})"))
     return lines
 
 
@@ -345,7 +351,7 @@ def _forward_lines(module: OnnxModule, sources: _Sources, attrs: dict[int, str] 
         names[slot] = _ident(name, used)
         args_sig.append(names[slot])
     for slot, path in module._const_slots:
-        names[slot] = _tensor_attr(path)
+        names[slot] = _access(path)
     for slot, value in module._literal_outputs.items():  # a body passing a constant through
         names[slot] = _literal(value)
     lines: list[str] = []
@@ -381,7 +387,7 @@ def _step_line(st: Step, names: dict[int, str], used: set[str], sources: _Source
             args = [f"{fname}({a})" if k in st.materialize else a for k, a in enumerate(args)]
         if isinstance(st.fn, nn.Module):
             attr = attrs.get(id(st.fn), st.label)
-            call = f"self.{_path(attr)}({', '.join(args + kwargs)})"
+            call = f"{_access(attr)}({', '.join(args + kwargs)})"
         elif st.template is not None and not kwargs:
             call = st.template.format(*args)
         else:

@@ -59,9 +59,8 @@ def test_selection() -> None:
     assert len(CASES) >= 40
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_node_case(case) -> None:
-    module = convert_onnx(case.model)
+def _assert_case(module, case) -> None:
+    """``module`` gives the node case's expected outputs on each of its data sets."""
     for inputs, expected in case.data_sets:
         with torch.no_grad():
             out = module(*[_value(a) for a in inputs])
@@ -69,6 +68,11 @@ def test_node_case(case) -> None:
         assert len(outs) == len(expected)
         for o, e in zip(outs, expected):
             assert _same(o, e, case.rtol, case.atol), case.name
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_node_case(case) -> None:
+    _assert_case(convert_onnx(case.model), case)
 
 
 # ---- hand-built graphs vs onnxruntime -------------------------------------------------------
@@ -245,14 +249,8 @@ def _generated(module, tmp_path: Path, name: str):
 def test_node_case_as_generated_source(case, tmp_path) -> None:
     """model.py holds control flow: each body a class of its own, the Loop/If/Scan/SequenceMap
     modules copied with their helpers; the same state dict loads and gives the same values."""
-    net = _generated(convert_onnx(case.model), tmp_path, re.sub(r"\W", "_", case.name))
-    for inputs, expected in case.data_sets:
-        with torch.no_grad():
-            out = net(*[_value(a) for a in inputs])
-        outs = list(out) if isinstance(out, tuple) else [out]
-        assert len(outs) == len(expected)
-        for o, e in zip(outs, expected):
-            assert _same(o, e, case.rtol, case.atol), case.name
+    _assert_case(_generated(convert_onnx(case.model), tmp_path, re.sub(r"\W", "_", case.name)),
+                 case)
 
 
 def test_readable_source_writes_control_flow(tmp_path) -> None:

@@ -85,3 +85,27 @@ def test_string_epsilon_is_refused_not_pasted(arena) -> None:
                           "-q", cwd=cwd, timeout=300)
         assert not (cwd / CANARY).exists() and not (model_dir / CANARY).exists()
         assert_one_line_error(proc, "epsilon")
+
+
+def test_module_names_that_are_not_identifiers_are_reached_by_getattr() -> None:
+    """torch accepts any submodule name without a dot (a TF loop body's holder came out as
+    ``and``); model.py reaches such names with getattr/setattr and quoted literals, the state
+    dict keys unchanged, never as code."""
+    import torch
+    from torch import nn
+
+    from porter.converters.codegen import _access, _assign
+
+    assert _access("a.b") == "self.a.b"
+    assert _access("while_.and.weight") == "getattr(self.while_, 'and').weight"
+    hostile = "x');import os;('"
+    assert _assign(f"a.{hostile}", "nn.Module()") == \
+        f"setattr(self.a, {hostile!r}, nn.Module())"
+    root = nn.Module()
+    ns = {"self": root, "nn": nn, "torch": torch}
+    exec(_assign("a", "nn.Module()"), ns)  # noqa: S102 - our own generated line
+    exec(_assign("a.and", "nn.Linear(2, 2)"), ns)  # noqa: S102
+    exec(_assign(f"a.{hostile}", "nn.Identity()"), ns)  # noqa: S102
+    assert set(root.state_dict()) == {"a.and.weight", "a.and.bias"}
+    assert eval(_access("a.and.weight"), ns) is root.get_submodule("a.and").weight  # noqa: S307
+    assert "os" not in ns
