@@ -42,7 +42,8 @@ def export_in_child(model: Path, params: Path, out: Path, opset: int = 11,
     from porter.verification.sandbox import wrap
 
     env = {**os.environ, "GLOG_minloglevel": "2", "OMP_NUM_THREADS": "1",
-           "FLAGS_enable_pir_api": "1", "TMPDIR": str(out.parent), "HOME": str(out.parent)}
+           "FLAGS_enable_pir_api": "1", "TMPDIR": str(out.parent), "HOME": str(out.parent),
+           "PYTHONHASHSEED": "0"}  # one converter run per graph, whatever the parent's hashing
     cmd = [sys.executable, "-m", "porter.importers.paddle_onnx", str(model), str(params),
            str(out), str(opset)]
     # paddle2onnx parses the program in C++: confined to the model's folder and ``out``'s

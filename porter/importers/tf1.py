@@ -824,7 +824,11 @@ def to_onnx(source: Source | Path, inputs: list[str] | None = None,
         # tf2onnx executes subgraphs while folding constants: confined like the references
         proc = subprocess.run(wrap(cmd, read=[path.parent], write=[tmp]), capture_output=True,
                               text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
-                                              "TMPDIR": tmp, "HOME": tmp})
+                                              "TMPDIR": tmp, "HOME": tmp,
+                                              # tf2onnx walks sets: with string hashing
+                                              # randomised, a Loop body's inputs came out in
+                                              # either order, so one graph gave two modules
+                                              "PYTHONHASHSEED": "0"})
         if proc.returncode != 0 or not out.is_file():
             tail = (proc.stderr.strip().splitlines() or ["no message"])[-1]
             raise FormatError(f"{path}: tf2onnx failed ({tail})")

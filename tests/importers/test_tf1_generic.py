@@ -187,3 +187,25 @@ def test_while_loop_checkpoint_converts_and_writes_its_loop(tf1_fixtures, tmp_pa
     with torch.no_grad():
         got = loaded(torch.from_numpy(xin))
     assert np.abs(got.numpy() - logits).max() < 1e-5
+
+
+def test_conversion_does_not_depend_on_string_hashing(tf1_fixtures, tmp_path):
+    """tf2onnx walks sets: with Python's string hashing randomised per process, the while
+    loop's body came out with its inputs in either order, one checkpoint giving two different
+    model.py files. Two runs under different PYTHONHASHSEEDs now write the same bytes."""
+    import os
+    import subprocess
+    import sys
+
+    _, exp = tf1_fixtures
+    outs = []
+    for seed in ("1", "4"):
+        out = tmp_path / f"seed{seed}"
+        proc = subprocess.run([sys.executable, "-m", "porter", "convert", exp["while"]["prefix"],
+                               "--verify", "none", "--out", str(out), "-q"],
+                              capture_output=True, text=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs.append(out)
+    for name in ("model.py", "model.safetensors"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
