@@ -305,7 +305,7 @@ def _init_lines(module: OnnxModule, classes: _Classes) -> list[str]:
             attr += "_flow"
         classes.attrs[id(m)] = attr
         extra.append((attr, m))
-    for path, m in [*module.named_modules(), *extra]:
+    for path, m in [*registered.items(), *extra]:
         if not path or type(m) is nn.Module or path in declared or any(
                 path.startswith(p + ".") for p in inside):
             continue

@@ -74,10 +74,10 @@ def rename_values(graph: Any, mapping: Mapping[str, str]) -> None:
     full = dict(mapping)
     for new in mapping.values():
         if new in names and new not in mapping:
-            k, aside = 1, f"{new}__{1}"
-            while aside in names or aside in mapping.values():
+            k = 1
+            while f"{new}__{k}" in names or f"{new}__{k}" in mapping.values():
                 k += 1
-                aside = f"{new}__{k}"
+            aside = f"{new}__{k}"
             full[new] = aside
             names.add(aside)
     for g in _graphs(graph):

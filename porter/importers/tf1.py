@@ -543,7 +543,7 @@ def inference_io(graph: nx.DiGraph) -> tuple[list[str], list[str]]:
         # an op porter does not run (strings, I/O) is no output it could give
         if op in _NOT_OUTPUTS or op not in INFERENCE_OPS or not _NUMERIC.search(str(dtype)):
             continue
-        if graph.nodes[n]["op_type"] == "Identity" and _stray_alias(n, data, keep):
+        if op == "Identity" and _stray_alias(n, data, keep):
             continue
         if "float" not in str(dtype) and "half" not in str(dtype) and (
                 op == "Exit" or any(True for _ in data.successors(n))):

@@ -49,7 +49,6 @@ def _bodies(node: Node, ctx: Context, graphs: list) -> tuple[list[nn.Module], li
 class _Body(nn.Module):
     """A subgraph plan plus which of the node's outer values it reads (by position)."""
 
-
     def __init__(self, plan: nn.Module, outer: list[int]) -> None:
         super().__init__()
         self.plan = plan
@@ -101,7 +100,6 @@ def _never_stops_early(node: Node, ctx: Context) -> bool:
 
 class Loop(nn.Module):
     """ONNX Loop: ``(M, cond, *carried, *outer) -> (*final carried, *stacked scan outputs)``."""
-
 
     def __init__(self, body: _Body, n_carried: int, n_out: int) -> None:
         super().__init__()
@@ -158,7 +156,6 @@ def _loop(node: Node, ctx: Context) -> Op:
 class If(nn.Module):
     """ONNX If: run ``then_branch`` or ``else_branch`` on the outer values they read."""
 
-
     def __init__(self, then_body: _Body, else_body: _Body, n_out: int) -> None:
         super().__init__()
         self.then_body = then_body
@@ -186,7 +183,6 @@ class Scan(nn.Module):
     ``batched`` is opset 8's form: a leading batch axis on every input and output, the
     sequence on axis 1, and an optional ``sequence_lens`` first input.
     """
-
 
     def __init__(self, body: _Body, n_state: int, n_scan: int, in_axes: list[int],
                  in_dirs: list[int], out_axes: list[int], out_dirs: list[int],
@@ -266,7 +262,6 @@ def _scan(node: Node, ctx: Context) -> Op:
 
 class SequenceMap(nn.Module):
     """ONNX SequenceMap: run the body on the i-th element of every sequence input."""
-
 
     def __init__(self, body: _Body, n_in: int, is_seq: list[bool | None], n_out: int) -> None:
         super().__init__()
