@@ -168,10 +168,11 @@ def _reference(source: Source, input_names: list[str], output_names: list[str]):
             return paddle_inference_runtime(files[0], files[1], pinned=pinned)
         return paddle_inference_runtime(source.path)
     if fmt in UPSTREAM_FORMATS and source.meta.get("upstream"):
+        from porter.upstream_graph import traced_runner
         from porter.verification.runtimes.torch_upstream import UpstreamRunner
 
-        return UpstreamRunner(source.meta["upstream"], source.tensors, input_names,
-                              output_names)
+        return traced_runner(source) or UpstreamRunner(source.meta["upstream"], source.tensors,
+                                                       input_names, output_names)
     raise PorterError(f"no reference runtime for {fmt} sources")
 
 

@@ -21,7 +21,7 @@ import torch
 from porter.errors import PorterError
 from porter.source import Source
 
-__all__ = ["flat_outputs", "forward_inputs", "upstream_to_onnx"]
+__all__ = ["flat_outputs", "forward_inputs", "traced_runner", "upstream_to_onnx"]
 
 
 def forward_inputs(module: torch.nn.Module) -> list[str]:
@@ -80,6 +80,7 @@ def _batch_two(model: Any, module: torch.nn.Module, names: Sequence[str],
     from sizes (``B = int(x.shape[0] / n)``) into constants, which a free batch then breaks,
     silently where the shapes still fit."""
     from porter.generic import GENERIC_TOLERANCE
+    from porter.verification.metrics import compare_arrays
     from porter.verification.runtimes.onnxruntime import OrtRunner
 
     rng = np.random.default_rng(1)
@@ -92,17 +93,15 @@ def _batch_two(model: Any, module: torch.nn.Module, names: Sequence[str],
     except PorterError as exc:
         return f"the graph traced with a free batch fails at batch 2 ({exc})"
     for name, ref in zip(out_names, want):
-        ref64 = ref.detach().double().numpy()
-        out64 = np.asarray(got[name], np.float64)
-        if out64.shape != ref64.shape:
-            return (f"traced with a free batch, {name} is {list(out64.shape)} at batch 2, not "
-                    f"{list(ref64.shape)}")
-        worst = float(np.abs(out64 - ref64).max()) if ref64.size else 0.0
-        bound = GENERIC_TOLERANCE.max_abs + GENERIC_TOLERANCE.rel_to_peak * float(
-            np.abs(ref64).max() if ref64.size else 0.0)
-        if not worst <= bound:
+        ref_np = ref.detach().numpy()
+        if np.shape(got[name]) != ref_np.shape:
+            return (f"traced with a free batch, {name} is {list(np.shape(got[name]))} at batch "
+                    f"2, not {list(ref_np.shape)}")
+        metrics = compare_arrays(ref_np, got[name])
+        if not GENERIC_TOLERANCE.check(metrics):
             return (f"traced with a free batch, {name} differs from the network at batch 2 "
-                    f"(max|Δ| {worst:.2e}: the forward turns a size into a constant)")
+                    f"(max|Δ| {metrics['max_abs']:.2e}: the forward turns a size into a "
+                    "constant)")
     return None
 
 
@@ -120,9 +119,22 @@ def _traced_reads(source: Source, model: Any) -> set[str]:
         return arr.dtype.str, arr.shape, hashlib.sha256(arr.view(np.uint8).data).hexdigest()
 
     names = {t.name.removeprefix("m.") for t in model.graph.initializer}
-    kept = {key(numpy_helper.to_array(t)) for t in model.graph.initializer}
-    return names | {n for n, ref in source.tensors.items()
-                    if n not in names and key(np.asarray(ref.numpy())) in kept}
+    others = {n: ref for n, ref in source.tensors.items() if n not in names}
+    shapes = {tuple(ref.shape) for ref in others.values()}
+    # hash only what could equal one of them: the rest of the weights are named already
+    kept = {key(numpy_helper.to_array(t)) for t in model.graph.initializer
+            if tuple(t.dims) in shapes}
+    return names | {n for n, ref in others.items() if key(np.asarray(ref.numpy())) in kept}
+
+
+_RUNNER = "_upstream_runner"  # a source.meta key; the manifest copies named keys only
+
+
+def traced_runner(source: Source) -> Any:
+    """The upstream runner :func:`upstream_to_onnx` loaded for ``source``, handed over once
+    (the parity run owns it from then on), or None: the reference reuses it instead of
+    importing the network and copying every weight a second time."""
+    return source.meta.pop(_RUNNER, None)
 
 
 def upstream_to_onnx(source: Source, shapes: Mapping[str | None, tuple[int, ...]]
@@ -145,6 +157,9 @@ def upstream_to_onnx(source: Source, shapes: Mapping[str | None, tuple[int, ...]
         keys, outs = flat_outputs(module(*example))
     out_names = keys or (["output"] if len(outs) == 1 else [f"output_{i}" for i in
                                                               range(len(outs))])
+    # the same network, weights loaded once, is the parity reference afterwards
+    runner.input_names, runner.output_names = list(names), list(out_names)
+    source.meta[_RUNNER] = runner
 
     def pick(out: Any) -> tuple:
         return flat_outputs(out)[1]
