@@ -137,11 +137,7 @@ def overlap_bound(model: Path, runs: int) -> None:
     """Print medians of the import-to-parity wall time with the reference run after the module
     (serial, as now) and in a thread started before ``import torch`` (one and two threads)."""
     def child(mode: str, threads: int, shapes: list) -> dict:
-        proc = subprocess.run([sys.executable, "-c", _OVERLAP, str(model), mode, str(threads),
-                               json.dumps(shapes)], cwd=ROOT, capture_output=True, text=True)
-        if proc.returncode != 0:
-            sys.exit(f"bench: overlap child failed:\n{proc.stderr[-2000:]}")
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        return _json_child(_OVERLAP, "overlap", model, mode, threads, json.dumps(shapes))
 
     shapes = child("serial", 2, [])["cases"]
     modes = {"serial, 2 threads": ("serial", 2), "overlap, 2 threads": ("overlap", 2),
@@ -164,10 +160,15 @@ def overlap_bound(model: Path, runs: int) -> None:
 def audit_cpu(model: Path, mode: str) -> dict:
     """CPU seconds (one torch thread, fresh process) of the smallest case's parity forward and
     of the audit after it, capturing by ``mode``: "export" or "parity" (the recording)."""
-    proc = subprocess.run([sys.executable, "-c", _AUDIT_CPU, str(model), mode], cwd=ROOT,
+    return _json_child(_AUDIT_CPU, "audit", model, mode)
+
+
+def _json_child(code: str, what: str, *args: object) -> dict:
+    """Run ``code`` in a fresh interpreter with ``args``; the JSON of its last stdout line."""
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        sys.exit(f"bench: audit child failed:\n{proc.stderr[-2000:]}")
+        sys.exit(f"bench: {what} child failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
